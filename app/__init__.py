@@ -1,0 +1,43 @@
+"""The application factory: read it as the table of contents of the app."""
+
+from flask import Flask, request, session
+
+from app import models  # noqa: F401  (Flask-Migrate's autogenerate needs the models registered)
+from app.auth import bp as auth_bp
+from app.commands import register_commands
+from app.errors import register_error_handlers
+from app.extensions import babel, bootstrap, csrf, db, login, migrate
+from app.main import bp as main_bp
+from app.templating import register_template_helpers
+from app.user import bp as user_bp
+from config import Config
+
+LANGUAGES = ["en"]
+
+
+def create_app(config_class: type[Config] = Config) -> Flask:
+    """Create and configure an instance of the blog."""
+    config_class.check()
+    app = Flask(__name__)
+    app.config.from_object(config_class)
+
+    db.init_app(app)
+    migrate.init_app(app, db)
+    login.init_app(app)
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
+    bootstrap.init_app(app)
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp, url_prefix="/auth")
+    app.register_blueprint(user_bp)
+
+    register_error_handlers(app)
+    register_template_helpers(app)
+    register_commands(app)
+    return app
+
+
+def select_locale() -> str | None:
+    """The user's language: their own choice, else their browser's, else English."""
+    return session.get("locale") or request.accept_languages.best_match(LANGUAGES)

@@ -1,0 +1,52 @@
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, PasswordField, StringField, SubmitField, ValidationError
+from wtforms.validators import DataRequired, Email, EqualTo, Length
+
+from app.extensions import db
+from app.forms import USERNAME_TAKEN, normalize_name, username_is_taken, username_validators
+from app.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH, User
+
+# Not a column (only the hash is stored), but hashing a megabyte-long password
+# on every attempt is an easy way to tie up a worker.
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+
+
+class LoginForm(FlaskForm):
+    username = StringField(
+        _l("Username"),
+        validators=[DataRequired(), Length(max=USERNAME_MAX_LENGTH)],
+        filters=[normalize_name],
+    )
+    password = PasswordField(
+        _l("Password"), validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
+    )
+    remember_me = BooleanField(_l("Remember me"))
+    submit = SubmitField(_l("Sign in"))
+
+
+class RegistrationForm(FlaskForm):
+    username = StringField(_l("Username"), validators=username_validators, filters=[normalize_name])
+    email = StringField(
+        _l("Email"),
+        validators=[DataRequired(), Length(max=EMAIL_MAX_LENGTH), Email()],
+        filters=[normalize_name],
+    )
+    password = PasswordField(
+        _l("Password"),
+        validators=[DataRequired(), Length(min=PASSWORD_MIN_LENGTH, max=PASSWORD_MAX_LENGTH)],
+    )
+    password2 = PasswordField(
+        _l("Repeat password"),
+        validators=[DataRequired(), EqualTo("password", message=_l("The passwords don't match."))],
+    )
+    submit = SubmitField(_l("Register"))
+
+    def validate_username(self, field):
+        if username_is_taken(field.data):
+            raise ValidationError(USERNAME_TAKEN)
+
+    def validate_email(self, field):
+        if db.session.scalar(User.by_email(field.data)) is not None:
+            raise ValidationError(_l("Please use a different email address."))

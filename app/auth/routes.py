@@ -1,0 +1,77 @@
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_babel import _
+from flask_login import current_user, login_user, logout_user
+
+from app.auth.forms import LoginForm, RegistrationForm
+from app.extensions import db
+from app.forms import commit_or_show_conflict
+from app.models import User
+
+bp = Blueprint("auth", __name__)
+
+
+def safe_next_url(target: str | None) -> str | None:
+    """Return `target` if it is a path on this site, else None.
+
+    The usual ``urlsplit(target).netloc == ""`` test is not enough: browsers
+    read ``/\\evil.example`` and ``///evil.example`` as other hosts, and
+    ``https:evil.example`` has no netloc but a scheme. So we accept only a
+    single leading slash, no backslash, no scheme, and no whitespace or control
+    characters (browsers drop tabs and newlines, which turns ``/\\t/evil`` into
+    ``//evil``).
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return None
+    if "\\" in target or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Log a user in, then send them back where they were going."""
+    if current_user.is_authenticated:
+        return redirect(url_for("main.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = db.session.scalar(User.by_username(form.username.data))
+        if user is None or not user.check_password(form.password.data):
+            # One message for both cases, so the form doesn't reveal who has an account.
+            flash(_("Invalid username or password."), "danger")
+        else:
+            login_user(user, remember=form.remember_me.data)
+            return redirect(safe_next_url(request.args.get("next")) or url_for("main.index"))
+    return render_template("auth/login.html", title=_("Sign in"), form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    """Log the current user out.
+
+    POST only, so that no link or image on another site can log people out;
+    the CSRF token is checked by CSRFProtect before this view runs.
+    """
+    logout_user()
+    flash(_("You have been logged out."), "info")
+    return redirect(url_for("main.index"))
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    """Create an account."""
+    if current_user.is_authenticated:
+        return redirect(url_for("main.index"))
+    form = RegistrationForm()
+    if form.validate_on_submit():
+        user = User(username=form.username.data, email=form.email.data)
+        user.set_password(form.password.data)
+        db.session.add(user)
+        if commit_or_show_conflict(form):
+            flash(_("Congratulations, you are now a registered user! Please sign in."), "success")
+            return redirect(url_for("auth.login"))
+    return render_template("auth/register.html", title=_("Register"), form=form)

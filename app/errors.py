@@ -1,0 +1,106 @@
+"""Error pages that cannot themselves crash.
+
+The handlers are registered on the app, not on a blueprint: a blueprint's
+handlers never see routing errors (an unknown URL has no blueprint), nor
+errors raised in other blueprints.
+
+Rules every handler here follows:
+
+- The 500 handler rolls the session back before anything else: after a failed
+  flush the session refuses every query until it is rolled back, and the 500
+  page in the seed's story crashed on exactly that (`current_user.username`).
+- Nothing in ``base.html`` or ``errors/*.html`` queries the database; the
+  navigation's username is worked out in Python, inside a try (see
+  `app.templating.navigation_username`), so the page renders even when the
+  database is down.
+- A client that asks for JSON gets JSON with the same status code.
+"""
+
+from contextlib import suppress
+
+from flask import Flask, current_app, jsonify, render_template, request
+from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from app.extensions import db
+
+# What a person is told; the English reason phrase ("Not Found") is the title.
+MESSAGES = {
+    400: _l("The request could not be understood. Please check what you sent and try again."),
+    403: _l("You don't have permission to do that."),
+    404: _l("Sorry, that page doesn't exist. The link may be broken or the page removed."),
+    405: _l("That action isn't allowed here."),
+    413: _l("What you sent is too large."),
+    429: _l("Too many requests. Please wait a moment and try again."),
+    500: _l("Something went wrong on our side. The administrators have been told."),
+}
+FALLBACK_500_PAGE = """<!doctype html>
+<html lang="en"><meta charset="utf-8"><title>Server error</title>
+<h1>An unexpected error has occurred</h1>
+<p>Something went wrong on our side. The administrators have been told.</p>
+<p><a href="/">Back to the home page</a></p></html>
+"""
+CSRF_MESSAGE = _l(
+    "The form has expired or was sent from another page. Please go back, reload the page "
+    "and try again."
+)
+
+
+def wants_json() -> bool:
+    """True if the client prefers JSON to HTML (an API client, not a browser).
+
+    Browsers ask for text/html explicitly; ``Accept: */*`` (curl) ties and gets HTML.
+    """
+    accept = request.accept_mimetypes
+    return accept["application/json"] > accept["text/html"]
+
+
+def error_response(status: int, title: str, message: str, template: str = "errors/error.html"):
+    if wants_json():
+        return jsonify(error=title, message=str(message), status=status), status
+    return render_template(template, status=status, title=title, message=message), status
+
+
+def handle_http_error(error: HTTPException):
+    """Show any HTTP error (400, 403, 404, 405, 413, ...) in the site's layout."""
+    message = MESSAGES.get(error.code, error.description)
+    template = "errors/404.html" if error.code == 404 else "errors/error.html"
+    response, status = error_response(error.code, error.name, message, template)
+    # Keep what Werkzeug put on the response: 405's Allow header, 429's Retry-After.
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers.setdefault(name, value)
+    return response, status
+
+
+def handle_csrf_error(error: CSRFError):
+    """Tell the user their form expired instead of showing a bare 400."""
+    return error_response(400, error.name, CSRF_MESSAGE)
+
+
+def handle_internal_error(error: InternalServerError):
+    """Show the 500 page for an unhandled exception.
+
+    `error.original_exception` is what the view raised (None when a view called
+    ``abort(500)``); Flask has already logged it with its traceback.
+    """
+    # Undo the failed transaction first, so that rendering the page can use the
+    # database again. If the database is gone, rolling back fails too: swallow
+    # that, the page must still render.
+    with suppress(Exception):
+        db.session.rollback()
+    try:
+        return error_response(500, InternalServerError.name, MESSAGES[500], "errors/500.html")
+    except Exception:
+        # The page meant to report a failure failed too (a broken template, a
+        # missing translation...). Flask would answer with its bare default;
+        # we log the second failure and send a page that needs nothing at all.
+        current_app.logger.exception("The 500 page itself failed to render")
+        return FALLBACK_500_PAGE, 500, {"Content-Type": "text/html; charset=utf-8"}
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(CSRFError, handle_csrf_error)
+    app.register_error_handler(InternalServerError, handle_internal_error)

@@ -1,0 +1,42 @@
+"""Extension objects, created unbound and bound to an app in `create_app`.
+
+They live in their own module so that models, forms and views can import them
+without importing the app package (the import cycle microblog has).
+"""
+
+from flask_babel import Babel
+from flask_babel import lazy_gettext as _l
+from flask_bootstrap import Bootstrap5
+from flask_login import LoginManager
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    # Named constraints give Alembic stable names to alter and drop later,
+    # on every database (SQLite and PostgreSQL name them differently otherwise).
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+login = LoginManager()
+csrf = CSRFProtect()
+babel = Babel()
+bootstrap = Bootstrap5()
+
+# Where @login_required sends anonymous visitors, and what it tells them there.
+login.login_view = "auth.login"
+login.login_message = _l("Please log in to access this page.")
+login.login_message_category = "info"

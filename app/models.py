@@ -1,0 +1,211 @@
+"""Database models: users, their posts, and who follows whom.
+
+The schema itself is created only by the Alembic migrations in `migrations/`;
+`tests/test_models.py` checks that the two never drift apart.
+"""
+
+from datetime import UTC, datetime, timedelta
+from hashlib import md5
+
+from flask import current_app
+from flask_login import UserMixin
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    TypeDecorator,
+    exists,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.extensions import db, login
+
+# Column sizes, shared with the forms: PostgreSQL rejects a longer string with
+# an error (SQLite silently stores it), so every form field repeats its limit.
+USERNAME_MIN_LENGTH = 3
+USERNAME_MAX_LENGTH = 64
+EMAIL_MAX_LENGTH = 254
+ABOUT_ME_MAX_LENGTH = 280
+POST_MAX_LENGTH = 280
+
+# How stale `last_seen` may get before a request writes it again: one write a
+# minute per user instead of one per request.
+LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+
+
+def now_utc() -> datetime:
+    """Return the current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every database.
+
+    PostgreSQL stores ``timestamp with time zone``. SQLite has no such type and
+    hands back naive datetimes, which cannot be compared with aware ones; they
+    get their UTC label back here instead of in every template and view.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+followers = Table(
+    "followers",
+    db.metadata,
+    Column("follower_id", Integer, ForeignKey("user.id"), primary_key=True),
+    # The primary key (follower_id, followed_id) serves "whom do I follow";
+    # this index serves "who follows me" (the follower count on profiles).
+    Column("followed_id", Integer, ForeignKey("user.id"), primary_key=True, index=True),
+)
+
+
+class User(UserMixin, db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX_LENGTH))
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    about_me: Mapped[str] = mapped_column(String(ABOUT_ME_MAX_LENGTH), default="")
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+
+    # Write-only collections are never loaded whole by accident (a popular
+    # user may have thousands of posts); they are read with explicit queries.
+    posts: WriteOnlyMapped["Post"] = relationship(back_populates="author")
+    following: WriteOnlyMapped["User"] = relationship(
+        secondary=followers,
+        primaryjoin=(followers.c.follower_id == id),
+        secondaryjoin=(followers.c.followed_id == id),
+        back_populates="followers",
+    )
+    followers: WriteOnlyMapped["User"] = relationship(
+        secondary=followers,
+        primaryjoin=(followers.c.followed_id == id),
+        secondaryjoin=(followers.c.follower_id == id),
+        back_populates="following",
+    )
+
+    __table_args__ = (
+        # "Admin" and "admin" are the same user: the database enforces it on
+        # lower(), so even two requests racing past the form's check cannot
+        # both commit. Lookups by name use the same expression and this index.
+        Index("uq_user_username_lower", func.lower(username), unique=True),
+        Index("uq_user_email_lower", func.lower(email), unique=True),
+    )
+
+    def __repr__(self) -> str:
+        return f"<User {self.username}>"
+
+    def set_password(self, password: str) -> None:
+        method = current_app.config["PASSWORD_HASH_METHOD"]
+        self.password_hash = generate_password_hash(password, method=method)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    def avatar_hash(self) -> str:
+        """The Gravatar key for this user's address (also seeds the SVG colour)."""
+        return md5(self.email.strip().lower().encode()).hexdigest()
+
+    def needs_last_seen_update(self, now: datetime) -> bool:
+        return now - self.last_seen >= LAST_SEEN_RESOLUTION
+
+    def is_following(self, user: "User") -> bool:
+        query = self.following.select().where(User.id == user.id)
+        return db.session.scalar(select(query.exists())) is True
+
+    def follow(self, user: "User") -> None:
+        if user.id != self.id and not self.is_following(user):
+            self.following.add(user)
+
+    def unfollow(self, user: "User") -> None:
+        if self.is_following(user):
+            self.following.remove(user)
+
+    @staticmethod
+    def by_username(username: str):
+        """Select the user with this name, ignoring case (served by the lower() index)."""
+        return select(User).where(func.lower(User.username) == username.lower())
+
+    @staticmethod
+    def profile(username: str, viewer_id: int | None):
+        """Select a user with their follower and following counts, and whether the
+        viewer follows them: everything a profile header needs, in one statement.
+        """
+        follower_count = (
+            select(func.count()).where(followers.c.followed_id == User.id).scalar_subquery()
+        )
+        following_count = (
+            select(func.count()).where(followers.c.follower_id == User.id).scalar_subquery()
+        )
+        followed_by_viewer = exists().where(
+            followers.c.followed_id == User.id, followers.c.follower_id == viewer_id
+        )
+        return User.by_username(username).add_columns(
+            follower_count.label("follower_count"),
+            following_count.label("following_count"),
+            followed_by_viewer.label("followed_by_viewer"),
+        )
+
+    @staticmethod
+    def by_email(email: str):
+        """Select the user with this address, ignoring case."""
+        return select(User).where(func.lower(User.email) == email.lower())
+
+
+@login.user_loader
+def load_user(user_id: str) -> User | None:
+    """Turn the id stored in the session cookie back into a User (one query)."""
+    return db.session.get(User, int(user_id))
+
+
+class Post(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[str] = mapped_column(String(POST_MAX_LENGTH))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey(User.id))
+
+    # Every page that shows a post shows its author, so the author comes in the
+    # same SELECT (an inner join) instead of one extra query per post.
+    author: Mapped[User] = relationship(back_populates="posts", lazy="joined", innerjoin=True)
+
+    __table_args__ = (
+        # Serves a profile page (one author, newest first) and the timeline's
+        # "posts by the people I follow, newest first".
+        Index("ix_post_user_id_timestamp", "user_id", "timestamp"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Post {self.id} by user {self.user_id}>"
+
+    @staticmethod
+    def newest_first():
+        """Select every post, newest first (the explore page)."""
+        return select(Post).order_by(Post.timestamp.desc(), Post.id.desc())
+
+    @staticmethod
+    def by_author(user: User):
+        """Select one user's posts, newest first (their profile page)."""
+        return Post.newest_first().where(Post.user_id == user.id)
+
+    @staticmethod
+    def timeline(user: User):
+        """Select the posts of the people `user` follows, and their own, newest first."""
+        followed = select(followers.c.followed_id).where(followers.c.follower_id == user.id)
+        return Post.newest_first().where(or_(Post.user_id == user.id, Post.user_id.in_(followed)))

@@ -1,0 +1,3 @@
+from app.user.routes import bp
+
+__all__ = ["bp"]

@@ -1,0 +1,22 @@
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import StringField, SubmitField, TextAreaField, ValidationError
+from wtforms.validators import Length
+
+from app.forms import USERNAME_TAKEN, normalize_name, username_is_taken, username_validators
+from app.models import ABOUT_ME_MAX_LENGTH
+
+
+class EditProfileForm(FlaskForm):
+    username = StringField(_l("Username"), validators=username_validators, filters=[normalize_name])
+    about_me = TextAreaField(_l("About me"), validators=[Length(max=ABOUT_ME_MAX_LENGTH)])
+    submit = SubmitField(_l("Save"))
+
+    def __init__(self, original_username: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.original_username = original_username
+
+    def validate_username(self, field):
+        # Keeping your own name, or changing only its case, is not a clash.
+        if field.data.lower() != self.original_username.lower() and username_is_taken(field.data):
+            raise ValidationError(USERNAME_TAKEN)

@@ -1,0 +1,84 @@
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import _
+from flask_login import current_user, login_required
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.forms import EmptyForm, commit_or_show_conflict
+from app.models import Post, User
+from app.pagination import paginate
+from app.user.forms import EditProfileForm
+
+bp = Blueprint("user", __name__)
+
+
+@bp.route("/user/<username>")
+def profile(username: str):
+    """Show a user's profile and their posts, newest first."""
+    viewer_id = current_user.id if current_user.is_authenticated else None
+    row = db.session.execute(User.profile(username, viewer_id)).first()
+    if row is None:
+        abort(404)
+    user, follower_count, following_count, followed_by_viewer = row
+    page = paginate(Post.by_author(user), current_app.config["POSTS_PER_PAGE"])
+    return render_template(
+        "user/profile.html",
+        title=user.username,
+        user=user,
+        follower_count=follower_count,
+        following_count=following_count,
+        followed_by_viewer=followed_by_viewer,
+        page=page,
+        form=EmptyForm(),
+    )
+
+
+@bp.route("/edit_profile", methods=["GET", "POST"])
+@login_required
+def edit_profile():
+    """Change the logged-in user's username and about-me text."""
+    form = EditProfileForm(current_user.username)
+    if form.validate_on_submit():
+        current_user.username = form.username.data
+        current_user.about_me = form.about_me.data
+        if commit_or_show_conflict(form):
+            flash(_("Your changes have been saved."), "success")
+            return redirect(url_for("user.edit_profile"))
+    elif request.method == "GET":
+        form.username.data = current_user.username
+        form.about_me.data = current_user.about_me
+    return render_template("user/edit_profile.html", title=_("Edit profile"), form=form)
+
+
+@bp.route("/follow/<username>", methods=["POST"])
+@login_required
+def follow(username: str):
+    """Follow a user."""
+    user = db.first_or_404(User.by_username(username))
+    if user.id == current_user.id:
+        flash(_("You cannot follow yourself."), "warning")
+    else:
+        current_user.follow(user)
+        commit_ignoring_duplicates()
+        flash(_("You are following %(username)s.", username=user.username), "success")
+    return redirect(url_for("user.profile", username=user.username))
+
+
+@bp.route("/unfollow/<username>", methods=["POST"])
+@login_required
+def unfollow(username: str):
+    """Stop following a user."""
+    user = db.first_or_404(User.by_username(username))
+    current_user.unfollow(user)
+    db.session.commit()
+    flash(_("You are not following %(username)s anymore.", username=user.username), "info")
+    return redirect(url_for("user.profile", username=user.username))
+
+
+def commit_ignoring_duplicates() -> None:
+    """Commit a follow; a double-click can send two, and the second one's
+    primary-key clash means the follow already exists, which is what was asked."""
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()

@@ -1,0 +1,174 @@
+"""Configuration, read from the environment.
+
+Every setting comes from an environment variable with a development default, so
+the same code runs on a laptop (`flask run`, SQLite, no mail) and in production
+(gunicorn, PostgreSQL, mail and Sentry when their variables are set).
+
+`load_dotenv` below makes a `.env` file apply under gunicorn too: the `flask`
+command reads `.env` and `.flaskenv` by itself, a production server does not.
+Secrets belong in `.env` (git-ignored, see `.env.example`), never in `.flaskenv`.
+"""
+
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+load_dotenv(BASE_DIR / ".env")
+
+# Only ever used by the development and testing configs; production refuses it.
+DEV_SECRET_KEY = "dev-only-insecure-secret-key"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or invalid; raised at startup, before any request."""
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """Read a yes/no setting: accepts 1/true/yes/on and 0/false/no/off.
+
+    Anything else is refused instead of being read as False, so that a typo
+    such as ``MAIL_USE_SSL=ture`` fails at startup rather than silently sending
+    mail in clear text.
+    """
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    value = value.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean: use 1/true/yes or 0/false/no.")
+
+
+def env_int(name: str, default: int) -> int:
+    """Read a whole-number setting, with a clear message when it isn't one."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a whole number.") from None
+
+
+def env_list(name: str) -> list[str]:
+    """Read a comma-separated setting such as ``ADMINS=a@example.com,b@example.com``."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def database_url(url: str | None) -> str:
+    """Normalise ``DATABASE_URL`` for SQLAlchemy.
+
+    Hosting platforms hand out ``postgres://`` (a name SQLAlchemy dropped in 1.4)
+    or ``postgresql://`` (which SQLAlchemy maps to psycopg2, not installed here);
+    both are rewritten to the psycopg 3 driver. With no URL at all we use an
+    SQLite file, which Flask-SQLAlchemy puts in the instance folder.
+    """
+    if not url:
+        return "sqlite:///blog.db"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+class Config:
+    """Settings shared by every environment."""
+
+    SECRET_KEY = os.environ.get("SECRET_KEY") or DEV_SECRET_KEY
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
+
+    POSTS_PER_PAGE = env_int("POSTS_PER_PAGE", 10)
+    # Requests bigger than this get the 413 page instead of being read into memory.
+    MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)
+    # Werkzeug's hash method; the default (scrypt) is deliberately slow.
+    PASSWORD_HASH_METHOD = "scrypt"
+    SESSION_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+
+    # Gravatar sends every visitor's browser to a third party, so it is opt-in;
+    # by default avatars are small SVGs drawn by the app itself.
+    USE_GRAVATAR = env_bool("USE_GRAVATAR")
+
+    # Bootstrap's CSS and JS come from this app, never from a CDN, so the blog
+    # works offline, on intranets and where public CDNs are blocked.
+    BOOTSTRAP_SERVE_LOCAL = True
+
+    # Who is told about errors, and how (used by app/logger.py and password resets).
+    ADMINS = env_list("ADMINS")
+    MAIL_SERVER = os.environ.get("MAIL_SERVER")
+    MAIL_PORT = env_int("MAIL_PORT", 25)
+    MAIL_USE_TLS = env_bool("MAIL_USE_TLS")  # STARTTLS, usually port 587
+    MAIL_USE_SSL = env_bool("MAIL_USE_SSL")  # implicit TLS, usually port 465
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME")
+    # For 163.com, 126.com and QQ Mail this is the client authorization code,
+    # not the password used on the web site.
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
+    MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER")
+    MAIL_TIMEOUT = env_int("MAIL_TIMEOUT", 10)
+
+    @classmethod
+    def check(cls) -> None:
+        """Refuse settings that cannot work; called by the app factory."""
+        if cls.MAIL_USE_TLS and cls.MAIL_USE_SSL:
+            raise ConfigError(
+                "MAIL_USE_TLS (STARTTLS) and MAIL_USE_SSL (implicit TLS) exclude "
+                "each other: set only the one your mail provider documents."
+            )
+
+
+class DevelopmentConfig(Config):
+    """`flask run` on a laptop."""
+
+
+class TestingConfig(Config):
+    """pytest: each test points SQLALCHEMY_DATABASE_URI at its own database."""
+
+    TESTING = True
+    SECRET_KEY = DEV_SECRET_KEY
+    SQLALCHEMY_DATABASE_URI = "sqlite://"
+    # Tests post forms without a CSRF token; the CSRF tests turn it back on.
+    WTF_CSRF_ENABLED = False
+    # Fast hashes keep the suite quick; scrypt costs tens of ms per login.
+    PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
+
+
+class ProductionConfig(Config):
+    """gunicorn behind a reverse proxy."""
+
+    # Browsers send Secure cookies only over HTTPS, so this must stay off until
+    # the site is served over HTTPS (then set SESSION_COOKIE_SECURE=1).
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+    @classmethod
+    def check(cls) -> None:
+        super().check()
+        if cls.SECRET_KEY == DEV_SECRET_KEY:
+            raise ConfigError(
+                "SECRET_KEY is not set. Production needs its own secret key, e.g.\n"
+                "  export SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+            )
+
+
+configs: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_env() -> type[Config]:
+    """Pick the configuration class named by ``FLASK_CONFIG`` (default: development)."""
+    name = os.environ.get("FLASK_CONFIG", "development").strip().lower()
+    try:
+        return configs[name]
+    except KeyError:
+        choices = ", ".join(configs)
+        raise ConfigError(f"FLASK_CONFIG={name!r} is unknown: use one of {choices}.") from None
