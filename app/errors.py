@@ -8,7 +8,8 @@ Rules every handler here follows:
 
 - The 500 handler rolls the session back before anything else: after a failed
   flush the session refuses every query until it is rolled back, and the 500
-  page in the seed's story crashed on exactly that (`current_user.username`).
+  page in the classic tutorial bug crashed on exactly that (renaming "admin"
+  to the taken "admin1", then `current_user.username` in the navigation).
 - Nothing in ``base.html`` or ``errors/*.html`` queries the database; the
   navigation's username is worked out in Python, inside a try (see
   `app.templating.navigation_username`), so the page renders even when the
@@ -18,22 +19,31 @@ Rules every handler here follows:
 
 from contextlib import suppress
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.extensions import db
 
-# What a person is told; the English reason phrase ("Not Found") is the title.
-MESSAGES = {
-    400: _l("The request could not be understood. Please check what you sent and try again."),
-    403: _l("You don't have permission to do that."),
-    404: _l("Sorry, that page doesn't exist. The link may be broken or the page removed."),
-    405: _l("That action isn't allowed here."),
-    413: _l("What you sent is too large."),
-    429: _l("Too many requests. Please wait a moment and try again."),
-    500: _l("Something went wrong on our side. The administrators have been told."),
+# What a person is told: a title and a sentence for each status we expect.
+ERRORS = {
+    400: (
+        _l("Bad request"),
+        _l("The request could not be understood. Please check it and try again."),
+    ),
+    403: (_l("Forbidden"), _l("You don't have permission to do that.")),
+    404: (
+        _l("Page not found"),
+        _l("Sorry, that page doesn't exist. The link may be broken or the page removed."),
+    ),
+    405: (_l("Method not allowed"), _l("That action isn't allowed here.")),
+    413: (_l("Request too large"), _l("What you sent is too large.")),
+    429: (_l("Too many requests"), _l("Please wait a moment and try again.")),
+    500: (
+        _l("An unexpected error has occurred"),
+        _l("Something went wrong on our side. The administrators have been told."),
+    ),
 }
 FALLBACK_500_PAGE = """<!doctype html>
 <html lang="en"><meta charset="utf-8"><title>Server error</title>
@@ -56,27 +66,33 @@ def wants_json() -> bool:
     return accept["application/json"] > accept["text/html"]
 
 
-def error_response(status: int, title: str, message: str, template: str = "errors/error.html"):
+def error_response(
+    status: int, title: str, message: str, template: str = "errors/error.html"
+) -> Response:
+    """Render an error page, or a JSON body for a client that asked for JSON."""
     if wants_json():
-        return jsonify(error=title, message=str(message), status=status), status
-    return render_template(template, status=status, title=title, message=message), status
+        body = jsonify(error=str(title), message=str(message), status=status)
+    else:
+        body = render_template(template, status=status, title=title, message=message)
+    return make_response(body, status)
 
 
 def handle_http_error(error: HTTPException):
     """Show any HTTP error (400, 403, 404, 405, 413, ...) in the site's layout."""
-    message = MESSAGES.get(error.code, error.description)
+    # A status we don't word ourselves keeps Werkzeug's English wording.
+    title, message = ERRORS.get(error.code, (error.name, error.description))
     template = "errors/404.html" if error.code == 404 else "errors/error.html"
-    response, status = error_response(error.code, error.name, message, template)
+    response = error_response(error.code, title, message, template)
     # Keep what Werkzeug put on the response: 405's Allow header, 429's Retry-After.
     for name, value in error.get_headers():
         if name.lower() != "content-type":
             response.headers.setdefault(name, value)
-    return response, status
+    return response
 
 
 def handle_csrf_error(error: CSRFError):
     """Tell the user their form expired instead of showing a bare 400."""
-    return error_response(400, error.name, CSRF_MESSAGE)
+    return error_response(400, ERRORS[400][0], CSRF_MESSAGE)
 
 
 def handle_internal_error(error: InternalServerError):
@@ -91,7 +107,7 @@ def handle_internal_error(error: InternalServerError):
     with suppress(Exception):
         db.session.rollback()
     try:
-        return error_response(500, InternalServerError.name, MESSAGES[500], "errors/500.html")
+        return error_response(500, *ERRORS[500], template="errors/500.html")
     except Exception:
         # The page meant to report a failure failed too (a broken template, a
         # missing translation...). Flask would answer with its bare default;

@@ -52,7 +52,7 @@ def commit_or_show_conflict(form: FlaskForm) -> bool:
     requests can pass them at the same moment and race to commit the same
     username. The unique index lets only one win; the loser gets an
     IntegrityError. We roll back (the session is unusable until we do, which
-    is what broke the 500 page in the seed's story) and validate again: the
+    is what broke the 500 page in the classic tutorial bug) and validate again: the
     winner's row is committed now, so the same check that would have caught it
     puts "Please use a different username." on the form.
 

@@ -113,7 +113,7 @@ def add_posts(user: User, count: int) -> list[Post]:
 
 @pytest.fixture
 def users(app) -> dict[str, int]:
-    """Two users, admin and admin1: the cast of seed 002's duplicate-username bug."""
+    """Two users, admin and admin1: the cast of the classic duplicate-username bug."""
     with app.app_context():
         return {name: add_user(name).id for name in ("admin", "admin1")}
 

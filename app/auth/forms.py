@@ -23,7 +23,7 @@ class LoginForm(FlaskForm):
         _l("Password"), validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
     )
     remember_me = BooleanField(_l("Remember me"))
-    submit = SubmitField(_l("Sign in"))
+    submit = SubmitField(_l("Log in"))
 
 
 class RegistrationForm(FlaskForm):

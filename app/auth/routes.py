@@ -46,7 +46,7 @@ def login():
         else:
             login_user(user, remember=form.remember_me.data)
             return redirect(safe_next_url(request.args.get("next")) or url_for("main.index"))
-    return render_template("auth/login.html", title=_("Sign in"), form=form)
+    return render_template("auth/login.html", title=_("Log in"), form=form)
 
 
 @bp.route("/logout", methods=["POST"])

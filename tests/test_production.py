@@ -1,0 +1,167 @@
+"""The blog as it is deployed: gunicorn, the production config, a real database
+built by `flask db upgrade`, and a client that goes through the forms (CSRF
+tokens included) the way a browser does.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Browser:
+    """Just enough of a browser: cookies, no automatic redirects, CSRF tokens from forms."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(CookieJar()), self._NoRedirect
+        )
+
+    def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        try:
+            with self.opener.open(self.base_url + path, data=body, timeout=10) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+    def submit(self, path: str, fields: dict) -> tuple[int, dict, str]:
+        """GET the page with the form, then POST it with its CSRF token."""
+        status, _, page = self.request(path)
+        assert status == 200, page
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+        assert token, "the form has no CSRF token"
+        return self.request(path, {"csrf_token": token.group(1), **fields})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Run `flask db upgrade`, then gunicorn with two workers, on a fresh database."""
+    tmp = tmp_path_factory.mktemp("production")
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("FLASK_", "MAIL_", "SECRET", "DATABASE"))
+    }
+    env.update(
+        FLASK_APP="blog.py",
+        FLASK_CONFIG="production",
+        SECRET_KEY="a-test-secret-that-is-long-enough-for-production",
+        DATABASE_URL=f"sqlite:///{tmp / 'blog.sqlite'}",
+    )
+    subprocess.run([BIN / "flask", "db", "upgrade"], cwd=ROOT, env=env, check=True)
+    with open(tmp / "gunicorn.log", "w") as log:
+        process = subprocess.Popen(
+            [BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "blog:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(base_url + "/explore", timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"gunicorn did not start:\n{(tmp / 'gunicorn.log').read_text()}")
+            time.sleep(0.2)
+    yield base_url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def register(browser: Browser, username: str):
+    return browser.submit(
+        "/auth/register",
+        {
+            "username": username,
+            "email": f"{username}@example.com",
+            "password": "a-good-password",
+            "password2": "a-good-password",
+        },
+    )
+
+
+def login(browser: Browser, username: str):
+    return browser.submit("/auth/login", {"username": username, "password": "a-good-password"})
+
+
+def test_register_login_post_and_duplicate_rename(server):
+    """A person's first visit, ending with the duplicate-username error on screen."""
+    browser = Browser(server)
+    for name in ("prod_admin", "prod_admin1"):
+        status, headers, _ = register(browser, name)
+        assert (status, headers["Location"]) == (302, "/auth/login")
+
+    status, headers, _ = login(browser, "prod_admin")
+    assert (status, headers["Location"]) == (302, "/")
+
+    status, headers, _ = browser.submit("/", {"post": "Hello from gunicorn"})
+    assert (status, headers["Location"]) == (302, "/")
+    status, _, page = browser.request("/")
+    assert "Your post is now live!" in page
+    assert "Hello from gunicorn" in page
+
+    status, _, page = browser.submit(
+        "/edit_profile", {"username": "prod_admin1", "about_me": "changed?"}
+    )
+    assert status == 200
+    assert "Please use a different username." in page
+    status, _, page = browser.request("/user/prod_admin")
+    assert status == 200
+    assert "changed?" not in page
+    assert "Profile (prod_admin)" in page
+
+
+def test_post_without_csrf_token_is_refused(server):
+    status, _, page = Browser(server).request(
+        "/auth/register", {"username": "nocsrf", "email": "n@example.com"}
+    )
+    assert status == 400
+    assert "The form has expired" in page
+    status, _, _ = Browser(server).request("/user/nocsrf")
+    assert status == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "text"),
+    [
+        ("/no/such/page", 404, "Page not found"),
+        ("/explore?page=abc", 404, "Page not found"),
+        ("/user/nobody-here", 404, "Page not found"),
+        ("/auth/logout", 405, "Method not allowed"),
+    ],
+)
+def test_error_pages_under_gunicorn(server, path, status, text):
+    got_status, _, page = Browser(server).request(path)
+    assert got_status == status
+    assert text in page
+    assert 'href="/bootstrap/static/css/bootstrap.min.css"' in page
