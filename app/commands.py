@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from sqlalchemy import func, insert, select
 from werkzeug.security import generate_password_hash
 
@@ -89,6 +90,9 @@ def seed_database(users: int, posts: int, follows: int, seed: int) -> None:
 )
 @click.option("--seed", "random_seed", default=2018, show_default=True, help="Random seed.")
 @click.option("--if-empty", is_flag=True, help="Do nothing, successfully, if there are users.")
+# The `flask` command pushes an app context for every command, but Flask's
+# test runner (app.test_cli_runner()) does so only for commands that ask.
+@with_appcontext
 def seed_command(users: int, posts: int, follows: int, random_seed: int, if_empty: bool) -> None:
     """Fill an empty database with demo users, posts and follows."""
     existing = db.session.scalar(select(func.count()).select_from(User))

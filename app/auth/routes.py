@@ -2,10 +2,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import _
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user, login_url, login_user, logout_user
 
 from app.auth.forms import LoginForm, RegistrationForm
 from app.extensions import db
+from app.extensions import login as login_manager  # `login` is the view below
 from app.forms import commit_or_show_conflict
 from app.models import User
 
@@ -30,6 +31,28 @@ def safe_next_url(target: str | None) -> str | None:
     if parts.scheme or parts.netloc:
         return None
     return target
+
+
+def page_before() -> str | None:
+    """The page on this site that the request came from (its Referer), or None."""
+    parts = urlsplit(request.referrer or "")
+    if parts.netloc != request.host:
+        return None
+    return safe_next_url(parts.path + (f"?{parts.query}" if parts.query else ""))
+
+
+@login_manager.unauthorized_handler
+def login_first():
+    """Send a visitor who must log in to the login page, and back afterwards.
+
+    Flask-Login's default handler sends them back to the URL they asked for,
+    which for a form's POST (follow, unfollow) is a URL that only accepts
+    POST: after logging in, the browser would GET it and meet a 405. Those go
+    back to the page the form was on instead.
+    """
+    flash(login_manager.login_message, login_manager.login_message_category)
+    next_url = request.full_path.rstrip("?") if request.method == "GET" else page_before()
+    return redirect(login_url(login_manager.login_view, next_url=next_url))
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -1,0 +1,246 @@
+"""Error pages: every failure gets a page in the site's layout (or JSON for API
+clients), and the 500 page renders even when what broke is the database.
+
+In this module the app does not propagate exceptions (TESTING would), so an
+exception in a view reaches the 500 handler as it does in production. The app
+has a few routes that fail on purpose.
+"""
+
+import shutil
+
+import pytest
+from conftest import PASSWORD, add_user
+from flask import Flask, abort
+from flask_login import current_user
+from jinja2 import ChoiceLoader, DictLoader
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import User
+
+ERROR_500 = "An unexpected error has occurred"
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def add_failing_routes(app: Flask) -> None:
+    """Routes that exist only on the test app (added before its first request)."""
+
+    def boom():
+        raise RuntimeError("a bug in a view")
+
+    def forbidden():
+        abort(403)
+
+    def rename_to_admin1():
+        # The classic tutorial bug, without the form's check: the flush fails on
+        # the unique index and nothing catches the IntegrityError.
+        current_user.username = "admin1"
+        db.session.flush()
+
+    app.add_url_rule("/boom", view_func=boom)
+    app.add_url_rule("/forbidden", view_func=forbidden)
+    app.add_url_rule("/rename-to-admin1", view_func=rename_to_admin1)
+
+
+@pytest.fixture
+def app(make_app) -> Flask:
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+    add_failing_routes(app)
+    return app
+
+
+# --- Pages in the site's layout ---------------------------------------------
+
+
+def test_404_page_is_in_the_site_layout(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    page = response.text
+    assert "<title>Page not found · Blog</title>" in page
+    assert "<h1>Page not found</h1>" in page
+    assert '<a href="/">Back to the home page</a>' in page
+    assert '<a href="/explore">the latest posts</a>' in page  # the 404 page's own extra
+    assert 'href="/bootstrap/static/css/bootstrap.min.css"' in page
+    assert "cdn" not in page
+    assert "jsdelivr" not in page
+
+
+def test_404_page_shows_who_is_logged_in(client, auth, users):
+    auth.login()
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert "Profile (admin)" in response.text
+
+
+def test_405_page_keeps_the_allow_header(client):
+    response = client.get("/auth/logout")
+    assert response.status_code == 405
+    assert "<h1>Method not allowed</h1>" in response.text
+    assert "POST" in response.headers["Allow"]
+    assert "GET" not in response.headers["Allow"]
+
+
+def test_413_page_for_a_request_that_is_too_large(make_app):
+    client = make_app(MAX_CONTENT_LENGTH=1000).test_client()
+    response = client.post("/auth/login", data={"username": "a" * 5000, "password": "x"})
+    assert response.status_code == 413
+    assert "<h1>Request too large</h1>" in response.text
+
+
+def test_403_page(client):
+    response = client.get("/forbidden")
+    assert response.status_code == 403
+    assert "<h1>Forbidden</h1>" in response.text
+
+
+def test_csrf_failure_page(make_app):
+    client = make_app(WTF_CSRF_ENABLED=True).test_client()
+    response = client.post("/auth/login", data={"username": "admin", "password": "x"})
+    assert response.status_code == 400
+    assert "The form has expired" in response.text
+    assert "<h1>Bad request</h1>" in response.text
+
+
+# --- The 500 page -----------------------------------------------------------
+
+
+def test_500_page(client):
+    response = client.get("/boom")
+    assert response.status_code == 500
+    assert f"<h1>{ERROR_500}</h1>" in response.text
+    assert 'href="/bootstrap/static/css/bootstrap.min.css"' in response.text
+    assert "Log in" in response.text
+
+
+def test_500_page_shows_who_is_logged_in(client, auth, users):
+    auth.login()
+    response = client.get("/boom")
+    assert response.status_code == 500
+    assert ERROR_500 in response.text
+    assert "Profile (admin)" in response.text
+
+
+def test_500_page_after_a_failed_flush(app, client, auth, users):
+    """The seed's double fault: the view leaves the session broken by an
+    IntegrityError; the handler rolls back, so the page (and the navigation's
+    username) renders instead of Flask's bare "Internal Server Error"."""
+    auth.login()
+    response = client.get("/rename-to-admin1")
+    assert response.status_code == 500
+    assert ERROR_500 in response.text
+    assert "Profile (admin)" in response.text
+    assert "Internal Server Error" not in response.text
+    with app.app_context():
+        assert db.session.scalar(select(User.username).where(User.id == users["admin"])) == "admin"
+    assert client.get("/user/admin").status_code == 200
+
+
+@pytest.fixture
+def lost_database_app(app, make_app, database_url, tmp_path) -> Flask:
+    """An app on its own copy of the test database, with a route that deletes it.
+
+    `app` is created first on purpose: make_app empties the database of the
+    first app it made, which must be the shared one, not the one deleted here.
+
+    /lose-database runs after the logged-in user was loaded (by the
+    before_request hook), so the session holds them and a connection. It
+    closes the engine's pool, deletes the directory the database file lives
+    in, and fails. The 500 handler's rollback expires the user, so showing
+    their name needs a new connection, and SQLite can no longer open the file:
+    a real OperationalError, as when a database server goes away.
+    """
+    folder = tmp_path / "database"
+    folder.mkdir()
+    path = folder / "blog.sqlite"
+    shutil.copyfile(database_url.removeprefix("sqlite:///"), path)
+    lost = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{path}", PROPAGATE_EXCEPTIONS=False)
+
+    def lose_database():
+        db.engine.dispose()
+        shutil.rmtree(folder)
+        raise RuntimeError("the database is gone")
+
+    lost.add_url_rule("/lose-database", view_func=lose_database)
+    with lost.app_context():
+        add_user("admin")
+    return lost
+
+
+def test_500_page_when_the_database_is_gone(lost_database_app):
+    client = lost_database_app.test_client()
+    response = client.post("/auth/login", data={"username": "admin", "password": PASSWORD})
+    assert response.headers["Location"] == "/"
+    assert "Profile (admin)" in client.get("/").text
+
+    response = client.get("/lose-database")
+    assert response.status_code == 500
+    assert f"<h1>{ERROR_500}</h1>" in response.text
+    assert "Profile (admin)" not in response.text
+    assert "Log in" in response.text  # the full page, with the anonymous navigation
+
+    # Every page is now the 500 page (the user can't be loaded), and it still renders.
+    response = client.get("/")
+    assert response.status_code == 500
+    assert ERROR_500 in response.text
+
+
+def test_last_resort_page_when_the_500_template_fails(app, caplog):
+    """If errors/500.html itself fails to render, a page that needs nothing is sent."""
+    # A broken 500 template: it includes a partial that doesn't exist, as after a rename.
+    broken = "{% extends 'base.html' %}{% block content %}{% include 'gone.html' %}{% endblock %}"
+    app.jinja_loader = ChoiceLoader([DictLoader({"errors/500.html": broken}), app.jinja_loader])
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.content_type == "text/html; charset=utf-8"
+    assert "<title>Server error</title>" in response.text
+    assert f"<h1>{ERROR_500}</h1>" in response.text
+    assert "The 500 page itself failed to render" in caplog.text
+
+
+# --- JSON for API clients ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error", "message"),
+    [
+        (
+            "GET",
+            "/no/such/page",
+            404,
+            "Page not found",
+            "Sorry, that page doesn't exist. The link may be broken or the page removed.",
+        ),
+        ("GET", "/auth/logout", 405, "Method not allowed", "That action isn't allowed here."),
+        ("GET", "/forbidden", 403, "Forbidden", "You don't have permission to do that."),
+        (
+            "GET",
+            "/boom",
+            500,
+            ERROR_500,
+            "Something went wrong on our side. The administrators have been told.",
+        ),
+    ],
+)
+def test_json_clients_get_json_errors(client, method, path, status, error, message):
+    response = client.open(path, method=method, headers={"Accept": "application/json"})
+    assert response.status_code == status
+    assert response.is_json
+    body = response.json  # may carry more keys (a request id...), but always these three
+    assert (body["error"], body["message"], body["status"]) == (error, message, status)
+
+
+def test_json_405_keeps_the_allow_header(client):
+    response = client.get("/auth/logout", headers={"Accept": "application/json"})
+    assert response.json["status"] == 405
+    assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("accept", [BROWSER_ACCEPT, "*/*", None])
+@pytest.mark.parametrize(("path", "status"), [("/no/such/page", 404), ("/boom", 500)])
+def test_browsers_and_curl_get_html_errors(client, accept, path, status):
+    headers = {"Accept": accept} if accept else {}
+    response = client.get(path, headers=headers)
+    assert response.status_code == status
+    assert response.mimetype == "text/html"
+    assert "<!doctype html>" in response.text

@@ -1,0 +1,444 @@
+"""The app factory, the configuration read from the environment, the real
+`blog.py` entry point started as its own process, and the `flask` commands.
+"""
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from conftest import config_for
+from flask import Flask
+from sqlalchemy import func, select
+
+from app import create_app
+from app.extensions import db
+from app.models import Post, User, followers
+from config import (
+    DEV_SECRET_KEY,
+    Config,
+    ConfigError,
+    DevelopmentConfig,
+    ProductionConfig,
+    TestingConfig,
+    config_from_env,
+    database_url,
+    env_bool,
+    env_int,
+    env_list,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = ROOT / "migrations"
+FLASK = Path(sys.executable).parent / "flask"
+GOOD_SECRET_KEY = "a-test-secret-that-is-long-enough-for-production"
+
+
+def in_memory(config: type[Config], **overrides) -> type[Config]:
+    """`config` on an in-memory database, so that creating the app touches no file."""
+    return type(config.__name__, (config,), {"SQLALCHEMY_DATABASE_URI": "sqlite://", **overrides})
+
+
+# --- The factory ---------------------------------------------------------------------
+
+
+def test_testing_config_makes_a_testing_app():
+    assert create_app(TestingConfig).testing is True
+
+
+def test_default_config_is_not_testing():
+    app = create_app(in_memory(Config))
+    assert app.testing is False
+    assert app.config["WTF_CSRF_ENABLED"] is True
+
+
+def test_blueprints_are_registered():
+    app = create_app(TestingConfig)
+    assert {"main", "auth", "user"} <= set(app.blueprints)
+
+
+@pytest.mark.parametrize(
+    ("rule", "endpoint", "method"),
+    [
+        ("/", "main.index", "GET"),
+        ("/index", "main.index", "GET"),
+        ("/explore", "main.explore", "GET"),
+        ("/auth/login", "auth.login", "POST"),
+        ("/auth/register", "auth.register", "POST"),
+        ("/auth/logout", "auth.logout", "POST"),
+        ("/user/<username>", "user.profile", "GET"),
+        ("/edit_profile", "user.edit_profile", "POST"),
+    ],
+)
+def test_url_rules(rule, endpoint, method):
+    rules = {r.rule: r for r in create_app(TestingConfig).url_map.iter_rules()}
+    assert rule in rules
+    assert rules[rule].endpoint == endpoint
+    assert method in rules[rule].methods
+
+
+def test_logout_is_post_only():
+    """A GET (a link, an <img> on another site) cannot log anyone out."""
+    rules = [r for r in create_app(TestingConfig).url_map.iter_rules() if r.rule == "/auth/logout"]
+    assert [sorted(r.methods - {"OPTIONS"}) for r in rules] == [["POST"]]
+
+
+# --- Reading the environment ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", "Yes", "on", "  on  ", "True\n"])
+def test_env_bool_true(monkeypatch, value):
+    monkeypatch.setenv("SOME_FLAG", value)
+    assert env_bool("SOME_FLAG") is True
+
+
+@pytest.mark.parametrize("value", ["0", "false", "FALSE", "No", "off", " off "])
+def test_env_bool_false(monkeypatch, value):
+    monkeypatch.setenv("SOME_FLAG", value)
+    assert env_bool("SOME_FLAG", default=True) is False
+
+
+@pytest.mark.parametrize("default", [False, True])
+def test_env_bool_unset_is_the_default(monkeypatch, default):
+    monkeypatch.delenv("SOME_FLAG", raising=False)
+    assert env_bool("SOME_FLAG", default=default) is default
+
+
+@pytest.mark.parametrize("value", ["ture", "2", "y", "enabled"])
+def test_env_bool_refuses_a_typo(monkeypatch, value):
+    """MAIL_USE_SSL=ture must stop the app, not quietly mean False."""
+    monkeypatch.setenv("MAIL_USE_SSL", value)
+    with pytest.raises(ConfigError, match=r"MAIL_USE_SSL=.* is not a boolean"):
+        env_bool("MAIL_USE_SSL")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("42", 42), (" 7 ", 7), ("", 10), ("-1", -1)])
+def test_env_int(monkeypatch, value, expected):
+    monkeypatch.setenv("POSTS_PER_PAGE", value)
+    assert env_int("POSTS_PER_PAGE", 10) == expected
+
+
+def test_env_int_unset_is_the_default(monkeypatch):
+    monkeypatch.delenv("POSTS_PER_PAGE", raising=False)
+    assert env_int("POSTS_PER_PAGE", 10) == 10
+
+
+@pytest.mark.parametrize("value", ["ten", "1.5", "10 posts"])
+def test_env_int_refuses_a_non_number(monkeypatch, value):
+    monkeypatch.setenv("POSTS_PER_PAGE", value)
+    with pytest.raises(ConfigError, match=r"POSTS_PER_PAGE=.* is not a whole number"):
+        env_int("POSTS_PER_PAGE", 10)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("a@example.com", ["a@example.com"]),
+        (" a@example.com , b@example.com ", ["a@example.com", "b@example.com"]),
+        ("a@example.com,,b@example.com,", ["a@example.com", "b@example.com"]),
+        ("", []),
+        (" , ", []),
+    ],
+)
+def test_env_list_splits_and_trims(monkeypatch, value, expected):
+    monkeypatch.setenv("ADMINS", value)
+    assert env_list("ADMINS") == expected
+
+
+def test_env_list_unset_is_empty(monkeypatch):
+    monkeypatch.delenv("ADMINS", raising=False)
+    assert env_list("ADMINS") == []
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("postgresql://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("postgresql+psycopg://u:p@h/db", "postgresql+psycopg://u:p@h/db"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        (None, "sqlite:///blog.db"),
+        ("", "sqlite:///blog.db"),
+    ],
+)
+def test_database_url(url, expected):
+    assert database_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("development", DevelopmentConfig),
+        ("testing", TestingConfig),
+        ("production", ProductionConfig),
+        ("Production", ProductionConfig),
+        (" TESTING ", TestingConfig),
+    ],
+)
+def test_config_from_env_picks_by_flask_config(monkeypatch, name, expected):
+    monkeypatch.setenv("FLASK_CONFIG", name)
+    assert config_from_env() is expected
+
+
+def test_config_from_env_defaults_to_development(monkeypatch):
+    monkeypatch.delenv("FLASK_CONFIG", raising=False)
+    assert config_from_env() is DevelopmentConfig
+
+
+def test_config_from_env_refuses_an_unknown_name(monkeypatch):
+    monkeypatch.setenv("FLASK_CONFIG", "prod")
+    with pytest.raises(ConfigError, match="FLASK_CONFIG='prod' is unknown"):
+        config_from_env()
+
+
+# --- Settings the factory refuses ----------------------------------------------------
+
+
+def test_production_refuses_the_development_secret_key():
+    config = in_memory(ProductionConfig, SECRET_KEY=DEV_SECRET_KEY)
+    with pytest.raises(ConfigError, match="SECRET_KEY is not set"):
+        create_app(config)
+
+
+def test_production_starts_with_its_own_secret_key():
+    app = create_app(in_memory(ProductionConfig, SECRET_KEY=GOOD_SECRET_KEY))
+    assert app.testing is False
+    assert app.secret_key == GOOD_SECRET_KEY
+
+
+@pytest.mark.parametrize("config", [DevelopmentConfig, ProductionConfig])
+def test_mail_tls_and_ssl_together_are_refused(config):
+    bad = in_memory(config, SECRET_KEY=GOOD_SECRET_KEY, MAIL_USE_TLS=True, MAIL_USE_SSL=True)
+    with pytest.raises(ConfigError, match=r"MAIL_USE_TLS .* MAIL_USE_SSL"):
+        create_app(bad)
+
+
+@pytest.mark.parametrize(("tls", "ssl"), [(True, False), (False, True), (False, False)])
+def test_mail_tls_or_ssl_alone_is_accepted(tls, ssl):
+    app = create_app(
+        in_memory(ProductionConfig, SECRET_KEY=GOOD_SECRET_KEY, MAIL_USE_TLS=tls, MAIL_USE_SSL=ssl)
+    )
+    assert (app.config["MAIL_USE_TLS"], app.config["MAIL_USE_SSL"]) == (tls, ssl)
+
+
+# --- The real process ----------------------------------------------------------------
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without the blog's settings, plus `settings`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SECRET_KEY", "DATABASE_URL") and not key.startswith(("FLASK_", "MAIL_"))
+    }
+    env.update(settings)
+    return env
+
+
+def run(args: list, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_production_without_secret_key_does_not_start():
+    """Importing blog.py, as gunicorn does, fails and says which setting is missing."""
+    if (ROOT / ".env").exists():
+        pytest.skip("a local .env may set SECRET_KEY; see the empty-key test")
+    result = run([sys.executable, "-c", "import blog"], clean_env(FLASK_CONFIG="production"))
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_production_with_an_empty_secret_key_does_not_start():
+    """`SECRET_KEY=` as copied from .env.example (an empty value also beats any .env)."""
+    result = run(
+        [sys.executable, "-c", "import blog"], clean_env(FLASK_CONFIG="production", SECRET_KEY="")
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_flask_command_refuses_production_without_secret_key():
+    result = run([FLASK, "routes"], clean_env(FLASK_CONFIG="production", SECRET_KEY=""))
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_unknown_flask_config_does_not_start():
+    result = run([sys.executable, "-c", "import blog"], clean_env(FLASK_CONFIG="nonsense"))
+    assert result.returncode != 0
+    assert "FLASK_CONFIG='nonsense'" in result.stderr
+
+
+def test_production_with_a_secret_key_serves_its_routes(tmp_path):
+    env = clean_env(
+        FLASK_APP="blog.py",
+        FLASK_CONFIG="production",
+        SECRET_KEY=GOOD_SECRET_KEY,
+        DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}",
+    )
+    result = run([FLASK, "routes"], env)
+    assert result.returncode == 0, result.stderr
+    for endpoint in ("main.index", "auth.login", "user.profile"):
+        assert endpoint in result.stdout
+
+
+# --- The CLI on a new database -------------------------------------------------------
+
+
+@pytest.fixture
+def new_app(tmp_path) -> Iterator[Callable[[str], Flask]]:
+    """Return a factory of apps, each on its own new, empty SQLite file."""
+    apps = []
+
+    def factory(name: str = "blog") -> Flask:
+        app = create_app(config_for(f"sqlite:///{tmp_path / name}.sqlite"))
+        apps.append(app)
+        return app
+
+    yield factory
+
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def invoke(app: Flask, *args: str) -> Result:
+    """Run `flask <args>` on `app` through Flask's CLI test runner."""
+    return app.test_cli_runner().invoke(args=list(args))
+
+
+def upgrade_and_seed(app: Flask, *options: str) -> Result:
+    """`flask db upgrade` then `flask seed` with `options`; return seed's result."""
+    # -d: otherwise the migrations folder is looked up relative to the working directory.
+    result = invoke(app, "db", "upgrade", "-d", str(MIGRATIONS))
+    assert result.exit_code == 0, result.output
+    return invoke(app, "seed", *options)
+
+
+SMALL = ("--users", "5", "--posts", "20", "--follows", "2")
+
+
+def counts(app: Flask) -> tuple[int, int, int]:
+    """How many users, posts and follows the app's database holds."""
+    with app.app_context():
+        return tuple(
+            db.session.scalar(select(func.count()).select_from(table))
+            for table in (User, Post, followers)
+        )
+
+
+def test_upgrade_then_seed_fills_an_empty_database(new_app):
+    app = new_app()
+    result = upgrade_and_seed(app, *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "Added 5 users, 20 posts and 2 follows per user." in result.output
+    assert counts(app) == (5, 20, 10)
+    with app.app_context():
+        assert db.session.scalar(User.by_username("demo")) is not None
+        follow_pairs = db.session.execute(select(followers)).all()
+    assert all(follower != followed for follower, followed in follow_pairs)
+
+
+def test_seed_refuses_a_database_with_users(new_app):
+    app = new_app()
+    assert upgrade_and_seed(app, *SMALL).exit_code == 0
+    result = invoke(app, "seed", *SMALL)
+    assert result.exit_code != 0
+    assert "The database already has 5 users" in result.output
+    assert counts(app) == (5, 20, 10)
+
+
+def test_seed_if_empty_succeeds_and_adds_nothing(new_app):
+    """What `make run` does on every start after the first."""
+    app = new_app()
+    assert upgrade_and_seed(app, *SMALL).exit_code == 0
+    result = invoke(app, "seed", "--if-empty")
+    assert result.exit_code == 0, result.output
+    assert "already has 5 users" in result.output
+    assert counts(app) == (5, 20, 10)
+
+
+@pytest.mark.parametrize("option", [["--users", "0"], ["--posts", "-1"], ["--follows", "x"]])
+def test_seed_refuses_bad_numbers(new_app, option):
+    app = new_app()
+    result = upgrade_and_seed(app, *option)
+    assert result.exit_code == 2  # click's usage error
+    assert "Invalid value" in result.output
+    assert counts(app) == (0, 0, 0)
+
+
+def seeded_data(app: Flask) -> dict[str, list]:
+    with app.app_context():
+        author = User.username.label("author")
+        return {
+            "users": db.session.execute(
+                select(User.username, User.email, User.about_me).order_by(User.id)
+            ).all(),
+            "posts": db.session.execute(
+                select(author, Post.body).join(Post.author).order_by(Post.id)
+            ).all(),
+            "follows": sorted(db.session.execute(select(followers)).all()),
+        }
+
+
+def test_seed_is_deterministic(new_app):
+    """The same options on two new databases give the same users, posts and follows."""
+    first, second = new_app("first"), new_app("second")
+    for app in (first, second):
+        assert upgrade_and_seed(app, *SMALL).exit_code == 0
+    assert seeded_data(first) == seeded_data(second)
+    assert len(seeded_data(first)["posts"]) == 20
+
+
+def test_seed_with_another_random_seed_gives_other_posts(new_app):
+    first, second = new_app("first"), new_app("second")
+    assert upgrade_and_seed(first, *SMALL).exit_code == 0
+    assert upgrade_and_seed(second, *SMALL, "--seed", "7").exit_code == 0
+    assert seeded_data(first)["posts"] != seeded_data(second)["posts"]
+
+
+def test_demo_user_can_log_in_after_seed(new_app):
+    app = new_app()
+    assert upgrade_and_seed(app, *SMALL).exit_code == 0
+    response = app.test_client().post(
+        "/auth/login", data={"username": "demo", "password": "demo-password"}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+def test_demo_user_with_a_wrong_password_cannot_log_in(new_app):
+    app = new_app()
+    assert upgrade_and_seed(app, *SMALL).exit_code == 0
+    response = app.test_client().post(
+        "/auth/login", data={"username": "demo", "password": "not-the-demo-password"}
+    )
+    assert response.status_code == 200
+    assert "Invalid username or password." in response.get_data(as_text=True)
+
+
+def test_seed_runs_without_a_pushed_app_context(new_app):
+    """Flask's documented way to test a command: runner.invoke, no context of our own."""
+    app = new_app()
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "-d", str(MIGRATIONS)]).exit_code == 0
+    result = runner.invoke(args=["seed", *SMALL])
+    assert result.exit_code == 0, repr(result.exception)
+    assert counts(app) == (5, 20, 10)
+
+
+def test_flask_db_upgrade_and_seed_from_the_shell(tmp_path):
+    """`make run` on a new database: the real `flask` commands, as separate processes."""
+    env = clean_env(FLASK_APP="blog.py", DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}")
+    upgrade = run([FLASK, "db", "upgrade"], env)
+    assert upgrade.returncode == 0, upgrade.stderr
+    seed = run([FLASK, "seed", *SMALL], env)
+    assert seed.returncode == 0, seed.stderr
+    assert "Added 5 users, 20 posts and 2 follows per user." in seed.stdout
+    again = run([FLASK, "seed", "--if-empty"], env)
+    assert again.returncode == 0, again.stderr
+    assert "already has 5 users" in again.stdout

@@ -1,0 +1,296 @@
+"""The home page, posting, explore, paging through posts, "last seen", and how
+many SQL statements a page of posts costs.
+"""
+
+import html
+import re
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from conftest import AuthActions, add_posts, add_user
+from sqlalchemy import event, func, select, update
+
+from app.extensions import db
+from app.models import Post, User, now_utc
+
+
+def page_text(response) -> str:
+    """The page as a person reads it (entities such as ``&#39;`` decoded)."""
+    return html.unescape(response.get_data(as_text=True))
+
+
+def add_post(username: str, body: str, minutes_ago: int) -> None:
+    """Give `username` a post written `minutes_ago` (call inside an app context)."""
+    author = db.session.scalar(User.by_username(username))
+    db.session.add(
+        Post(body=body, author=author, timestamp=now_utc() - timedelta(minutes=minutes_ago))
+    )
+    db.session.commit()
+
+
+def assert_in_order(text: str, *bodies: str) -> None:
+    """Every one of `bodies` is on the page, in this order."""
+    positions = [text.find(body) for body in bodies]
+    assert -1 not in positions, [body for body in bodies if body not in text]
+    assert positions == sorted(positions)
+
+
+def count_posts(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Post))
+
+
+@pytest.fixture
+def posts(app, users) -> None:
+    """admin and admin1 write; carol writes too, but admin doesn't follow her."""
+    with app.app_context():
+        add_user("carol")
+        add_post("admin1", "admin1 recent", minutes_ago=10)
+        add_post("carol", "carol unfollowed", minutes_ago=20)
+        add_post("admin", "admin own", minutes_ago=30)
+        add_post("admin1", "admin1 old", minutes_ago=50)
+
+
+# --- the home page --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/index"])
+def test_anonymous_home_is_the_explore_page(posts, client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    text = page_text(response)
+    assert "Welcome to the blog" in text
+    assert 'name="post"' not in text  # no post form for visitors
+    assert_in_order(text, "admin1 recent", "carol unfollowed", "admin own", "admin1 old")
+
+
+def test_index_shows_form_and_timeline(posts, client, auth):
+    """Logged in: my posts and those of the people I follow, newest first, no one else's."""
+    auth.login("admin")
+    response = client.post("/follow/admin1")
+    assert response.headers["Location"] == "/user/admin1"
+
+    response = client.get("/")
+    assert response.status_code == 200
+    text = page_text(response)
+    assert "Hi, admin!" in text
+    assert re.search(r'<textarea[^>]*name="post"', text)  # the post form
+    assert_in_order(text, "admin1 recent", "admin own", "admin1 old")
+    assert "carol unfollowed" not in text
+
+
+def test_index_without_follows_shows_own_posts_only(posts, client, auth):
+    auth.login("admin")
+    text = page_text(client.get("/"))
+    assert "admin own" in text
+    assert "admin1 recent" not in text
+    assert "carol unfollowed" not in text
+
+
+def test_explore_lists_every_post_newest_first(posts, client, auth):
+    auth.login("admin")
+    response = client.get("/explore")
+    assert response.status_code == 200
+    assert_in_order(
+        page_text(response), "admin1 recent", "carol unfollowed", "admin own", "admin1 old"
+    )
+
+
+# --- posting --------------------------------------------------------------------------------
+
+
+def test_post(app, users, client, auth):
+    """Post/Redirect/Get: the POST redirects, the GET shows the post and the flash."""
+    auth.login()
+    response = client.post("/", data={"post": "  Hello, world!  "})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+    text = page_text(client.get("/"))
+    assert "Your post is now live!" in text
+    assert "Hello, world!" in text
+    with app.app_context():
+        post = db.session.scalar(select(Post))
+        assert post.body == "Hello, world!"  # surrounding spaces trimmed
+        assert post.author.username == "admin"
+
+
+def test_post_of_maximum_length_is_accepted(app, users, client, auth):
+    auth.login()
+    response = client.post("/", data={"post": "x" * 280})
+    assert response.headers["Location"] == "/"
+    assert count_posts(app) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("", "This field is required."),
+        ("   \n\t ", "This field is required."),
+        ("x" * 281, "Field cannot be longer than 280 characters."),
+    ],
+)
+def test_post_validates_input(app, users, client, auth, body, message):
+    auth.login()
+    response = client.post("/", data={"post": body})
+    assert response.status_code == 200
+    assert message in page_text(response)
+    assert count_posts(app) == 0
+
+
+def test_post_is_escaped(users, client, auth):
+    """A post is text: markup in it is shown, never run."""
+    auth.login()
+    client.post("/", data={"post": "<script>alert(1)</script>"})
+    raw = client.get("/").get_data(as_text=True)  # raw HTML: page_text would unescape it
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
+    assert "<script>alert" not in raw
+
+
+# --- pagination -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def paged_client(make_app):
+    """Three posts a page; admin has written 7 ("post 1 by admin" .. "post 7", the newest)
+    and is logged in."""
+    app = make_app(POSTS_PER_PAGE=3)
+    with app.app_context():
+        add_posts(add_user("admin"), 7)
+    client = app.test_client()
+    AuthActions(client).login("admin")
+    return client
+
+
+PAGED = ["/explore", "/", "/user/admin"]
+
+
+@pytest.mark.parametrize("path", PAGED)
+def test_pagination(paged_client, path):
+    response = paged_client.get(path)
+    text = page_text(response)
+    assert_in_order(text, "post 7 by admin", "post 6 by admin", "post 5 by admin")
+    assert "post 4 by admin" not in text
+    assert f'href="{path}?page=2">' in text  # Older posts
+    assert f'href="{path}?page=0"' not in text  # no Newer posts on the first page
+
+    text = page_text(paged_client.get(f"{path}?page=2"))
+    assert_in_order(text, "post 4 by admin", "post 3 by admin", "post 2 by admin")
+    assert f'href="{path}?page=1">' in text
+    assert f'href="{path}?page=3">' in text
+
+    response = paged_client.get(f"{path}?page=3")
+    assert response.status_code == 200
+    text = page_text(response)
+    assert "post 1 by admin" in text
+    assert "post 2 by admin" not in text
+    assert f'href="{path}?page=4"' not in text  # no Older posts on the last page
+
+    response = paged_client.get(f"{path}?page=4")
+    assert response.status_code == 404
+    assert "Page not found" in page_text(response)
+
+
+@pytest.mark.parametrize("page", ["abc", "0", "-1", "1e400", "99999999999999999999", ""])
+@pytest.mark.parametrize("path", PAGED)
+def test_bad_page_number_is_not_found(paged_client, path, page):
+    """A page number that isn't a page is a 404, never a 500."""
+    response = paged_client.get(path, query_string={"page": page})
+    assert response.status_code == 404
+    assert "Page not found" in page_text(response)
+
+
+def test_first_page_of_nothing_is_not_an_error(app, users, client):
+    response = client.get("/explore")
+    assert response.status_code == 200
+    assert "No posts yet." in page_text(response)
+
+
+# --- last seen ------------------------------------------------------------------------------
+
+
+def set_last_seen(app, user_id: int, ago: timedelta):
+    with app.app_context():
+        moment = now_utc() - ago
+        db.session.execute(update(User).where(User.id == user_id).values(last_seen=moment))
+        db.session.commit()
+        return db.session.get(User, user_id).last_seen
+
+
+def get_last_seen(app, user_id: int):
+    with app.app_context():
+        return db.session.scalar(select(User.last_seen).where(User.id == user_id))
+
+
+def test_last_seen_is_updated_at_most_once_a_minute(app, users, client, auth):
+    auth.login()
+    admin_id = users["admin"]
+
+    five_minutes_ago = set_last_seen(app, admin_id, timedelta(minutes=5))
+    before = now_utc()
+    client.get("/explore")
+    assert get_last_seen(app, admin_id) >= before
+
+    ten_seconds_ago = set_last_seen(app, admin_id, timedelta(seconds=10))
+    client.get("/explore")
+    assert get_last_seen(app, admin_id) == ten_seconds_ago
+    assert ten_seconds_ago > five_minutes_ago
+
+
+def test_anonymous_requests_do_not_touch_last_seen(app, users, client):
+    five_minutes_ago = set_last_seen(app, users["admin"], timedelta(minutes=5))
+    client.get("/explore")
+    assert get_last_seen(app, users["admin"]) == five_minutes_ago
+
+
+# --- query count ----------------------------------------------------------------------------
+
+
+@contextmanager
+def count_queries(app):
+    """Count the SQL statements `app` sends to its database inside the block."""
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def add_authors(first: int, last: int, reader: str = "admin") -> None:
+    """Authors `first`..`last - 1`, one post each, all followed by `reader`."""
+    me = db.session.scalar(User.by_username(reader))
+    for n in range(first, last):
+        author = add_user(f"author{n}")
+        add_post(author.username, f"post by author{n}", minutes_ago=n)
+        me.follow(author)
+    db.session.commit()
+
+
+@pytest.mark.parametrize(("path", "logged_in"), [("/explore", False), ("/", True)])
+def test_query_count_does_not_grow_with_posts(app, users, client, auth, path, logged_in):
+    """Each post's author comes in the same SELECT: no query per post (no "N+1")."""
+    if logged_in:
+        auth.login()
+    with app.app_context():
+        add_authors(0, 2)
+    with count_queries(app) as few:
+        response = client.get(path)
+    assert response.status_code == 200
+    assert page_text(response).count("post by author") == 2
+
+    with app.app_context():
+        add_authors(2, 10)
+    with count_queries(app) as many:
+        response = client.get(path)
+    assert page_text(response).count("post by author") == 10
+
+    assert len(many) == len(few), many
+    assert len(few) <= 2, few
