@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run debug test lint format clean
+.PHONY: run debug test lint format clean bench-errors
 
 ## Serve the blog on http://127.0.0.1:5000 with demo data (SQLite by default).
 run: $(VENV)/.installed
@@ -27,6 +27,10 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+## Measure the error path: 500-page latency with a dead mail server, storm control, log rotation.
+bench-errors: $(VENV)/.installed-dev
+	$(BIN)/python bench/errors.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

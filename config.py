@@ -9,6 +9,7 @@ command reads `.env` and `.flaskenv` by itself, a production server does not.
 Secrets belong in `.env` (git-ignored, see `.env.example`), never in `.flaskenv`.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,7 +22,7 @@ load_dotenv(BASE_DIR / ".env")
 DEV_SECRET_KEY = "dev-only-insecure-secret-key"
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 class ConfigError(RuntimeError):
@@ -35,10 +36,9 @@ def env_bool(name: str, default: bool = False) -> bool:
     such as ``MAIL_USE_SSL=ture`` fails at startup rather than silently sending
     mail in clear text.
     """
-    value = os.environ.get(name)
-    if value is None:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
         return default
-    value = value.strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -112,10 +112,47 @@ class Config:
     MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER")
     MAIL_TIMEOUT = env_int("MAIL_TIMEOUT", 10)
+    # A CA bundle to trust instead of the system's, for a mail relay with a
+    # private certificate. Certificates are always verified.
+    MAIL_CA_FILE = os.environ.get("MAIL_CA_FILE")
+    # Error mails start with this; any language works ("[博客异常]"), it is sent as UTF-8.
+    MAIL_SUBJECT_PREFIX = os.environ.get("MAIL_SUBJECT_PREFIX", "[Blog]")
+    # Storm control: the same error is mailed at most once per window (seconds);
+    # repeats are counted and reported in a summary when the window closes.
+    MAIL_ERROR_WINDOW = env_int("MAIL_ERROR_WINDOW", 600)
+
+    # Logging (app/logger.py). The directory is absolute by default, so the log
+    # lands in the project's logs/ whatever directory the server was started from.
+    LOG_DIR = os.environ.get("LOG_DIR") or str(BASE_DIR / "logs")
+    LOG_FILE = os.environ.get("LOG_FILE", "blog.log")
+    LOG_MAX_BYTES = env_int("LOG_MAX_BYTES", 102400)
+    LOG_BACKUP_COUNT = env_int("LOG_BACKUP_COUNT", 10)
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
+    LOG_TO_STDOUT = env_bool("LOG_TO_STDOUT")
+    # Other libraries' loggers that get the same handlers: "name" or "name:LEVEL",
+    # comma-separated. None means the default: SQLAlchemy's warnings, and
+    # gunicorn's error log when running under gunicorn.
+    LOG_EXTRA_LOGGERS = os.environ.get("LOG_EXTRA_LOGGERS")
+
+    # Sentry is opt-in: nothing is sent anywhere unless SENTRY_DSN is set.
+    SENTRY_DSN = os.environ.get("SENTRY_DSN")
+    SENTRY_ENVIRONMENT = os.environ.get("SENTRY_ENVIRONMENT") or os.environ.get(
+        "FLASK_CONFIG", "development"
+    )
+    SENTRY_RELEASE = os.environ.get("SENTRY_RELEASE")
+
+    # How long a password-reset link stays valid, in seconds.
+    RESET_TOKEN_MAX_AGE = env_int("RESET_TOKEN_MAX_AGE", 3600)
+
+    # `python blog.py` with this on leaves exceptions and reloading to an IDE's
+    # debugger (VS Code, PyCharm) instead of Werkzeug's.
+    EXTERNAL_DEBUGGER = env_bool("EXTERNAL_DEBUGGER")
 
     @classmethod
     def check(cls) -> None:
         """Refuse settings that cannot work; called by the app factory."""
+        if cls.LOG_LEVEL not in logging.getLevelNamesMapping():
+            raise ConfigError(f"LOG_LEVEL={cls.LOG_LEVEL!r} is not a logging level, e.g. INFO.")
         if cls.MAIL_USE_TLS and cls.MAIL_USE_SSL:
             raise ConfigError(
                 "MAIL_USE_TLS (STARTTLS) and MAIL_USE_SSL (implicit TLS) exclude "
@@ -146,10 +183,19 @@ class ProductionConfig(Config):
     # the site is served over HTTPS (then set SESSION_COOKIE_SECURE=1).
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    # Keep the values of SQL statements out of exception messages: a failed
+    # INSERT INTO user would otherwise put a password hash into the log and
+    # the error mail.
+    SQLALCHEMY_ENGINE_OPTIONS = {"hide_parameters": True}
 
     @classmethod
     def check(cls) -> None:
         super().check()
+        if env_bool("FLASK_DEBUG"):
+            raise ConfigError(
+                "Debug mode is on (FLASK_DEBUG or --debug). Never run production with the "
+                "debugger: anyone who can trigger an error gets a Python shell on the server."
+            )
         if cls.SECRET_KEY == DEV_SECRET_KEY:
             raise ConfigError(
                 "SECRET_KEY is not set. Production needs its own secret key, e.g.\n"

@@ -7,7 +7,9 @@ from app.auth import bp as auth_bp
 from app.commands import register_commands
 from app.errors import register_error_handlers
 from app.extensions import babel, bootstrap, csrf, db, login, migrate
+from app.logger import init_email, init_logger, init_sentry
 from app.main import bp as main_bp
+from app.request_id import register_request_id
 from app.templating import register_template_helpers
 from app.user import bp as user_bp
 from config import Config
@@ -28,6 +30,7 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     babel.init_app(app, locale_selector=select_locale)
     bootstrap.init_app(app)
 
+    register_request_id(app)
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(user_bp)
@@ -35,6 +38,13 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     register_error_handlers(app)
     register_template_helpers(app)
     register_commands(app)
+
+    # Production logging and error reports. Not in debug mode (the debugger
+    # shows errors in the browser) nor in tests (they call these themselves).
+    if not app.debug and not app.testing:
+        init_logger(app)
+        init_email(app)
+        init_sentry(app)
     return app
 
 

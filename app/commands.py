@@ -1,16 +1,21 @@
-"""Command-line tools: `flask seed` fills an empty database with demo data."""
+"""Command-line tools: `flask seed` fills an empty database with demo data;
+`flask test-email` and `flask test-error` check error reporting before you rely on it."""
 
 import random
+import sys
 from datetime import timedelta
 
 import click
+import sentry_sdk
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy import func, insert, select
 from werkzeug.security import generate_password_hash
 
+from app.error_mail import ErrorMailHandler
 from app.extensions import db
-from app.models import Post, User, followers, now_utc
+from app.mail import MailError, MailSettings, build_message, outbox, send
+from app.models import Post, User, followers, name_key, now_utc
 
 DEMO_PASSWORD = "demo-password"
 
@@ -45,10 +50,14 @@ def seed_database(users: int, posts: int, follows: int, seed: int) -> None:
     names = ["demo"] + [
         f"{FIRST_NAMES[i % len(FIRST_NAMES)]}{i // len(FIRST_NAMES) + 1}" for i in range(users - 1)
     ]
+    # A bulk INSERT of dicts skips the model's @validates, which fills the
+    # lookup keys for User(...) objects, so the rows carry their keys here.
     user_rows = [
         {
             "username": name,
+            "username_key": name_key(name),
             "email": f"{name}@example.com",
+            "email_key": name_key(f"{name}@example.com"),
             "password_hash": password_hash,
             "about_me": fake_sentence(rng),
             "created": now - timedelta(days=365),
@@ -107,5 +116,64 @@ def seed_command(users: int, posts: int, follows: int, random_seed: int, if_empt
     click.echo(f"Log in as 'demo' with password '{DEMO_PASSWORD}'.")
 
 
+@click.command("test-email")
+@with_appcontext
+def test_email_command() -> None:
+    """Send a test mail to ADMINS, to check the mail settings."""
+    config = current_app.config
+    settings = MailSettings.from_config(config)
+    if settings is None:
+        raise click.ClickException("MAIL_SERVER is not set, so mail is off.")
+    if not config["ADMINS"]:
+        raise click.ClickException("ADMINS is not set: there is nobody to send to.")
+    mode = "SSL" if settings.use_ssl else "STARTTLS" if settings.use_tls else "no encryption"
+    click.echo(
+        f"Sending from {settings.sender} to {', '.join(config['ADMINS'])} "
+        f"via {settings.server}:{settings.port} ({mode})..."
+    )
+    message = build_message(
+        settings,
+        config["ADMINS"],
+        f"{config['MAIL_SUBJECT_PREFIX']} Test mail",
+        "This is a test mail from `flask test-email`: error mails will arrive like this one.",
+    )
+    try:
+        send(settings, message)
+    except MailError as error:
+        raise click.ClickException(f"Not delivered: {error}") from None
+    click.echo("Delivered.")
+
+
+@click.command("test-error")
+@with_appcontext
+def test_error_command() -> None:
+    """Log a test error through the whole pipeline: log, error mail, Sentry."""
+    logger = current_app.logger
+    try:
+        raise RuntimeError("This is a test error from `flask test-error`.")
+    except RuntimeError:
+        logger.exception("Test error")
+
+    log_handler = next((h for h in logger.handlers if h.name == "blog-log"), None)
+    target = getattr(log_handler, "baseFilename", None) or getattr(log_handler, "stream", None)
+    click.echo(f"Logged to: {target.name if hasattr(target, 'name') else target or 'nowhere'}")
+
+    mail_handler = next((h for h in logger.handlers if isinstance(h, ErrorMailHandler)), None)
+    if mail_handler is None:
+        click.echo("Error mail: off (MAIL_SERVER or ADMINS is not set).")
+    else:
+        outbox.drain()  # wait for the background sender to finish with it
+        click.echo(f"Error mail: {mail_handler.last_outcome}")
+
+    if sentry_sdk.is_initialized():
+        sentry_sdk.flush()
+        click.echo(f"Sentry: event {sentry_sdk.last_event_id()} sent.")
+    else:
+        click.echo("Sentry: off (SENTRY_DSN is not set).")
+    if mail_handler is not None and not mail_handler.last_outcome.startswith("delivered"):
+        sys.exit(1)
+
+
 def register_commands(app: Flask) -> None:
-    app.cli.add_command(seed_command)
+    for command in (seed_command, test_email_command, test_error_command):
+        app.cli.add_command(command)

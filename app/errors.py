@@ -19,12 +19,15 @@ Rules every handler here follows:
 
 from contextlib import suppress
 
+import sentry_sdk
 from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
+from markupsafe import escape
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.extensions import db
+from app.request_id import request_id
 
 # What a person is told: a title and a sentence for each status we expect.
 ERRORS = {
@@ -49,6 +52,7 @@ FALLBACK_500_PAGE = """<!doctype html>
 <html lang="en"><meta charset="utf-8"><title>Server error</title>
 <h1>An unexpected error has occurred</h1>
 <p>Something went wrong on our side. The administrators have been told.</p>
+<p>Error reference: <code>{reference}</code>. Please quote it when you contact us.</p>
 <p><a href="/">Back to the home page</a></p></html>
 """
 CSRF_MESSAGE = _l(
@@ -67,13 +71,17 @@ def wants_json() -> bool:
 
 
 def error_response(
-    status: int, title: str, message: str, template: str = "errors/error.html"
+    status: int, title: str, message: str, template: str = "errors/error.html", **context
 ) -> Response:
-    """Render an error page, or a JSON body for a client that asked for JSON."""
+    """Render an error page, or a JSON body for a client that asked for JSON.
+
+    Both carry the request id, the reference a user can quote to the admins.
+    """
+    context["request_id"] = request_id()
     if wants_json():
-        body = jsonify(error=str(title), message=str(message), status=status)
+        body = jsonify(error=str(title), message=str(message), status=status, **context)
     else:
-        body = render_template(template, status=status, title=title, message=message)
+        body = render_template(template, status=status, title=title, message=message, **context)
     return make_response(body, status)
 
 
@@ -106,14 +114,19 @@ def handle_internal_error(error: InternalServerError):
     # that, the page must still render.
     with suppress(Exception):
         db.session.rollback()
+    # Sentry's own reference for this error, when Sentry is configured.
+    sentry_event_id = sentry_sdk.last_event_id()
     try:
-        return error_response(500, *ERRORS[500], template="errors/500.html")
+        return error_response(
+            500, *ERRORS[500], template="errors/500.html", sentry_event_id=sentry_event_id
+        )
     except Exception:
         # The page meant to report a failure failed too (a broken template, a
         # missing translation...). Flask would answer with its bare default;
         # we log the second failure and send a page that needs nothing at all.
         current_app.logger.exception("The 500 page itself failed to render")
-        return FALLBACK_500_PAGE, 500, {"Content-Type": "text/html; charset=utf-8"}
+        page = FALLBACK_500_PAGE.format(reference=escape(request_id()))
+        return page, 500, {"Content-Type": "text/html; charset=utf-8"}
 
 
 def register_error_handlers(app: Flask) -> None:

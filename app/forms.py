@@ -4,8 +4,6 @@ Registration (auth) and profile editing (user) accept the same usernames, so
 the rules live here once instead of in two blueprints that must agree.
 """
 
-import unicodedata
-
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sqlalchemy.exc import IntegrityError
@@ -13,15 +11,17 @@ from wtforms import SubmitField
 from wtforms.validators import DataRequired, Length, Regexp
 
 from app.extensions import db
-from app.models import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, User
+from app.models import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, User, clean_name
 
 USERNAME_TAKEN = _l("Please use a different username.")
 
 
 def normalize_name(value: str | None) -> str | None:
-    """Trim spaces and fold look-alike characters (NFKC turns full-width "\uff41dmin" into "admin"),
-    so two names that read the same are the same name."""
-    return unicodedata.normalize("NFKC", value).strip() if value else value
+    """Form filter: tidy a name or address with `app.models.clean_name`.
+
+    An empty or missing value (a GET has none) is passed through for the validators.
+    """
+    return clean_name(value) if value else value
 
 
 username_validators = [

@@ -4,6 +4,7 @@ The schema itself is created only by the Alembic migrations in `migrations/`;
 `tests/test_models.py` checks that the two never drift apart.
 """
 
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from hashlib import md5
 
@@ -23,7 +24,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db, login
@@ -35,10 +36,31 @@ USERNAME_MAX_LENGTH = 64
 EMAIL_MAX_LENGTH = 254
 ABOUT_ME_MAX_LENGTH = 280
 POST_MAX_LENGTH = 280
+# casefold() can make a string longer ("ß" becomes "ss", "ΐ" three code points),
+# never by more than this factor, so the key columns are this much wider.
+CASEFOLD_MAX_GROWTH = 3
 
 # How stale `last_seen` may get before a request writes it again: one write a
 # minute per user instead of one per request.
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+
+
+def clean_name(name: str) -> str:
+    """Trim spaces and fold look-alike characters (NFKC turns full-width "\uff41dmin" into
+    "admin"), so two names that read the same are stored the same way."""
+    return unicodedata.normalize("NFKC", name).strip()
+
+
+def name_key(name: str) -> str:
+    """Return the form of a username or email address that uniqueness and lookups compare.
+
+    Two spellings are the same name when their keys are equal: "Admin", " admin " and
+    "\uff41dmin" all give "admin", "Émile" and "ÉMILE" give "émile". The key is computed here
+    in Python, not with the database's lower(): SQLite's lower() changes only A-Z, so it
+    would let "Émile" and "émile" both register. casefold() rather than lower() because it
+    is Unicode's rule for ignoring case ("Straße" and "STRASSE" are the same name).
+    """
+    return clean_name(name).casefold()
 
 
 def now_utc() -> datetime:
@@ -80,6 +102,20 @@ class User(UserMixin, db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(USERNAME_MAX_LENGTH))
     email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
+    # "Admin" and "admin" are the same user: the database enforces it with a
+    # unique constraint on name_key(username), so even two requests racing past
+    # the form's check cannot both commit. Lookups by name use this column too.
+    # The ORM fills the keys (see `_fill_key`); a Core or bulk INSERT must pass
+    # them itself, and NOT NULL turns forgetting them into an error, not a hole.
+    username_key: Mapped[str] = mapped_column(
+        String(CASEFOLD_MAX_GROWTH * USERNAME_MAX_LENGTH), unique=True
+    )
+    # The address is stored as typed and only the key is folded: mail goes to
+    # the address as typed, and the folded form may be another mailbox
+    # ("Straße@example.de" folds to "strasse@example.de").
+    email_key: Mapped[str] = mapped_column(
+        String(CASEFOLD_MAX_GROWTH * EMAIL_MAX_LENGTH), unique=True
+    )
     password_hash: Mapped[str] = mapped_column(String(256))
     about_me: Mapped[str] = mapped_column(String(ABOUT_ME_MAX_LENGTH), default="")
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
@@ -101,13 +137,11 @@ class User(UserMixin, db.Model):
         back_populates="following",
     )
 
-    __table_args__ = (
-        # "Admin" and "admin" are the same user: the database enforces it on
-        # lower(), so even two requests racing past the form's check cannot
-        # both commit. Lookups by name use the same expression and this index.
-        Index("uq_user_username_lower", func.lower(username), unique=True),
-        Index("uq_user_email_lower", func.lower(email), unique=True),
-    )
+    @validates("username", "email")
+    def _fill_key(self, field: str, value: str) -> str:
+        """Set username_key or email_key whenever username or email is set (also in User(...))."""
+        setattr(self, f"{field}_key", name_key(value))
+        return value
 
     def __repr__(self) -> str:
         return f"<User {self.username}>"
@@ -140,8 +174,8 @@ class User(UserMixin, db.Model):
 
     @staticmethod
     def by_username(username: str):
-        """Select the user with this name, ignoring case (served by the lower() index)."""
-        return select(User).where(func.lower(User.username) == username.lower())
+        """Select the user with this name, ignoring case (served by username_key's index)."""
+        return select(User).where(User.username_key == name_key(username))
 
     @staticmethod
     def profile(username: str, viewer_id: int | None):
@@ -165,8 +199,8 @@ class User(UserMixin, db.Model):
 
     @staticmethod
     def by_email(email: str):
-        """Select the user with this address, ignoring case."""
-        return select(User).where(func.lower(User.email) == email.lower())
+        """Select the user with this address, ignoring case (served by email_key's index)."""
+        return select(User).where(User.email_key == name_key(email))
 
 
 @login.user_loader

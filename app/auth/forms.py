@@ -12,6 +12,16 @@ from app.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH, User
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 
+# Choosing a password: when registering, and when resetting it.
+new_password_validators = [
+    DataRequired(),
+    Length(min=PASSWORD_MIN_LENGTH, max=PASSWORD_MAX_LENGTH),
+]
+repeat_password_validators = [
+    DataRequired(),
+    EqualTo("password", message=_l("The passwords don't match.")),
+]
+
 
 class LoginForm(FlaskForm):
     username = StringField(
@@ -33,14 +43,8 @@ class RegistrationForm(FlaskForm):
         validators=[DataRequired(), Length(max=EMAIL_MAX_LENGTH), Email()],
         filters=[normalize_name],
     )
-    password = PasswordField(
-        _l("Password"),
-        validators=[DataRequired(), Length(min=PASSWORD_MIN_LENGTH, max=PASSWORD_MAX_LENGTH)],
-    )
-    password2 = PasswordField(
-        _l("Repeat password"),
-        validators=[DataRequired(), EqualTo("password", message=_l("The passwords don't match."))],
-    )
+    password = PasswordField(_l("Password"), validators=new_password_validators)
+    password2 = PasswordField(_l("Repeat password"), validators=repeat_password_validators)
     submit = SubmitField(_l("Register"))
 
     def validate_username(self, field):
@@ -50,3 +54,18 @@ class RegistrationForm(FlaskForm):
     def validate_email(self, field):
         if db.session.scalar(User.by_email(field.data)) is not None:
             raise ValidationError(_l("Please use a different email address."))
+
+
+class ResetPasswordRequestForm(FlaskForm):
+    email = StringField(
+        _l("Email"),
+        validators=[DataRequired(), Length(max=EMAIL_MAX_LENGTH), Email()],
+        filters=[normalize_name],
+    )
+    submit = SubmitField(_l("Send me a reset link"))
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField(_l("New password"), validators=new_password_validators)
+    password2 = PasswordField(_l("Repeat password"), validators=repeat_password_validators)
+    submit = SubmitField(_l("Set password"))

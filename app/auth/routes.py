@@ -4,7 +4,13 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import _
 from flask_login import current_user, login_url, login_user, logout_user
 
-from app.auth.forms import LoginForm, RegistrationForm
+from app.auth.email import send_password_reset_email, user_from_reset_token
+from app.auth.forms import (
+    LoginForm,
+    RegistrationForm,
+    ResetPasswordForm,
+    ResetPasswordRequestForm,
+)
 from app.extensions import db
 from app.extensions import login as login_manager  # `login` is the view below
 from app.forms import commit_or_show_conflict
@@ -98,3 +104,39 @@ def register():
             flash(_("Congratulations, you are now a registered user! Please sign in."), "success")
             return redirect(url_for("auth.login"))
     return render_template("auth/register.html", title=_("Register"), form=form)
+
+
+@bp.route("/reset_password_request", methods=["GET", "POST"])
+def reset_password_request():
+    """Mail a password-reset link to an account's address."""
+    if current_user.is_authenticated:
+        return redirect(url_for("main.index"))
+    form = ResetPasswordRequestForm()
+    if form.validate_on_submit():
+        user = db.session.scalar(User.by_email(form.email.data))
+        if user is not None:
+            send_password_reset_email(user)
+        # The same answer either way, so the form doesn't reveal who has an account.
+        flash(_("If that address has an account, a mail with a reset link is on its way."), "info")
+        return redirect(url_for("auth.login"))
+    return render_template(
+        "auth/reset_password_request.html", title=_("Reset your password"), form=form
+    )
+
+
+@bp.route("/reset_password/<token>", methods=["GET", "POST"])
+def reset_password(token: str):
+    """Set a new password, with the link from a reset mail."""
+    if current_user.is_authenticated:
+        return redirect(url_for("main.index"))
+    user = user_from_reset_token(token)
+    if user is None:
+        flash(_("That reset link is invalid or has expired. Please ask for a new one."), "warning")
+        return redirect(url_for("auth.reset_password_request"))
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        user.set_password(form.password.data)
+        db.session.commit()
+        flash(_("Your password has been reset. You can log in with it now."), "success")
+        return redirect(url_for("auth.login"))
+    return render_template("auth/reset_password.html", title=_("Reset your password"), form=form)

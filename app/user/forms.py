@@ -4,7 +4,7 @@ from wtforms import StringField, SubmitField, TextAreaField, ValidationError
 from wtforms.validators import Length
 
 from app.forms import USERNAME_TAKEN, normalize_name, username_is_taken, username_validators
-from app.models import ABOUT_ME_MAX_LENGTH
+from app.models import ABOUT_ME_MAX_LENGTH, name_key
 
 
 class EditProfileForm(FlaskForm):
@@ -18,5 +18,7 @@ class EditProfileForm(FlaskForm):
 
     def validate_username(self, field):
         # Keeping your own name, or changing only its case, is not a clash.
-        if field.data.lower() != self.original_username.lower() and username_is_taken(field.data):
+        # The same comparison as the unique constraint's, so the two always agree.
+        changed = name_key(field.data) != name_key(self.original_username)
+        if changed and username_is_taken(field.data):
             raise ValidationError(USERNAME_TAKEN)

@@ -1,0 +1,67 @@
+"""Password-reset links: a signed, time-limited token, and the mail that carries it.
+
+The token is signed with SECRET_KEY (itsdangerous, which Flask uses for its
+own session cookie), so nobody can make one for another user; it expires after
+RESET_TOKEN_MAX_AGE seconds; and it carries a digest of the current password
+hash, so it stops working as soon as it has been used once.
+"""
+
+import hashlib
+
+from flask import current_app, render_template, url_for
+from flask_babel import _
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from app.extensions import db
+from app.mail import MailSettings, build_message, log, send_in_background
+from app.models import User
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    # The salt keeps these tokens apart from anything else signed with the key.
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="password-reset")
+
+
+def _password_digest(user: User) -> str:
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
+def reset_token(user: User) -> str:
+    return _serializer().dumps({"id": user.id, "pw": _password_digest(user)})
+
+
+def user_from_reset_token(token: str) -> User | None:
+    """The user a valid, unexpired, unused token was made for, else None."""
+    try:
+        data = _serializer().loads(token, max_age=current_app.config["RESET_TOKEN_MAX_AGE"])
+    except BadSignature:  # tampered with, or expired (SignatureExpired is a BadSignature)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+        return None
+    user = db.session.get(User, data["id"])
+    if user is None or data.get("pw") != _password_digest(user):
+        return None  # the password was changed since: the link was used already
+    return user
+
+
+def send_password_reset_email(user: User) -> None:
+    """Mail `user` a reset link, in the background; a failure is only logged.
+
+    The person asking sees the same page whether or not this works, as they
+    do whether or not the address has an account.
+    """
+    settings = MailSettings.from_config(current_app.config)
+    if settings is None:
+        log.warning("Password reset for user %s not mailed: mail is off", user.id)
+        return
+    link = url_for("auth.reset_password", token=reset_token(user), _external=True)
+    minutes = current_app.config["RESET_TOKEN_MAX_AGE"] // 60
+    context = {"user": user, "link": link, "minutes": minutes}
+    message = build_message(
+        settings,
+        [user.email],
+        _("Reset your password"),
+        render_template("email/reset_password.txt", **context),
+        render_template("email/reset_password.html", **context),
+    )
+    send_in_background(settings, message)

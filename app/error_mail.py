@@ -1,0 +1,303 @@
+"""Error mails: what goes into them, and how many go out.
+
+`ErrorMailHandler` is a logging handler for ERROR records. In the request's
+thread it only *captures* the error (the request is still there to describe);
+the background outbox of app/mail.py then decides, with `StormControl`,
+whether to mail it, and mails it.
+
+Storm control answers seed 001's warning: when many users hit the same bug,
+error mails become overwhelming, and an inbox full of copies hides the one new
+error that matters. Sentry groups duplicates; we do the small version of it.
+"""
+
+import hashlib
+import html
+import logging
+import os
+import sqlite3
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.log_context import describe_request, redact, request_secrets
+from app.mail import MailError, MailSettings, build_message, log, outbox, send
+
+# Frames from these files are "this app's code" when fingerprinting.
+APP_DIR = str(Path(__file__).resolve().parent)
+
+
+def origin(record: logging.LogRecord) -> traceback.FrameSummary | None:
+    """Where the record's exception was raised: the innermost frame of this
+    app's code, else the innermost frame of all. None without an exception."""
+    if not record.exc_info or record.exc_info[1] is None:
+        return None
+    frames = traceback.extract_tb(record.exc_info[2])
+    ours = [frame for frame in frames if frame.filename.startswith(APP_DIR)]
+    return (ours or frames or [None])[-1]
+
+
+def fingerprint(record: logging.LogRecord) -> str:
+    """Name the bug behind `record`, the same way every time it happens.
+
+    For an exception: its type plus where this app's code raised it, so that
+    "division by zero in views.py line 12" is one bug however the message
+    varies (ids, usernames). For a plain error message: where it was logged
+    and its text before the arguments were filled in.
+    """
+    if record.exc_info and record.exc_info[1] is not None:
+        exc_type = record.exc_info[0]
+        frame = origin(record)
+        place = f"{frame.filename}:{frame.name}:{frame.lineno}" if frame else "-"
+        key = f"{exc_type.__module__}.{exc_type.__qualname__} at {place}"
+    else:
+        key = f"{record.name} at {record.pathname}:{record.lineno}: {record.msg}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class StormControl:
+    """Decide which error mails go out: the first of each bug in a window.
+
+    Later occurrences of the same fingerprint within `window` seconds are
+    only counted; the count goes out in a summary once the window has closed
+    (or in the next mail about that bug, whichever comes first).
+
+    The counts live in a small SQLite file, because every gunicorn worker is
+    a separate process with its own memory, and the state must outlive a
+    worker that is restarted. SQLite is in the standard library, needs no
+    server, and its locking makes "count or send" one atomic decision across
+    processes. The file sits in the log directory, which every worker can
+    already write to; if it cannot be opened, an in-memory database keeps
+    storm control per process.
+    """
+
+    SCHEMA = """CREATE TABLE IF NOT EXISTS error_mail (
+        fingerprint TEXT PRIMARY KEY,
+        window_start REAL NOT NULL,
+        repeats INTEGER NOT NULL,
+        subject TEXT NOT NULL)"""
+
+    def __init__(self, path: str, window: float):
+        self.path = path
+        self.window = window
+        self._connection: sqlite3.Connection | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def admit(self, key: str, subject: str, now: float) -> int | None:
+        """Record one occurrence of `key` at `now`.
+
+        :return: None if the mail is held back (counted instead), else the
+            number of earlier occurrences that no mail has mentioned yet.
+        """
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT window_start, repeats FROM error_mail WHERE fingerprint = ?", (key,)
+            ).fetchone()
+            if row is not None and now - row[0] < self.window:
+                db.execute(
+                    "UPDATE error_mail SET repeats = repeats + 1 WHERE fingerprint = ?", (key,)
+                )
+                return None
+            db.execute("INSERT OR REPLACE INTO error_mail VALUES (?, ?, 0, ?)", (key, now, subject))
+            return row[1] if row else 0
+
+    def closed_windows(self, now: float) -> list[tuple[str, int, float]]:
+        """Claim the counts of windows that have closed: (subject, repeats, window start).
+
+        Claimed in one transaction, so that of several workers only one
+        sends each summary.
+        """
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT fingerprint, subject, repeats, window_start FROM error_mail "
+                "WHERE repeats > 0 AND window_start <= ?",
+                (now - self.window,),
+            ).fetchall()
+            db.executemany(
+                "UPDATE error_mail SET repeats = 0 WHERE fingerprint = ?", [(r[0],) for r in rows]
+            )
+            # Forget bugs that have been quiet for a whole window.
+            db.execute(
+                "DELETE FROM error_mail WHERE repeats = 0 AND window_start <= ?",
+                (now - self.window,),
+            )
+        return [(subject, repeats, start) for _, subject, repeats, start in rows]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._connect()
+            # IMMEDIATE takes the write lock up front, so two workers can't
+            # both read "not mailed yet" and both mail.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _connect(self) -> sqlite3.Connection:
+        # A connection must not cross a fork (SQLite's rule), hence the pid.
+        if self._connection is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            try:
+                self._connection = self._open(self.path)
+            except sqlite3.Error as error:
+                log.error(
+                    "Error-mail state %s unusable (%s); keeping it in memory", self.path, error
+                )
+                self._connection = self._open(":memory:")
+        return self._connection
+
+    @classmethod
+    def _open(cls, path: str) -> sqlite3.Connection:
+        # isolation_level=None: transactions are begun explicitly, above.
+        connection = sqlite3.connect(
+            path, timeout=10, isolation_level=None, check_same_thread=False
+        )
+        connection.execute(cls.SCHEMA)
+        return connection
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """An error, captured in the request's thread, ready to be mailed later."""
+
+    fingerprint: str
+    subject: str
+    fields: list[tuple[str, str]]
+    request: dict[str, str] | None
+    traceback: str
+    created: float
+
+
+class ErrorMailHandler(logging.Handler):
+    """Mail ERROR records to the admins, from the background, with storm control."""
+
+    def __init__(
+        self,
+        settings: MailSettings,
+        admins: list[str],
+        subject_prefix: str,
+        storm: StormControl,
+        secrets: list[str],
+    ):
+        super().__init__(logging.ERROR)
+        self.settings = settings
+        self.admins = admins
+        self.subject_prefix = subject_prefix
+        self.storm = storm
+        self.secrets = secrets
+        # What happened to the last error, for `flask test-error` to print.
+        self.last_outcome: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            report = self.capture(record)
+        except Exception:
+            self.handleError(record)
+            return
+        outbox.submit(lambda: self.deliver(report))
+
+    def capture(self, record: logging.LogRecord) -> ErrorReport:
+        """Copy out of `record` and the request everything the mail will say.
+
+        This runs in the request's thread because the request is gone by the
+        time the outbox gets to it. Every string is redacted here, once.
+        """
+        secrets = self.secrets + request_secrets()
+        details = describe_request()
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            headline = f"{type(error).__name__}: {error}"
+            trace = "".join(traceback.format_exception(*record.exc_info))
+        else:
+            headline = record.getMessage()
+            trace = record.stack_info or ""
+        headline = headline.strip().splitlines()[0][:150] if headline.strip() else record.levelname
+        reference = f" (error {details['Request id']})" if details else ""
+        # Where it went wrong: where the exception was raised, if there is one,
+        # rather than where it was logged (Flask logs every 500 from one line).
+        frame = origin(record)
+        pathname, lineno = (
+            (frame.filename, frame.lineno) if frame else (record.pathname, record.lineno)
+        )
+        fields = [
+            ("Message type", record.levelname),
+            ("Location", f"{pathname}:{lineno}"),
+            ("Module", Path(pathname).stem),
+            ("Function", frame.name if frame else record.funcName or "-"),
+            ("Time", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(record.created))),
+            ("Message", record.getMessage()),
+        ]
+        return ErrorReport(
+            fingerprint=fingerprint(record),
+            subject=redact(f"{self.subject_prefix} {headline}{reference}", secrets),
+            fields=[(label, redact(value, secrets)) for label, value in fields],
+            request={k: redact(v, secrets) for k, v in details.items()} if details else None,
+            traceback=redact(trace, secrets),
+            created=record.created,
+        )
+
+    def deliver(self, report: ErrorReport) -> None:
+        """Mail `report` unless storm control holds it back (runs in the outbox)."""
+        earlier = self.storm.admit(report.fingerprint, report.subject, report.created)
+        if earlier is None:
+            self.last_outcome = "held back: the same error was mailed less than a window ago"
+            return
+        note = (
+            f"This error also happened {earlier} more times since the last mail about it."
+            if earlier
+            else ""
+        )
+        text, body_html = render_report(report, note)
+        self.send(report.subject, text, body_html)
+
+    def send_summaries(self) -> None:
+        """Mail the counts of errors whose storm-control window has closed."""
+        for subject, repeats, start in self.storm.closed_windows(time.time()):
+            since = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(start))
+            text = (
+                f"After the mail you got about this error at {since}, it happened "
+                f"{repeats} more times within {self.storm.window:g} seconds. Those were "
+                f"not mailed one by one; the log file has every occurrence.\n\n{subject}\n"
+            )
+            self.send(f"{subject} [repeated {repeats} times]", text, None)
+
+    def send(self, subject: str, text: str, body_html: str | None) -> None:
+        message = build_message(self.settings, self.admins, subject, text, body_html)
+        try:
+            send(self.settings, message)
+        except MailError as error:
+            self.last_outcome = f"not sent: {error}"
+            # Logged to the "blog.mail" logger, which writes to the log file
+            # but has no mail handler: a failing mail never mails itself.
+            log.error("Error mail %r not sent: %s", subject, error)
+        else:
+            self.last_outcome = f"delivered to {', '.join(self.admins)}"
+
+
+def render_report(report: ErrorReport, note: str) -> tuple[str, str]:
+    """The mail's plain-text and HTML bodies (seeds 000 and 003's layout)."""
+    sections = [("Error", report.fields)]
+    if report.request:
+        sections.append(("Request", list(report.request.items())))
+    text_parts = [note] if note else []
+    html_parts = [f"<p><strong>{html.escape(note)}</strong></p>"] if note else []
+    for title, rows in sections:
+        text_parts.append(title + "\n" + "\n".join(f"{label + ':':<16}{v}" for label, v in rows))
+        cells = "".join(
+            f"<tr><th style='text-align:right'>{html.escape(label)}:</th>"
+            f"<td>{html.escape(value)}</td></tr>"
+            for label, value in rows
+        )
+        html_parts.append(f"<h2>{html.escape(title)}</h2><table>{cells}</table>")
+    if report.traceback:
+        text_parts.append(report.traceback)
+        html_parts.append(f"<h2>Traceback</h2><pre>{html.escape(report.traceback)}</pre>")
+    return "\n\n".join(text_parts) + "\n", "\n".join(html_parts)

@@ -1,0 +1,225 @@
+"""Sending mail: one small SMTP transport, and an outbox that sends in the background.
+
+Both the error mails (app/error_mail.py) and the password-reset mail use it.
+It is plain smtplib, with no Flask in it, so that it works in a background
+thread where there is no app or request context.
+
+Why not the standard `logging.handlers.SMTPHandler`, as in the seeds? It
+connects to the mail server in the request's own thread, for every record, so
+a slow or dead server holds the user's error page for the whole timeout; it
+has no implicit-TLS mode, which 163.com, 126.com and QQ Mail require on port
+465 (seed 000 had to rewrite its emit()); it never verifies the server's
+certificate; and it leaves the connection open when sending fails.
+"""
+
+import atexit
+import logging
+import os
+import queue
+import smtplib
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+# Delivery problems are logged here, never to the app's logger: that one mails
+# its errors, and a failing mail must not try to mail its own failure.
+log = logging.getLogger("blog.mail")
+
+
+class MailError(Exception):
+    """Delivery failed. `reason` says how, in words an admin can act on."""
+
+    def __init__(self, reason: str, detail: object):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    """What the transport needs, copied out of the app config once."""
+
+    server: str
+    port: int
+    use_tls: bool
+    use_ssl: bool
+    username: str | None
+    password: str | None
+    sender: str
+    timeout: float
+    ca_file: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "MailSettings | None":
+        """Read the MAIL_* settings; None when mail is off (no MAIL_SERVER)."""
+        if not config.get("MAIL_SERVER"):
+            return None
+        # 163.com and QQ Mail refuse any sender but the account that logged in
+        # ("553 Mail from must equal authorized user"), so that is the default.
+        sender = (
+            config.get("MAIL_DEFAULT_SENDER")
+            or config.get("MAIL_USERNAME")
+            or f"blog@{config['MAIL_SERVER']}"
+        )
+        return cls(
+            server=config["MAIL_SERVER"],
+            port=config["MAIL_PORT"],
+            use_tls=config["MAIL_USE_TLS"],
+            use_ssl=config["MAIL_USE_SSL"],
+            username=config.get("MAIL_USERNAME"),
+            password=config.get("MAIL_PASSWORD"),
+            sender=sender,
+            timeout=config["MAIL_TIMEOUT"],
+            ca_file=config.get("MAIL_CA_FILE"),
+        )
+
+
+def build_message(
+    settings: MailSettings, to: Iterable[str], subject: str, text: str, html: str | None = None
+) -> EmailMessage:
+    """A UTF-8 mail with a plain-text body and, if given, an HTML alternative."""
+    message = EmailMessage()
+    message["Subject"] = subject  # non-ASCII subjects are encoded (RFC 2047) on sending
+    message["From"] = settings.sender
+    message["To"] = ", ".join(to)
+    message["Date"] = formatdate(localtime=True)
+    message["Message-ID"] = make_msgid(domain=settings.sender.rpartition("@")[2] or None)
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    return message
+
+
+def send(settings: MailSettings, message: EmailMessage) -> None:
+    """Deliver `message` now, in this thread.
+
+    :raise MailError: with a reason of "refused", "timed out", "TLS failed",
+        "authentication failed" or "rejected" (see `failure_reason`).
+    """
+    # Certificates are verified in both TLS modes; MAIL_CA_FILE adds a private CA.
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    try:
+        if settings.use_ssl:
+            smtp = smtplib.SMTP_SSL(
+                settings.server, settings.port, timeout=settings.timeout, context=context
+            )
+        else:
+            smtp = smtplib.SMTP(settings.server, settings.port, timeout=settings.timeout)
+        with smtp:  # QUIT and close, whatever happens below
+            if settings.use_tls:
+                smtp.starttls(context=context)
+            if settings.username:
+                smtp.login(settings.username, settings.password or "")
+            smtp.send_message(message)
+    except (smtplib.SMTPException, OSError) as error:
+        raise MailError(failure_reason(error), error) from error
+
+
+def failure_reason(error: Exception) -> str:
+    """Say in a word or two why sending failed."""
+    # smtplib reports a server that never answers as "Connection unexpectedly
+    # closed: timed out" (seed 000's error), with the timeout as its context.
+    if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
+        return "timed out"
+    if isinstance(error, smtplib.SMTPAuthenticationError):
+        return "authentication failed"
+    if isinstance(error, ssl.SSLError):
+        return "TLS failed"
+    if isinstance(error, (smtplib.SMTPConnectError, ConnectionRefusedError, socket.gaierror)):
+        return "refused"
+    return "rejected"
+
+
+class Outbox:
+    """A queue of mail jobs and a thread, per process, that works through it.
+
+    A request only puts a job on the queue, so it never waits for the mail
+    server. The thread is started on first use in each process: gunicorn forks
+    its workers from a master that may have imported the app already
+    (``--preload``), and threads do not survive a fork, so one started at
+    import time would silently not exist in the workers. The process id tells
+    us when we are in a new process (sentry-sdk does the same).
+
+    At interpreter exit (a gunicorn worker stopping on SIGTERM ends that way)
+    the jobs still queued are finished, within `drain_timeout`.
+    """
+
+    _STOP = object()
+
+    def __init__(self, drain_timeout: float = 30.0, idle_interval: float = 5.0):
+        self.drain_timeout = drain_timeout
+        self.idle_interval = idle_interval
+        self._idle_tasks: dict[str, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run `job` soon, in the background thread of this process."""
+        self._start_if_needed()
+        self._queue.put(job)
+
+    def on_idle(self, name: str, task: Callable[[], None]) -> None:
+        """Also run `task` whenever the queue has been empty for `idle_interval`
+        seconds (replacing an earlier task of that name)."""
+        self._idle_tasks[name] = task
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Finish the queued jobs and stop the thread; True if it finished in time."""
+        with self._lock:
+            thread = self._thread if self._pid == os.getpid() else None
+            self._thread = None
+        if thread is None or not thread.is_alive():
+            return True
+        self._queue.put(self._STOP)
+        thread.join(self.drain_timeout if timeout is None else timeout)
+        return not thread.is_alive()
+
+    def _start_if_needed(self) -> None:
+        if self._pid == os.getpid() and self._thread is not None:
+            return
+        with self._lock:
+            if self._pid == os.getpid() and self._thread is not None:
+                return
+            if self._pid != os.getpid():
+                # A queue copied from the parent may hold its lock forever.
+                self._queue = queue.Queue()
+                self._pid = os.getpid()
+                atexit.register(self.drain)
+            self._thread = threading.Thread(target=self._run, name="mail-outbox", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=self.idle_interval)
+            except queue.Empty:
+                job = None
+            if job is self._STOP:
+                return
+            for task in [job] if job is not None else list(self._idle_tasks.values()):
+                try:
+                    task()
+                except Exception:
+                    # A job's own failures are its business (see send_in_background);
+                    # this only keeps a bug in one job from killing the thread.
+                    log.exception("Mail job failed")
+
+
+outbox = Outbox()
+
+
+def send_in_background(settings: MailSettings, message: EmailMessage) -> None:
+    """Queue `message` for delivery; a failure is logged, never raised to the caller."""
+
+    def deliver() -> None:
+        try:
+            send(settings, message)
+        except MailError as error:
+            log.error("Mail to %s not sent: %s", message["To"], error)
+
+    outbox.submit(deliver)

@@ -1,0 +1,46 @@
+"""A request id for every request: the reference a user can quote.
+
+It is in every log line of the request, in the error mail, on the 500 page and
+in the ``X-Request-ID`` response header, so that "error reference 3f9c…" from a
+user's message leads an admin straight to the log lines and the mail.
+"""
+
+import re
+import uuid
+
+from flask import Flask, Response, g, has_request_context, request
+
+HEADER = "X-Request-ID"
+
+# A proxy in front (nginx's $request_id, Heroku's router) may already have
+# given the request an id; keep it, so both logs agree. Anything else a client
+# sends (too long, spaces, newlines that would forge log lines) is replaced.
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
+
+
+def request_id() -> str | None:
+    """Return this request's id (made on first use), or None outside a request."""
+    if not has_request_context():
+        return None
+    if "request_id" not in g:
+        incoming = request.headers.get(HEADER, "")
+        g.request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    return g.request_id
+
+
+def assign_request_id() -> None:
+    # A before-request function that returns a value ends the request with
+    # it, so this one must return None rather than the id.
+    request_id()
+
+
+def add_request_id_header(response: Response) -> Response:
+    response.headers[HEADER] = request_id()
+    return response
+
+
+def register_request_id(app: Flask) -> None:
+    # Registered before the blueprints, so the id exists before any other
+    # before-request function can fail.
+    app.before_request(assign_request_id)
+    app.after_request(add_request_id_header)

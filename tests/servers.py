@@ -1,0 +1,309 @@
+"""Real servers for the tests, all on 127.0.0.1.
+
+- gunicorn serving the blog with its production config (`run_gunicorn`);
+- an SMTP server, aiosmtpd, plain, with STARTTLS or with implicit TLS, its
+  certificate made by a throwaway certificate authority (trustme)
+  (`smtp_server`);
+- a tarpit: a port that accepts connections and never says a word (`tarpit`);
+- a stand-in for Sentry's ingestion endpoint (`sentry_receiver`).
+"""
+
+import asyncio
+import email
+import gzip
+import http.server
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SMTP_USER = "blog@example.com"
+SMTP_PASSWORD = "smtp-authorization-code"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout: float = 15, message: str = "condition") -> None:
+    """Poll `condition` until it is true; fail the test after `timeout` seconds.
+
+    The timeout only bounds a test that is already failing: no assertion here
+    depends on how fast anything was.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(0.05)
+
+
+def clean_env(**settings: object) -> dict[str, str]:
+    """This process's environment without any of the app's settings, plus `settings`."""
+    prefixes = ("FLASK_", "MAIL_", "SECRET", "DATABASE", "LOG_", "SENTRY_", "ADMINS", "RESET_")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+    env.update({key: str(value) for key, value in settings.items()})
+    return env
+
+
+@dataclass
+class Gunicorn:
+    url: str
+    process: subprocess.Popen
+    output: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Stop gunicorn the way systemd does, and return its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.output.read_text()
+
+
+def production_env(tmp_path: Path, **settings: object) -> dict[str, str]:
+    """The environment of a production deployment on a fresh SQLite database."""
+    return clean_env(
+        FLASK_APP="blog.py",
+        FLASK_CONFIG="production",
+        SECRET_KEY="a-test-secret-that-is-long-enough-for-production",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}",
+        LOG_DIR=tmp_path / "logs",
+        **settings,
+    )
+
+
+@contextmanager
+def run_gunicorn(
+    env: dict[str, str],
+    tmp_path: Path,
+    app: str = "gunicorn_app:app",
+    workers: int = 2,
+    preload: bool = False,
+    upgrade: bool = True,
+) -> Iterator[Gunicorn]:
+    """Run `flask db upgrade`, then gunicorn, until the block ends.
+
+    `app` defaults to tests/gunicorn_app.py: the real blog plus routes that
+    fail or log on demand.
+    """
+    if upgrade:
+        done = subprocess.run(
+            [BIN / "flask", "db", "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"flask db upgrade failed:\n{done.stdout}{done.stderr}"
+    port = free_port()
+    command = [
+        BIN / "gunicorn",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--pythonpath",
+        str(ROOT / "tests"),
+        "--no-control-socket",  # several gunicorns at once would share one
+        *(["--preload"] if preload else []),
+        app,
+    ]
+    output = tmp_path / f"gunicorn-{port}.out"
+    with open(output, "w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Gunicorn(f"http://127.0.0.1:{port}", process, output)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(server.url + "/explore", timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"gunicorn did not start:\n{server.log()}") from None
+                time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps every message it receives."""
+
+    def __init__(self, delay: float = 0):
+        self.delay = delay  # seconds to sit on each message before accepting it
+        self.messages: list[EmailMessage] = []
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.envelopes.append(envelope)
+        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+    def wait_for(self, count: int, timeout: float = 15) -> list[EmailMessage]:
+        wait_until(lambda: len(self.messages) >= count, timeout, f"{count} mail(s)")
+        return self.messages
+
+
+@dataclass
+class SMTPServer:
+    port: int
+    mailbox: Mailbox
+    settings: dict[str, object] = field(default_factory=dict)  # the app's MAIL_* config
+
+
+def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
+    ok = auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASSWORD.encode()
+    return AuthResult(success=ok, handled=False)
+
+
+@contextmanager
+def smtp_server(
+    mode: str, tmp_path: Path, delay: float = 0, password: str = SMTP_PASSWORD
+) -> Iterator[SMTPServer]:
+    """An SMTP server on 127.0.0.1 in `mode` "plain", "starttls" or "ssl".
+
+    STARTTLS and SSL require a login (as 163.com, QQ Mail and every
+    submission port do); the app is configured to trust the test CA through
+    MAIL_CA_FILE, so the certificate is really verified.
+    """
+    mailbox = Mailbox(delay)
+    port = free_port()
+    settings: dict[str, object] = {
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": port,
+        "MAIL_USE_TLS": mode == "starttls",
+        "MAIL_USE_SSL": mode == "ssl",
+        "MAIL_TIMEOUT": 5,
+    }
+    options: dict[str, object] = {}
+    if mode != "plain":
+        ca = trustme.CA()
+        ca_file = tmp_path / f"smtp-ca-{port}.pem"
+        ca.cert_pem.write_to_path(str(ca_file))
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
+        options = {"authenticator": authenticate, "auth_required": True}
+        if mode == "starttls":
+            options |= {"tls_context": server_context, "require_starttls": True}
+        else:
+            # aiosmtpd doesn't count implicit TLS as TLS for auth_require_tls.
+            options |= {"ssl_context": server_context, "auth_require_tls": False}
+        settings |= {
+            "MAIL_USERNAME": SMTP_USER,
+            "MAIL_PASSWORD": password,
+            "MAIL_CA_FILE": str(ca_file),
+        }
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    try:
+        yield SMTPServer(port, mailbox, settings)
+    finally:
+        controller.stop()
+
+
+@contextmanager
+def tarpit() -> Iterator[int]:
+    """A port that accepts connections and never answers (a hung mail server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(50)
+    held: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept_forever():
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    thread = threading.Thread(target=accept_forever, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stopping.set()
+        listener.close()
+        for connection in held:
+            connection.close()
+
+
+def env_settings(settings: dict[str, object]) -> dict[str, str]:
+    """App settings as environment variables (booleans as 1/0)."""
+    return {
+        key: ("1" if value else "0") if isinstance(value, bool) else str(value)
+        for key, value in settings.items()
+    }
+
+
+@dataclass
+class SentryReceiver:
+    """What a stand-in for Sentry's ingestion endpoint received."""
+
+    dsn: str
+    envelopes: list[bytes] = field(default_factory=list)
+
+    def events(self) -> list[dict]:
+        """The error events in the envelopes received so far."""
+        found = []
+        for envelope in self.envelopes:
+            lines = envelope.split(b"\n")
+            # An envelope is a header line, then (item header, item payload) pairs.
+            for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+                if json.loads(header).get("type") == "event":
+                    found.append(json.loads(payload))
+        return found
+
+
+@contextmanager
+def sentry_receiver() -> Iterator[SentryReceiver]:
+    """An HTTP server on 127.0.0.1 that accepts what sentry-sdk sends."""
+    port = free_port()
+    receiver = SentryReceiver(dsn=f"http://public-key@127.0.0.1:{port}/1")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            receiver.envelopes.append(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):  # keep the test output quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()

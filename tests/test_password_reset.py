@@ -1,0 +1,170 @@
+"""Forgot your password? A reset link by mail, end to end, with a real SMTP server."""
+
+import logging
+import re
+import time
+
+import pytest
+from conftest import PASSWORD, add_user
+from servers import free_port, smtp_server, wait_until
+
+from app.auth.email import reset_token
+from app.extensions import db
+from app.mail import outbox
+from app.models import User
+
+NEW_PASSWORD = "a-brand-new-password"
+
+
+@pytest.fixture
+def mail_server(tmp_path):
+    with smtp_server("starttls", tmp_path) as server:
+        yield server
+    outbox.drain()
+
+
+@pytest.fixture
+def app(make_app, mail_server):
+    return make_app(**mail_server.settings, MAIL_DEFAULT_SENDER="blog@example.com")
+
+
+@pytest.fixture
+def alice(app) -> int:
+    with app.app_context():
+        return add_user("alice", "Alice@Example.com").id
+
+
+def request_reset(client, email: str):
+    return client.post("/auth/reset_password_request", data={"email": email})
+
+
+def reset_link(message) -> str:
+    """The path of the link in a reset mail's plain-text part."""
+    text = message.get_body(("plain",)).get_content()
+    return re.search(r"http://localhost(/auth/reset_password/\S+)", text).group(1)
+
+
+def set_password(client, path: str, password: str = NEW_PASSWORD, password2: str | None = None):
+    data = {"password": password, "password2": password if password2 is None else password2}
+    return client.post(path, data=data)
+
+
+def test_reset_password_end_to_end(client, auth, alice, mail_server):
+    assert client.get("/auth/login").text.count("/auth/reset_password_request") == 1
+    assert client.get("/auth/reset_password_request").status_code == 200
+
+    response = request_reset(client, "alice@example.com")  # any case finds the account
+    assert response.headers["Location"] == "/auth/login"
+    assert "a mail with a reset link is on its way" in client.get("/auth/login").text
+
+    message = mail_server.mailbox.wait_for(1)[0]
+    assert message["To"] == "Alice@Example.com"
+    assert message["Subject"] == "Reset your password"
+    assert message.get_body(("html",)) is not None
+    path = reset_link(message)
+
+    assert client.get(path).status_code == 200
+    response = set_password(client, path)
+    assert response.headers["Location"] == "/auth/login"
+    assert "Your password has been reset" in client.get("/auth/login").text
+
+    assert "Invalid username or password." in auth.login("alice", PASSWORD).text
+    assert auth.login("alice", NEW_PASSWORD).headers["Location"] == "/"
+
+
+def test_a_reset_link_works_only_once(client, alice, mail_server):
+    request_reset(client, "alice@example.com")
+    path = reset_link(mail_server.mailbox.wait_for(1)[0])
+    assert set_password(client, path).headers["Location"] == "/auth/login"
+
+    response = set_password(client, path, "yet-another-password")
+    assert response.headers["Location"] == "/auth/reset_password_request"
+    assert "invalid or has expired" in client.get("/auth/reset_password_request").text
+
+
+def test_unknown_address_gets_the_same_answer_and_no_mail(client, alice, mail_server):
+    known = request_reset(client, "alice@example.com")
+    unknown = request_reset(client, "nobody@example.com")
+    assert known.headers["Location"] == unknown.headers["Location"] == "/auth/login"
+    outbox.drain()  # every queued mail has been handed to the server
+    assert [m["To"] for m in mail_server.mailbox.messages] == ["Alice@Example.com"]
+
+
+@pytest.mark.parametrize(
+    ("password", "password2", "message"),
+    [
+        ("short", "short", "Field must be between 8 and 128 characters long."),
+        (NEW_PASSWORD, "something-else", "The passwords don&#39;t match."),
+        ("", "", "This field is required."),
+    ],
+)
+def test_new_password_is_validated(app, client, alice, password, password2, message):
+    with app.app_context():
+        path = f"/auth/reset_password/{reset_token(db.session.get(User, alice))}"
+    response = set_password(client, path, password, password2)
+    assert response.status_code == 200
+    assert message in response.text
+
+
+def tamper(token: str) -> str:
+    return token[:-3] + ("aaa" if not token.endswith("aaa") else "bbb")
+
+
+@pytest.mark.parametrize("spoil", [tamper, lambda token: "not-a-token", lambda token: "x" * 3000])
+def test_a_tampered_link_is_refused(app, client, alice, spoil):
+    with app.app_context():
+        token = reset_token(db.session.get(User, alice))
+    response = client.get(f"/auth/reset_password/{spoil(token)}")
+    assert response.headers["Location"] == "/auth/reset_password_request"
+
+
+def test_a_link_signed_with_another_key_is_refused(make_app, client, alice):
+    other = make_app(SECRET_KEY="some-other-secret-key")
+    with other.app_context():
+        token = reset_token(db.session.get(User, alice))
+    response = client.get(f"/auth/reset_password/{token}")
+    assert response.headers["Location"] == "/auth/reset_password_request"
+
+
+def test_an_expired_link_is_refused(make_app, alice):
+    app = make_app(RESET_TOKEN_MAX_AGE=1)
+    with app.app_context():
+        token = reset_token(db.session.get(User, alice))
+    time.sleep(2.1)  # itsdangerous counts whole seconds
+    client = app.test_client()
+    response = client.get(f"/auth/reset_password/{token}")
+    assert response.headers["Location"] == "/auth/reset_password_request"
+    assert "invalid or has expired" in client.get("/auth/reset_password_request").text
+
+
+def test_logged_in_users_are_sent_home(client, auth, users):
+    auth.login()
+    assert client.get("/auth/reset_password_request").headers["Location"] == "/"
+    assert client.get("/auth/reset_password/anything").headers["Location"] == "/"
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_a_mail_failure_is_logged_and_the_user_sees_the_same_answer(make_app, alice):
+    app = make_app(MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port(), MAIL_TIMEOUT=2)
+    records = Records()
+    mail_log = logging.getLogger("blog.mail")
+    mail_log.addHandler(records)
+    try:
+        client = app.test_client()
+        response = request_reset(client, "alice@example.com")
+        assert response.headers["Location"] == "/auth/login"
+        assert "a mail with a reset link is on its way" in client.get("/auth/login").text
+        wait_until(lambda: records.messages, message="the failure to be logged")
+        assert len(records.messages) == 1
+        assert "Alice@Example.com" in records.messages[0]
+        assert "refused" in records.messages[0]
+    finally:
+        mail_log.removeHandler(records)
