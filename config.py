@@ -116,7 +116,7 @@ class Config:
     # private certificate. Certificates are always verified.
     MAIL_CA_FILE = os.environ.get("MAIL_CA_FILE")
     # Error mails start with this; any language works ("[博客异常]"), it is sent as UTF-8.
-    MAIL_SUBJECT_PREFIX = os.environ.get("MAIL_SUBJECT_PREFIX", "[Blog]")
+    MAIL_SUBJECT_PREFIX = os.environ.get("MAIL_SUBJECT_PREFIX") or "[Blog]"
     # Storm control: the same error is mailed at most once per window (seconds);
     # repeats are counted and reported in a summary when the window closes.
     MAIL_ERROR_WINDOW = env_int("MAIL_ERROR_WINDOW", 600)
@@ -124,10 +124,10 @@ class Config:
     # Logging (app/logger.py). The directory is absolute by default, so the log
     # lands in the project's logs/ whatever directory the server was started from.
     LOG_DIR = os.environ.get("LOG_DIR") or str(BASE_DIR / "logs")
-    LOG_FILE = os.environ.get("LOG_FILE", "blog.log")
+    LOG_FILE = os.environ.get("LOG_FILE") or "blog.log"
     LOG_MAX_BYTES = env_int("LOG_MAX_BYTES", 102400)
     LOG_BACKUP_COUNT = env_int("LOG_BACKUP_COUNT", 10)
-    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper()
+    LOG_LEVEL = (os.environ.get("LOG_LEVEL") or "INFO").strip().upper()
     LOG_TO_STDOUT = env_bool("LOG_TO_STDOUT")
     # Other libraries' loggers that get the same handlers: "name" or "name:LEVEL",
     # comma-separated. None means the default: SQLAlchemy's warnings, and

@@ -442,3 +442,18 @@ def test_flask_db_upgrade_and_seed_from_the_shell(tmp_path):
     again = run([FLASK, "seed", "--if-empty"], env)
     assert again.returncode == 0, again.stderr
     assert "already has 5 users" in again.stdout
+
+
+def test_production_refuses_debug_mode(tmp_path):
+    """The debugger gives a Python shell to whoever triggers an error: never in production."""
+    env = clean_env(
+        FLASK_APP="blog.py",
+        FLASK_CONFIG="production",
+        FLASK_DEBUG="1",
+        SECRET_KEY="a-real-production-secret-key",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}",
+    )
+    result = run([FLASK, "routes"], env)
+    assert result.returncode == 3
+    assert "Debug mode is on" in result.stderr
+    assert "Traceback" not in result.stderr

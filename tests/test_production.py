@@ -3,28 +3,14 @@ built by `flask db upgrade`, and a client that goes through the forms (CSRF
 tokens included) the way a browser does.
 """
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from servers import production_env, run_gunicorn
 
 
 class Browser:
@@ -59,43 +45,10 @@ class Browser:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """Run `flask db upgrade`, then gunicorn with two workers, on a fresh database."""
-    tmp = tmp_path_factory.mktemp("production")
-    port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("FLASK_", "MAIL_", "SECRET", "DATABASE"))
-    }
-    env.update(
-        FLASK_APP="blog.py",
-        FLASK_CONFIG="production",
-        SECRET_KEY="a-test-secret-that-is-long-enough-for-production",
-        DATABASE_URL=f"sqlite:///{tmp / 'blog.sqlite'}",
-    )
-    subprocess.run([BIN / "flask", "db", "upgrade"], cwd=ROOT, env=env, check=True)
-    with open(tmp / "gunicorn.log", "w") as log:
-        process = subprocess.Popen(
-            [BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "blog:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(base_url + "/explore", timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"gunicorn did not start:\n{(tmp / 'gunicorn.log').read_text()}")
-            time.sleep(0.2)
-    yield base_url
-    process.terminate()
-    process.wait(timeout=10)
+    """`flask db upgrade`, then gunicorn with two workers serving blog:app, on a fresh database."""
+    tmp_path = tmp_path_factory.mktemp("production")
+    with run_gunicorn(production_env(tmp_path), tmp_path, app="blog:app") as gunicorn:
+        yield gunicorn.url
 
 
 def register(browser: Browser, username: str):
