@@ -105,15 +105,15 @@ class StormControl:
             db.execute("INSERT OR REPLACE INTO error_mail VALUES (?, ?, 0, ?)", (key, now, subject))
             return row[1] if row else 0
 
-    def closed_windows(self, now: float) -> list[tuple[str, int, float]]:
-        """Claim the counts of windows that have closed: (subject, repeats, window start).
+    def closed_windows(self, now: float) -> list[tuple[str, int]]:
+        """Claim the counts of windows that have closed: (subject, repeats).
 
         Claimed in one transaction, so that of several workers only one
         sends each summary.
         """
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT fingerprint, subject, repeats, window_start FROM error_mail "
+                "SELECT fingerprint, subject, repeats FROM error_mail "
                 "WHERE repeats > 0 AND window_start <= ?",
                 (now - self.window,),
             ).fetchall()
@@ -125,7 +125,12 @@ class StormControl:
                 "DELETE FROM error_mail WHERE repeats = 0 AND window_start <= ?",
                 (now - self.window,),
             )
-        return [(subject, repeats, start) for _, subject, repeats, start in rows]
+        return [(subject, repeats) for _, subject, repeats in rows]
+
+    def release(self, key: str) -> None:
+        """Forget that `key` was mailed (the mail failed); keep its count."""
+        with self._transaction() as db:
+            db.execute("UPDATE error_mail SET window_start = 0 WHERE fingerprint = ?", (key,))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -219,7 +224,9 @@ class ErrorMailHandler(logging.Handler):
         else:
             headline = record.getMessage()
             trace = record.stack_info or ""
-        headline = headline.strip().splitlines()[0][:150] if headline.strip() else record.levelname
+        # Redacted before it is cut short: a secret cut in two no longer matches.
+        headline = redact(headline, secrets).strip()
+        headline = headline.splitlines()[0][:150] if headline else record.levelname
         reference = f" (error {details['Request id']})" if details else ""
         # Where it went wrong: where the exception was raised, if there is one,
         # rather than where it was logged (Flask logs every 500 from one line).
@@ -256,20 +263,22 @@ class ErrorMailHandler(logging.Handler):
             else ""
         )
         text, body_html = render_report(report, note)
-        self.send(report.subject, text, body_html)
+        if not self.send(report.subject, text, body_html):
+            # Nobody got it: the next occurrence must be mailed, not counted.
+            self.storm.release(report.fingerprint)
 
     def send_summaries(self) -> None:
         """Mail the counts of errors whose storm-control window has closed."""
-        for subject, repeats, start in self.storm.closed_windows(time.time()):
-            since = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(start))
+        for subject, repeats in self.storm.closed_windows(time.time()):
             text = (
-                f"After the mail you got about this error at {since}, it happened "
-                f"{repeats} more times within {self.storm.window:g} seconds. Those were "
-                f"not mailed one by one; the log file has every occurrence.\n\n{subject}\n"
+                f"This error happened {repeats} more times that were not mailed one by "
+                f"one (at most one mail per error every {self.storm.window:g} seconds). "
+                f"The log file has every occurrence.\n\n{subject}\n"
             )
             self.send(f"{subject} [repeated {repeats} times]", text, None)
 
-    def send(self, subject: str, text: str, body_html: str | None) -> None:
+    def send(self, subject: str, text: str, body_html: str | None) -> bool:
+        """Send one mail to the admins now; log a failure. True if it was delivered."""
         message = build_message(self.settings, self.admins, subject, text, body_html)
         try:
             send(self.settings, message)
@@ -278,8 +287,9 @@ class ErrorMailHandler(logging.Handler):
             # Logged to the "blog.mail" logger, which writes to the log file
             # but has no mail handler: a failing mail never mails itself.
             log.error("Error mail %r not sent: %s", subject, error)
-        else:
-            self.last_outcome = f"delivered to {', '.join(self.admins)}"
+            return False
+        self.last_outcome = f"delivered to {', '.join(self.admins)}"
+        return True
 
 
 def render_report(report: ErrorReport, note: str) -> tuple[str, str]:

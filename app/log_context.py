@@ -8,6 +8,7 @@ parsed it.
 
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlencode
 
 from flask import g, has_request_context, request, session
 from sqlalchemy import inspect
@@ -40,13 +41,26 @@ def describe_request() -> dict[str, str] | None:
         return None
     return {
         "Method": request.method,
-        "URL": request.url,
+        "URL": safe_url(),
         "Endpoint": request.endpoint or "-",
         "User": current_user_label(),
         "Remote address": request.remote_addr or "-",
         "User agent": request.user_agent.string or "-",
         "Request id": request_id() or "-",
     }
+
+
+def safe_url() -> str:
+    """The request's URL with the values of sensitive query arguments blanked.
+
+    Redacting by value isn't enough here: the URL holds them percent-encoded
+    ("correct+horse"), not as the form field held them ("correct horse").
+    """
+    query = [
+        (name, REDACTED if SENSITIVE_NAME.search(name) else value)
+        for name, value in request.args.items(multi=True)
+    ]
+    return request.base_url + (f"?{urlencode(query, safe='[]')}" if query else "")
 
 
 def config_secrets(config: Mapping) -> list[str]:

@@ -148,20 +148,32 @@ class Outbox:
     """
 
     _STOP = object()
+    MAX_JOBS = 1000
 
     def __init__(self, drain_timeout: float = 30.0, idle_interval: float = 5.0):
         self.drain_timeout = drain_timeout
         self.idle_interval = idle_interval
         self._idle_tasks: dict[str, Callable[[], None]] = {}
+        self.dropped = 0
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue = queue.Queue(self.MAX_JOBS)
         self._thread: threading.Thread | None = None
 
     def submit(self, job: Callable[[], None]) -> None:
-        """Run `job` soon, in the background thread of this process."""
+        """Run `job` soon, in the background thread of this process.
+
+        The queue is bounded: if the mail server hangs during a storm of
+        errors, jobs beyond the limit are dropped (and logged) rather than
+        piling up in memory.
+        """
         self._start_if_needed()
-        self._queue.put(job)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1:  # once is enough to tell; the log has the errors anyway
+                log.error("Mail outbox full (%d jobs): dropping mails", self._queue.maxsize)
 
     def on_idle(self, name: str, task: Callable[[], None]) -> None:
         """Also run `task` whenever the queue has been empty for `idle_interval`
@@ -187,7 +199,7 @@ class Outbox:
                 return
             if self._pid != os.getpid():
                 # A queue copied from the parent may hold its lock forever.
-                self._queue = queue.Queue()
+                self._queue = queue.Queue(self.MAX_JOBS)
                 self._pid = os.getpid()
                 atexit.register(self.drain)
             self._thread = threading.Thread(target=self._run, name="mail-outbox", daemon=True)

@@ -1,0 +1,660 @@
+"""Error mails, end to end: a real SMTP server (plain, STARTTLS, SSL with a
+certificate from a throwaway CA), real gunicorn workers, a real hung server.
+
+What an admin must be able to rely on, and what these tests check:
+
+- a 500 becomes one mail that says what broke, where, and for whom, and never
+  carries a secret (app/error_mail.py);
+- the user's page never waits for the mail server, and a mail that can't be
+  sent is logged once, in the log file, not mailed;
+- storm control: the same bug a hundred times is one mail and one summary,
+  across every worker process;
+- a worker that is stopped sends what it had queued before it exits;
+- `flask test-email` and `flask test-error` tell the truth.
+
+The in-process tests build the app with `make_app` and call `init_logger`
+and `init_email` themselves, as `create_app` does in production.
+"""
+
+import logging
+import re
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from flask import Flask, request
+from flask.logging import default_handler
+from servers import (
+    BIN,
+    ROOT,
+    Mailbox,
+    env_settings,
+    free_port,
+    production_env,
+    run_gunicorn,
+    smtp_server,
+    tarpit,
+    wait_until,
+)
+
+from app.error_mail import ErrorMailHandler
+from app.logger import init_email, init_logger
+from app.mail import outbox
+
+ADMIN = "admin@example.com"
+PREFIX = "[博客异常]"  # non-ASCII on purpose: the subject must arrive intact
+SECRET_KEY = "error-mail-test-secret-key-nobody-may-read"
+TYPED_PASSWORD = "hunter2-typed-into-the-form"
+BROWSER = "Mozilla/5.0 (error-mail test browser)"
+OUR_HANDLERS = {"blog-log", "blog-mail"}
+HELD_BACK = "held back"
+
+# The SSL server requires AUTH over implicit TLS, which aiosmtpd does not
+# count as TLS, so it warns about "AUTH without TLS": not so here.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
+
+# --- Fixtures and helpers -----------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def restore_logging_and_outbox() -> Iterator[None]:
+    """Leave the process-global loggers and the outbox as they were.
+
+    init_logger and init_email attach handlers to loggers that outlive the app
+    ("app", "blog.mail", "sqlalchemy") and tune the one `outbox` of the
+    process; left behind, one test's handler would mail into the next test.
+    """
+    watched = ["app", "blog.mail", "sqlalchemy"]
+    saved = {
+        name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in watched
+    }
+    had_default_handler = default_handler in logging.getLogger("app").handlers
+    saved_outbox = (outbox.idle_interval, outbox.drain_timeout)
+    yield
+    # Finish queued mails first: they may still log through the handlers below.
+    outbox.drain()
+    outbox.on_idle("error-mail-summaries", lambda: None)  # forget this test's handler
+    outbox.idle_interval, outbox.drain_timeout = saved_outbox
+    for name in watched:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if h.name in OUR_HANDLERS]:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(saved[name][0])
+        logger.propagate = saved[name][1]
+    if had_default_handler:
+        logging.getLogger("app").addHandler(default_handler)
+
+
+def add_failing_routes(app: Flask) -> None:
+    """Routes that fail on purpose (added before the app's first request)."""
+
+    def fail():
+        return str(1 / 0)
+
+    def fail_differently():
+        return {}["missing"]
+
+    def check_password():
+        # A careless view: its exception message drags in everything at hand,
+        # which is how secrets end up in error mails. Only the first line
+        # goes into the subject; the rest is in the body and the traceback.
+        password = request.form["password"]
+        message = (
+            f"no score for password {password}\n"
+            f"form {request.form.to_dict()}, cookies {request.headers.get('Cookie')}, "
+            f"secret key {app.config['SECRET_KEY']}, mail password {app.config['MAIL_PASSWORD']}"
+        )
+        raise ZeroDivisionError(message)
+
+    def fail_with_long_message():
+        # The subject keeps 150 characters of "ValueError: <message>"; the
+        # password starts at character 144, so the cut falls in the middle of it.
+        password = request.form["password"]
+        raise ValueError(f"{'x' * 130} {password}")
+
+    def fail_with_markup():
+        raise ValueError("<script>alert('mail')</script>")
+
+    app.add_url_rule("/fail", view_func=fail)
+    app.add_url_rule("/fail-differently", view_func=fail_differently)
+    app.add_url_rule("/check-password", view_func=check_password, methods=["POST"])
+    app.add_url_rule("/long-message", view_func=fail_with_long_message, methods=["POST"])
+    app.add_url_rule("/markup", view_func=fail_with_markup)
+
+
+@pytest.fixture
+def log_dir(tmp_path) -> Path:
+    return tmp_path / "logs"
+
+
+@pytest.fixture
+def build_app(make_app, log_dir):
+    """Return a factory: the blog with the failing routes, its log file and error
+    mail set up as in production, mailing ADMIN through `mail_settings`."""
+
+    def build(mail_settings: dict, **overrides) -> Flask:
+        app = make_app(
+            PROPAGATE_EXCEPTIONS=False,  # a view's exception becomes the 500 page
+            ADMINS=[ADMIN],
+            LOG_DIR=str(log_dir),
+            MAIL_SUBJECT_PREFIX=PREFIX,
+            SECRET_KEY=SECRET_KEY,
+            **{**mail_settings, **overrides},
+        )
+        add_failing_routes(app)
+        init_logger(app)
+        assert init_email(app) is not None
+        return app
+
+    return build
+
+
+@pytest.fixture
+def smtp(request, tmp_path):
+    """An SMTP server, plain unless a test parametrizes it (indirect=True)."""
+    with smtp_server(getattr(request, "param", "plain"), tmp_path) as server:
+        yield server
+        outbox.drain()  # before the server goes away
+
+
+@pytest.fixture
+def app(smtp, build_app) -> Flask:
+    """Overrides conftest's app, so that `client`, `auth` and `users` use this one."""
+    return build_app(smtp.settings)
+
+
+def mail_handler(app: Flask) -> ErrorMailHandler:
+    return next(h for h in app.logger.handlers if h.name == "blog-mail")
+
+
+def plain_settings(port: int, **overrides) -> dict:
+    """MAIL_* settings for an unencrypted server on 127.0.0.1:`port`."""
+    return {
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": port,
+        "MAIL_USE_TLS": False,
+        "MAIL_USE_SSL": False,
+        "MAIL_TIMEOUT": 2,
+        **overrides,
+    }
+
+
+def wait_for_outbox() -> None:
+    """Return once the outbox has run every job queued before this call.
+
+    It runs jobs one at a time, in order, so a job queued now runs last.
+    """
+    done = threading.Event()
+    outbox.submit(done.set)
+    assert done.wait(30), "the outbox is stuck"
+
+
+@contextmanager
+def outbox_held() -> Iterator[None]:
+    """Keep the outbox busy until the block ends: mails queued inside wait."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold():
+        started.set()
+        release.wait(30)
+
+    outbox.submit(hold)
+    assert started.wait(30), "the outbox did not start"
+    try:
+        yield
+    finally:
+        release.set()
+
+
+def body(message: EmailMessage, subtype: str = "plain") -> str:
+    """A mail's text/plain or text/html part, with the wire's CRLFs made plain newlines."""
+    return message.get_body((subtype,)).get_content().replace("\r\n", "\n")
+
+
+def field(text: str, label: str) -> str:
+    """The value of a "Label:   value" line in a mail's plain-text body."""
+    found = re.search(rf"^{re.escape(label)}:\s+(.*)$", text, re.MULTILINE)
+    assert found, f"no {label!r} line in:\n{text}"
+    return found.group(1)
+
+
+def source_line(start: str) -> int:
+    """The number of the one line in this file that begins with `start`."""
+    lines = Path(__file__).read_text().splitlines()
+    numbers = [n for n, line in enumerate(lines, 1) if line.strip().startswith(start)]
+    assert len(numbers) == 1, numbers
+    return numbers[0]
+
+
+def everything_in(message: EmailMessage, raw: bytes) -> str:
+    """The mail as sent (bytes on the wire) and as read (decoded headers and parts).
+
+    Both: a body sent as base64 or quoted-printable hides a secret from a
+    search of the raw bytes, but not from the admin who opens the mail.
+    """
+    decoded = [str(message["Subject"])]
+    decoded += [part.get_content() for part in message.walk() if not part.is_multipart()]
+    return raw.decode("utf-8", "replace") + "\n".join(decoded)
+
+
+def log_text(log_dir: Path) -> str:
+    """The log file and its rotated copies (blog.log.1, ...)."""
+    return "".join(path.read_text() for path in sorted(log_dir.glob("blog.log*")))
+
+
+def failure_lines(log_dir: Path) -> list[str]:
+    """The log lines that say an error mail was not sent."""
+    if not log_dir.exists():
+        return []
+    return [line for line in log_text(log_dir).splitlines() if " not sent: " in line]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """GET `url` for real; return the status and the body, whatever the status."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read().decode()
+
+
+def flask_command(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `flask <command>` as an admin would, in the project directory."""
+    return subprocess.run(
+        [BIN / "flask", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@contextmanager
+def broken_mail_server(kind: str, tmp_path: Path) -> Iterator[dict]:
+    """MAIL_* settings for a mail server that can't take our mail."""
+    if kind == "no MAIL_SERVER":
+        yield {}  # mail is off
+    elif kind == "closed port":
+        yield plain_settings(free_port())  # nothing listens there
+    elif kind == "wrong password":
+        with smtp_server("starttls", tmp_path, password="wrong") as server:
+            yield server.settings
+    else:
+        raise ValueError(kind)
+
+
+# --- 1. One mail per error, with everything but secrets -------------------------
+
+
+@pytest.mark.parametrize("smtp", ["plain", "starttls", "ssl"], indirect=True)
+def test_a_500_mails_the_admins_what_broke_and_no_secrets(smtp, app, client, auth, users):
+    auth.login()
+    # auth.login() posts without a CSRF token, so protection goes on only now:
+    # from here the pages carry a real token, and the POST below must send it.
+    app.config["WTF_CSRF_ENABLED"] = True
+    page = client.get("/").text
+    csrf_token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    session_cookie = client.get_cookie("session").value
+
+    response = client.post(
+        "/check-password",
+        data={"password": TYPED_PASSWORD, "csrf_token": csrf_token},
+        headers={"User-Agent": BROWSER},
+    )
+
+    assert response.status_code == 500
+    request_id = response.headers["X-Request-ID"]
+    message = smtp.mailbox.wait_for(1)[0]
+    subject = message["Subject"]
+    assert subject.startswith(f"{PREFIX} ZeroDivisionError: no score for password ")
+    assert subject.endswith(f"(error {request_id})")  # the reference on the user's page
+    # The login is the account's (163.com and QQ Mail refuse any other sender).
+    assert message["From"] == smtp.settings.get("MAIL_USERNAME", "blog@127.0.0.1")
+    assert message["To"] == ADMIN
+    assert message.get_content_type() == "multipart/alternative"
+    parts = [part.get_content_type() for part in message.iter_parts()]
+    assert parts == ["text/plain", "text/html"]
+
+    text = body(message)
+    raised_at = source_line("raise ZeroDivisionError(message)")
+    # Where it broke: the line that raised, not the line in Flask that logged it.
+    assert field(text, "Location") == f"{__file__}:{raised_at}"
+    assert field(text, "Module") == "test_error_mail"
+    assert field(text, "Function") == "check_password"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", field(text, "Time"))
+    assert "Traceback (most recent call last):" in text
+    assert f'File "{__file__}", line {raised_at}, in check_password' in text
+    assert field(text, "Method") == "POST"
+    assert field(text, "URL") == "http://localhost/check-password"
+    assert field(text, "Endpoint") == "check_password"
+    assert field(text, "User") == "admin"
+    assert field(text, "Remote address") == "127.0.0.1"
+    assert field(text, "User agent") == BROWSER
+    assert field(text, "Request id") == request_id
+    html_body = body(message, "html")
+    assert request_id in html_body
+    assert "check_password" in html_body
+
+    secrets = {
+        "SECRET_KEY": SECRET_KEY,
+        "MAIL_PASSWORD": smtp.settings.get("MAIL_PASSWORD"),
+        "the typed password": TYPED_PASSWORD,
+        "the CSRF token": csrf_token,
+        "the session cookie": session_cookie,
+    }
+    sent = everything_in(message, smtp.mailbox.envelopes[0].content)
+    for name, secret in secrets.items():
+        if secret:  # the plain server has no password
+            assert secret not in sent, f"{name} is in the mail"
+    assert "[redacted]" in text  # they were there, and were blotted out
+
+
+def test_a_secret_cut_by_the_subject_length_limit_is_still_redacted(smtp, app, client):
+    response = client.post("/long-message", data={"password": TYPED_PASSWORD})
+
+    assert response.status_code == 500
+    message = smtp.mailbox.wait_for(1)[0]
+    assert message["Subject"].startswith(f"{PREFIX} ValueError: xxx")
+    sent = everything_in(message, smtp.mailbox.envelopes[0].content)
+    assert TYPED_PASSWORD[:6] not in sent
+
+
+def test_a_password_in_the_query_string_is_redacted_from_the_url(smtp, app, client):
+    # A login form that forgot method="post" sends the password in the URL.
+    response = client.get("/fail", query_string={"password": "correct horse battery"})
+
+    assert response.status_code == 500
+    message = smtp.mailbox.wait_for(1)[0]
+    text = body(message)
+    assert field(text, "URL") == "http://localhost/fail?password=[redacted]"
+
+
+def test_the_html_part_escapes_what_it_shows(smtp, app, client):
+    """An exception message or a User-Agent is not markup in the admin's mail reader."""
+    response = client.get("/markup", headers={"User-Agent": "<img src=x onerror=alert(1)>"})
+
+    assert response.status_code == 500
+    message = smtp.mailbox.wait_for(1)[0]
+    html_body = body(message, "html")
+    assert "&lt;script&gt;alert(&#x27;mail&#x27;)&lt;/script&gt;" in html_body
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html_body
+    assert "<script>" not in html_body
+    assert "<img" not in html_body
+    # Plain text needs no escaping: it shows the characters as they were.
+    text = body(message)
+    assert "ValueError: <script>alert('mail')</script>" in text
+
+
+# --- 2. Certificates are verified ---------------------------------------------
+
+
+def test_a_server_certificate_that_cannot_be_verified_gets_no_mail(build_app, tmp_path, log_dir):
+    with smtp_server("ssl", tmp_path) as smtp:
+        # Without MAIL_CA_FILE only the system's CAs are trusted, and the test
+        # CA is not one of them: the connection must be refused by us.
+        app = build_app(smtp.settings, MAIL_CA_FILE=None)
+        response = app.test_client().get("/fail")
+
+        assert response.status_code == 500
+        assert "An unexpected error has occurred" in response.text
+        handler = mail_handler(app)
+        wait_until(lambda: handler.last_outcome is not None, message="the mail's outcome")
+        assert handler.last_outcome.startswith("not sent: TLS failed")
+        outbox.drain()
+        assert smtp.mailbox.messages == []
+    [line] = failure_lines(log_dir)
+    assert "not sent: TLS failed" in line
+    assert "CERTIFICATE_VERIFY_FAILED" in line
+
+
+# --- 3. A mail server that fails never holds the page -----------------------
+
+
+def test_a_hung_mail_server_does_not_hold_the_error_page(build_app, log_dir):
+    with tarpit() as port:
+        app = build_app(plain_settings(port, MAIL_TIMEOUT=2))
+        client = app.test_client()
+        handler = mail_handler(app)
+
+        response = client.get("/fail")
+
+        # The page is back while the mail still waits for the server's greeting.
+        assert response.status_code == 500
+        assert handler.last_outcome is None
+        assert failure_lines(log_dir) == []
+        wait_until(lambda: handler.last_outcome is not None, message="the mail's outcome")
+        assert handler.last_outcome.startswith("not sent: timed out")
+
+        # The app still serves. The repeat is not held back by storm control,
+        # since nobody got the first mail: it is tried again, and fails again.
+        assert client.get("/fail").status_code == 500
+        assert client.get("/explore").status_code == 200
+        wait_for_outbox()
+        assert handler.last_outcome.startswith("not sent: timed out")
+        # Every queued job is done: had a failure line been mailed, that mail
+        # would have timed out too and written a third one.
+        outbox.drain()
+    lines = failure_lines(log_dir)
+    assert len(lines) == 2
+    assert all("not sent: timed out" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("closed port", "refused"), ("wrong password", "authentication failed")],
+)
+def test_an_undeliverable_error_mail_is_logged_once(build_app, tmp_path, log_dir, kind, reason):
+    with broken_mail_server(kind, tmp_path) as settings:
+        app = build_app(settings)
+        client = app.test_client()
+        handler = mail_handler(app)
+
+        # These failures take no time at all, so keep the outbox busy: the
+        # page must come back while its mail is still queued behind.
+        with outbox_held():
+            response = client.get("/fail")
+            assert response.status_code == 500
+            assert handler.last_outcome is None
+            assert failure_lines(log_dir) == []
+        wait_until(lambda: handler.last_outcome is not None, message="the mail's outcome")
+        assert handler.last_outcome.startswith(f"not sent: {reason}")
+
+        # The app still serves; the repeat is tried again (nobody got the first).
+        assert client.get("/fail").status_code == 500
+        assert client.get("/explore").status_code == 200
+        wait_for_outbox()
+        assert handler.last_outcome.startswith(f"not sent: {reason}")
+        outbox.drain()
+    # One line per failed mail, from the "blog.mail" logger, which has no mail
+    # handler: had it one, mailing each failure would fail and log more lines.
+    lines = failure_lines(log_dir)
+    assert len(lines) == 2
+    assert all(f"not sent: {reason}" in line for line in lines)
+    assert log_text(log_dir).count("ERROR: Exception on /fail [GET]") == 2
+
+
+def test_an_error_whose_mail_failed_is_mailed_at_its_next_occurrence(build_app):
+    port = free_port()
+    app = build_app(plain_settings(port))
+    client = app.test_client()
+    handler = mail_handler(app)
+    client.get("/fail")
+    wait_until(lambda: handler.last_outcome is not None, message="the first outcome")
+    assert handler.last_outcome.startswith("not sent: refused")
+
+    # The mail server comes back on its port.
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        client.get("/fail")
+        wait_for_outbox()
+        assert handler.last_outcome == f"delivered to {ADMIN}"
+        assert len(mailbox.messages) == 1
+    finally:
+        controller.stop()
+
+
+# --- 4. Storm control, in one process -----------------------------------------
+
+
+def test_fifty_identical_errors_make_one_mail_and_one_summary(build_app, smtp, log_dir):
+    app = build_app(smtp.settings, MAIL_ERROR_WINDOW=2)
+    client = app.test_client()
+    handler = mail_handler(app)
+
+    for _ in range(50):
+        assert client.get("/fail").status_code == 500
+
+    first = smtp.mailbox.wait_for(1)[0]
+    # Every one of the 50 has been decided now: one mailed, 49 counted.
+    wait_for_outbox()
+    assert len(smtp.mailbox.messages) == 1
+    assert handler.last_outcome.startswith(HELD_BACK)
+    assert "ZeroDivisionError: division by zero" in first["Subject"]
+    assert "repeated" not in first["Subject"]
+
+    # When the window closes, the outbox (idle) sends the count.
+    summary = smtp.mailbox.wait_for(2)[1]
+    assert summary["Subject"] == f"{first['Subject']} [repeated 49 times]"
+    assert "This error happened 49 more times" in summary.get_content()
+    outbox.drain()
+    assert len(smtp.mailbox.messages) == 2
+    # Storm control only holds back mail: the log has every occurrence.
+    assert log_text(log_dir).count("ERROR: Exception on /fail [GET]") == 50
+
+
+def test_two_different_bugs_make_two_mails(build_app, smtp):
+    app = build_app(smtp.settings)
+    client = app.test_client()
+
+    for path in ["/fail", "/fail-differently", "/fail", "/fail-differently"]:
+        assert client.get(path).status_code == 500
+
+    wait_for_outbox()
+    subjects = sorted(message["Subject"] for message in smtp.mailbox.messages)
+    assert len(subjects) == 2
+    assert subjects[0].startswith(f"{PREFIX} KeyError: 'missing'")
+    assert subjects[1].startswith(f"{PREFIX} ZeroDivisionError: division by zero")
+
+
+# --- 5. Storm control, across processes ---------------------------------------
+
+
+def test_storm_control_is_shared_by_separate_gunicorn_servers(tmp_path):
+    """Two servers, one LOG_DIR: one storm-control file, so one mail and one summary."""
+    with smtp_server("plain", tmp_path) as smtp:
+        env = production_env(
+            tmp_path, ADMINS=ADMIN, MAIL_ERROR_WINDOW=3, **env_settings(smtp.settings)
+        )
+        with (
+            run_gunicorn(env, tmp_path, workers=1) as first,
+            run_gunicorn(env, tmp_path, workers=1, upgrade=False) as second,
+        ):
+            for _ in range(10):
+                for server in (first, second):
+                    assert http_get(server.url + "/_test/fail")[0] == 500
+
+            immediate, summary = smtp.mailbox.wait_for(2)
+            # Stopping the servers lets their workers finish: nothing else was queued.
+            assert first.stop() == 0
+            assert second.stop() == 0
+        assert len(smtp.mailbox.messages) == 2
+    assert "ZeroDivisionError: division by zero" in immediate["Subject"]
+    assert "repeated" not in immediate["Subject"]
+    assert summary["Subject"] == f"{immediate['Subject']} [repeated 19 times]"
+
+
+# --- 6. A stopping worker sends what it queued --------------------------------
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+def test_a_stopping_worker_sends_its_queued_mail_first(tmp_path, preload):
+    # The server sits on each mail for 2 seconds: it is in flight when we stop.
+    with smtp_server("plain", tmp_path, delay=2) as smtp:
+        env = production_env(tmp_path, ADMINS=ADMIN, **env_settings(smtp.settings))
+        with run_gunicorn(env, tmp_path, workers=1, preload=preload) as server:
+            status, _ = http_get(server.url + "/_test/fail")
+            assert status == 500
+            # The page came back before the server accepted the mail.
+            assert smtp.mailbox.messages == []
+
+            assert server.stop() == 0  # SIGTERM, as systemd sends it
+        [message] = smtp.mailbox.messages
+    assert "ZeroDivisionError" in message["Subject"]
+
+
+# --- 7. flask test-email and flask test-error ----------------------------------
+
+
+def test_flask_test_email_delivers_a_test_mail(tmp_path):
+    with smtp_server("starttls", tmp_path) as smtp:
+        env = production_env(tmp_path, ADMINS=ADMIN, MAIL_SUBJECT_PREFIX=PREFIX)
+        result = flask_command("test-email", {**env, **env_settings(smtp.settings)})
+
+        assert result.returncode == 0, result.stderr
+        assert "(STARTTLS)" in result.stdout
+        assert "Delivered." in result.stdout
+        [message] = smtp.mailbox.messages
+    assert message["Subject"] == f"{PREFIX} Test mail"
+    assert message["To"] == ADMIN
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("closed port", "Not delivered: refused"),
+        ("wrong password", "Not delivered: authentication failed"),
+        ("no MAIL_SERVER", "MAIL_SERVER is not set, so mail is off."),
+    ],
+)
+def test_flask_test_email_says_why_it_failed(tmp_path, kind, says):
+    with broken_mail_server(kind, tmp_path) as settings:
+        env = production_env(tmp_path, ADMINS=ADMIN, **env_settings(settings))
+        result = flask_command("test-email", env)
+
+    assert result.returncode != 0
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_flask_test_error_mails_once_then_storm_control_holds_it_back(tmp_path):
+    with smtp_server("plain", tmp_path) as smtp:
+        env = production_env(tmp_path, ADMINS=ADMIN, MAIL_SUBJECT_PREFIX=PREFIX)
+        env |= env_settings(smtp.settings)
+
+        first = flask_command("test-error", env)
+        assert first.returncode == 0, first.stderr
+        assert f"Logged to: {tmp_path / 'logs' / 'blog.log'}" in first.stdout
+        assert f"Error mail: delivered to {ADMIN}" in first.stdout
+        [message] = smtp.mailbox.messages
+        assert message["Subject"].startswith(f"{PREFIX} RuntimeError: This is a test error")
+
+        # Run again within the window (600 seconds by default): the same error
+        # from the same line, so storm control counts it instead of mailing it,
+        # and the command says so, without calling working mail a failure.
+        second = flask_command("test-error", env)
+        assert second.returncode == 0
+        assert "Error mail: held back: the same error was mailed less than a window ago" in (
+            second.stdout
+        )
+        assert "MAIL_ERROR_WINDOW = 600 s" in second.stdout
+        assert len(smtp.mailbox.messages) == 1
+    assert log_text(tmp_path / "logs").count("ERROR: Test error") == 2
+
+
+def test_flask_test_error_explains_when_the_log_level_drops_errors(tmp_path):
+    with smtp_server("plain", tmp_path) as smtp:
+        env = production_env(tmp_path, ADMINS=ADMIN, LOG_LEVEL="CRITICAL")
+        result = flask_command("test-error", {**env, **env_settings(smtp.settings)})
+
+    assert "Traceback" not in result.stderr
+    assert result.returncode != 0
+    assert "Error mail:" in result.stdout
+    assert "Error mail: None" not in result.stdout
