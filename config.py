@@ -84,6 +84,14 @@ class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY") or DEV_SECRET_KEY
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
 
+    # Seconds to wait for the database to accept a connection before giving
+    # up and showing the "temporarily unavailable" page (app/database.py).
+    DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5)
+    # How many reverse proxies (nginx, a load balancer) sit in front of the app
+    # and add X-Forwarded-For/-Proto/-Host. 0 trusts none of those headers:
+    # without a proxy, any client could send them to fake its address.
+    PROXY_COUNT = env_int("PROXY_COUNT", 0)
+
     POSTS_PER_PAGE = env_int("POSTS_PER_PAGE", 10)
     # Requests bigger than this get the 413 page instead of being read into memory.
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 1024 * 1024)

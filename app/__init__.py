@@ -1,10 +1,12 @@
 """The application factory: read it as the table of contents of the app."""
 
 from flask import Flask, request, session
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import models  # noqa: F401  (Flask-Migrate's autogenerate needs the models registered)
 from app.auth import bp as auth_bp
 from app.commands import register_commands
+from app.database import configure_database
 from app.errors import register_error_handlers
 from app.extensions import babel, bootstrap, csrf, db, login, migrate
 from app.logger import init_email, init_logger, init_sentry
@@ -22,7 +24,12 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     config_class.check()
     app = Flask(__name__)
     app.config.from_object(config_class)
+    if app.config["PROXY_COUNT"]:
+        # Believe X-Forwarded-* only from the proxies we were told about.
+        count = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
+    configure_database(app)
     db.init_app(app)
     migrate.init_app(app, db)
     login.init_app(app)

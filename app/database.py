@@ -1,0 +1,56 @@
+"""How the app talks to its database when things go wrong: timeouts,
+reconnecting, and SQLite settings for several gunicorn workers.
+
+Flask-SQLAlchemy creates the engine from ``SQLALCHEMY_ENGINE_OPTIONS``;
+`configure_database` fills in what a production app needs before it does.
+"""
+
+import sqlite3
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+# How long SQLite waits for another worker's write lock before giving up
+# with "database is locked", in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def configure_database(app: Flask) -> None:
+    """Add timeouts and reconnection to the engine options (call before db.init_app).
+
+    - ``pool_pre_ping``: before lending out a pooled connection, check that it
+      still works. After the database restarts, every pooled connection is
+      dead; without the ping each one would fail one request, with it the app
+      recovers on its own.
+    - a connect timeout: when the database host is unreachable, fail within
+      seconds (and show the "temporarily unavailable" page) instead of
+      hanging the worker for minutes.
+    """
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    timeout = app.config["DATABASE_CONNECT_TIMEOUT"]
+    options: dict = {"pool_pre_ping": True}
+    if url.get_backend_name() == "postgresql":
+        options["connect_args"] = {"connect_timeout": timeout}
+    elif url.get_backend_name() == "sqlite":
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    # Settings given explicitly win over these defaults.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options | app.config.get(
+        "SQLALCHEMY_ENGINE_OPTIONS", {}
+    )
+
+
+@event.listens_for(Engine, "connect")
+def tune_sqlite(dbapi_connection, connection_record) -> None:
+    """Make SQLite fit for several processes at once, on every new connection.
+
+    WAL (write-ahead log) lets readers go on while one process writes, where
+    the default journal blocks everyone; the busy timeout makes a writer wait
+    for the lock instead of failing at once with "database is locked".
+    """
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # stays "memory" for in-memory databases
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
