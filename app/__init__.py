@@ -9,14 +9,16 @@ from app.commands import register_commands
 from app.database import configure_database
 from app.errors import register_error_handlers
 from app.extensions import babel, bootstrap, csrf, db, login, migrate
+from app.input_guard import register_input_guard
 from app.logger import init_email, init_logger, init_sentry
 from app.main import bp as main_bp
 from app.request_id import register_request_id
 from app.templating import register_template_helpers
 from app.user import bp as user_bp
-from config import Config
+from config import BASE_DIR, Config
 
 LANGUAGES = ["en"]
+MIGRATIONS_DIR = BASE_DIR / "migrations"
 
 
 def create_app(config_class: type[Config] = Config) -> Flask:
@@ -31,13 +33,15 @@ def create_app(config_class: type[Config] = Config) -> Flask:
 
     configure_database(app)
     db.init_app(app)
-    migrate.init_app(app, db)
+    # An absolute path, so `flask db upgrade` works from any directory.
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     login.init_app(app)
     csrf.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
     bootstrap.init_app(app)
 
     register_request_id(app)
+    register_input_guard(app)
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(user_bp)

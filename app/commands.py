@@ -2,21 +2,29 @@
 `flask test-email` and `flask test-error` check error reporting before you rely on it."""
 
 import logging
+import os
 import random
 import sys
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import click
 import sentry_sdk
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import generate_password_hash
 
+from app.database import database_failure
 from app.error_mail import ErrorMailHandler
 from app.extensions import db
 from app.mail import MailError, MailSettings, build_message, outbox, send
 from app.models import Post, User, followers, name_key, now_utc
+from config import DEV_SECRET_KEY, env_bool
 
 DEMO_PASSWORD = "demo-password"
 
@@ -188,6 +196,70 @@ def test_error_command() -> None:
         sys.exit(1)
 
 
+@click.command("check-deploy")
+@with_appcontext
+def check_deploy_command() -> None:
+    """Check the configuration for production and list every problem (like Django's
+    `check --deploy`); exit non-zero if there is one."""
+    problems = deployment_problems(current_app)
+    for problem in problems:
+        click.echo(f"PROBLEM: {problem}")
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) found.")
+    click.echo("No problems found.")
+
+
+def deployment_problems(app: Flask) -> list[str]:
+    """Everything in `app`'s configuration that is unsafe or broken in production."""
+    config = app.config
+    problems = []
+    if config["SECRET_KEY"] == DEV_SECRET_KEY or len(config["SECRET_KEY"]) < 32:
+        problems.append("SECRET_KEY is the development default or shorter than 32 characters.")
+    if app.debug or env_bool("FLASK_DEBUG"):
+        problems.append("Debug mode is on: the debugger lets anyone run code on the server.")
+    if not config["SESSION_COOKIE_SECURE"]:
+        problems.append("SESSION_COOKIE_SECURE is off: cookies would also travel over plain HTTP.")
+    if not config["ADMINS"] or not config["MAIL_SERVER"]:
+        problems.append("ADMINS or MAIL_SERVER is not set: nobody is told about errors.")
+    if not config["LOG_TO_STDOUT"] and not directory_is_writable(Path(config["LOG_DIR"])):
+        problems.append(f"The log directory {config['LOG_DIR']} is not writable.")
+    try:
+        problems += database_problems()
+    except SQLAlchemyError as error:
+        problems.append(f"The database can't be reached: {database_failure(error)}")
+    return problems
+
+
+def directory_is_writable(path: Path) -> bool:
+    # Actually try: permission bits say nothing about read-only mounts or root.
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
+
+
+def database_problems() -> list[str]:
+    """Pending migrations, and SQLite without WAL under several workers."""
+    problems = []
+    with db.engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+        if db.engine.dialect.name == "sqlite":
+            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+            workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+            if mode != "wal" and workers > 1:
+                problems.append(
+                    f"SQLite in {mode!r} journal mode with {workers} workers: "
+                    "writers will fail with 'database is locked' (use WAL)."
+                )
+    heads = ScriptDirectory(str(current_app.extensions["migrate"].directory)).get_heads()
+    if set(current) != set(heads):
+        problems.append("The database schema is not up to date: run `flask db upgrade`.")
+    return problems
+
+
 def register_commands(app: Flask) -> None:
-    for command in (seed_command, test_email_command, test_error_command):
+    commands = (seed_command, test_email_command, test_error_command, check_deploy_command)
+    for command in commands:
         app.cli.add_command(command)

@@ -54,3 +54,9 @@ def tune_sqlite(dbapi_connection, connection_record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")  # stays "memory" for in-memory databases
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def database_failure(error: Exception) -> str:
+    """The first line of what the database driver said went wrong."""
+    cause = getattr(error, "orig", None) or error
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]

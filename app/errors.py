@@ -24,8 +24,11 @@ from flask import Flask, Response, current_app, jsonify, make_response, render_t
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from markupsafe import escape
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from app.database import database_failure
 from app.extensions import db
 from app.request_id import request_id
 
@@ -43,6 +46,10 @@ ERRORS = {
     405: (_l("Method not allowed"), _l("That action isn't allowed here.")),
     413: (_l("Request too large"), _l("What you sent is too large.")),
     429: (_l("Too many requests"), _l("Please wait a moment and try again.")),
+    503: (
+        _l("Temporarily unavailable"),
+        _l("The site can't reach its database right now. Please try again in a minute."),
+    ),
     500: (
         _l("An unexpected error has occurred"),
         _l("Something went wrong on our side. The administrators have been told."),
@@ -55,6 +62,8 @@ FALLBACK_500_PAGE = """<!doctype html>
 <p>Error reference: <code>{reference}</code>. Please quote it when you contact us.</p>
 <p><a href="/">Back to the home page</a></p></html>
 """
+# What the 503 page tells clients (and crawlers) about when to come back.
+RETRY_AFTER_SECONDS = 30
 CSRF_MESSAGE = _l(
     "The form has expired or was sent from another page. Please go back, reload the page "
     "and try again."
@@ -129,7 +138,29 @@ def handle_internal_error(error: InternalServerError):
         return page, 500, {"Content-Type": "text/html; charset=utf-8"}
 
 
+def handle_database_unavailable(error: OperationalError | PoolTimeout):
+    """Say "temporarily unavailable" (503) when the database can't be reached.
+
+    A handler chosen by the exception's class, as seed 004 describes: the
+    database driver's connection errors arrive as SQLAlchemy's
+    OperationalError (and a full connection pool as its TimeoutError),
+    whichever view was running. The app recovers by itself when the database
+    is back (pool_pre_ping, in app/database.py).
+    """
+    with suppress(Exception):
+        db.session.rollback()
+    # One line, without the traceback: an outage fails in every view at once,
+    # and this single logging call gives every occurrence the same
+    # fingerprint, so storm control mails it once per window.
+    current_app.logger.error("Database unavailable: %s", database_failure(error))
+    response = error_response(503, *ERRORS[503])
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(PoolTimeout, handle_database_unavailable)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(InternalServerError, handle_internal_error)

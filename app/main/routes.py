@@ -1,7 +1,10 @@
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import _
 from flask_login import current_user
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
+from app.database import database_failure
 from app.extensions import db
 from app.main.forms import PostForm
 from app.models import Post, now_utc
@@ -47,3 +50,20 @@ def explore():
     """Show every post, newest first."""
     page = paginate(Post.newest_first(), current_app.config["POSTS_PER_PAGE"])
     return render_template("main/explore.html", title=_("Explore"), page=page)
+
+
+@bp.route("/healthz")
+def healthz():
+    """Tell a load balancer or monitor whether the app and its database answer."""
+    try:
+        if db.engine.dialect.name == "postgresql":
+            # A check that hangs is as bad as a failed one: cap the query.
+            db.session.execute(text("SET LOCAL statement_timeout = '2s'"))
+        db.session.execute(text("SELECT 1"))
+    except SQLAlchemyError as error:
+        db.session.rollback()
+        # A warning, not an error: monitors poll this every few seconds, and
+        # the outage itself is reported (and mailed) by the pages that fail.
+        current_app.logger.warning("Health check: %s", database_failure(error))
+        return {"status": "unavailable", "database": "unreachable"}, 503, {"Retry-After": "30"}
+    return {"status": "ok", "database": "ok"}
