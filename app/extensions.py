@@ -7,6 +7,8 @@ without importing the app package (the import cycle microblog has).
 from flask_babel import Babel
 from flask_babel import lazy_gettext as _l
 from flask_bootstrap import Bootstrap5
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -35,6 +37,10 @@ login = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
 bootstrap = Bootstrap5()
+# Counts requests per client address (behind a proxy, the real client's: see
+# PROXY_COUNT). No default limits: only the views app/security.py marks are limited.
+# The headers carry Retry-After, which the 429 page needs to say when to come back.
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 # Where @login_required sends anonymous visitors, and what it tells them there.
 login.login_view = "auth.login"

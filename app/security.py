@@ -1,0 +1,169 @@
+"""Security headers on every response, and rate limits on the forms that guess passwords.
+
+Headers. Jinja escapes what users write, so a post can't inject a script; the
+Content-Security-Policy is the second line of defence for the day a template
+gets that wrong: the browser runs only scripts and styles served by this site,
+never inline ones, and no other site may show our pages in a frame (a
+"clickjacking" page could lay our buttons under its own). Every page of the
+blog works under this policy because Bootstrap's CSS and JS are served by the
+app itself (``BOOTSTRAP_SERVE_LOCAL``) and no template has a ``<script>``
+block or a ``style=`` attribute; keep it that way.
+
+Rate limits. Logging in is where passwords are guessed, and a reset request
+sends a mail, so both are limited, counting POSTs only (showing the form is
+free) and, for logging in, only the failed ones (so a classroom behind one
+address can all log in to the demo account), in two ways at once:
+
+- per client (its IP address): one machine trying many accounts;
+- per account (the username typed, or the address a reset link is asked
+  for), whatever the address: many machines guessing one password, or
+  flooding one mailbox.
+
+The limits are in config.py (``AUTH_RATE_LIMIT_PER_CLIENT``,
+``AUTH_RATE_LIMIT_PER_ACCOUNT``). No other URL is limited: there are no
+default limits, so ``/healthz``, static files and the rest of the site are
+never refused. A refused request gets the app's 429 page (app/errors.py) with
+a ``Retry-After`` header.
+"""
+
+import hashlib
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
+
+from flask import Flask, Response, current_app, request
+
+from app.extensions import limiter
+from app.models import name_key
+
+View = TypeVar("View", bound=Callable)
+
+GRAVATAR = "https://www.gravatar.com"
+
+
+def content_security_policy(use_gravatar: bool) -> str:
+    """The Content-Security-Policy header: this site's own resources, nothing else."""
+    directives = {
+        # Anything not named below (fonts, fetch, frames...): this site only.
+        "default-src": "'self'",
+        # Files from this site only: no inline <script>, no onclick=, no eval().
+        "script-src": "'self'",
+        # Stylesheets from this site only: no <style> blocks, no style= attributes.
+        "style-src": "'self'",
+        # data: for the small SVG icons inside Bootstrap's CSS (the navbar toggler).
+        # Gravatar only when it is switched on (app/templating.py's avatar()).
+        "img-src": "'self' data:" + (f" {GRAVATAR}" if use_gravatar else ""),
+        # Forms post only to this site, even if markup were injected into a page.
+        "form-action": "'self'",
+        # An injected <base href> can't send the page's relative links elsewhere.
+        "base-uri": "'self'",
+        # No plugins (<object>, <embed>).
+        "object-src": "'none'",
+        # No other site may frame our pages.
+        "frame-ancestors": "'none'",
+    }
+    return "; ".join(f"{name} {sources}" for name, sources in directives.items())
+
+
+def security_headers(use_gravatar: bool) -> dict[str, str]:
+    """The headers that every response carries."""
+    return {
+        "Content-Security-Policy": content_security_policy(use_gravatar),
+        # Take the Content-Type we send at its word: never run a file as a script
+        # or a stylesheet because its content looks like one.
+        "X-Content-Type-Options": "nosniff",
+        # Our own pages need the referrer: over HTTPS Flask-WTF refuses a form
+        # without one (its CSRF check), and logging in from a follow button
+        # returns to that page. Other sites, Gravatar included, don't need to
+        # know which page a reader was on, so they get none ("same-origin"; the
+        # browsers' default, strict-origin-when-cross-origin, would tell them our
+        # address).
+        "Referrer-Policy": "same-origin",
+        # frame-ancestors 'none' for browsers that predate CSP.
+        "X-Frame-Options": "DENY",
+    }
+
+
+def per_client_limit() -> str:
+    """The per-client rate limit, read from the config at each request."""
+    return current_app.config["AUTH_RATE_LIMIT_PER_CLIENT"]
+
+
+def per_account_limit() -> str:
+    """The per-account rate limit, read from the config at each request."""
+    return current_app.config["AUTH_RATE_LIMIT_PER_ACCOUNT"]
+
+
+def account_named(field: str) -> str:
+    """The account named in the posted form's `field`, as lookups compare it ("" if none).
+
+    `name_key` makes "Admin", " admin " and "\uff41dmin" one account, as in
+    `User.by_username`, so changing the case doesn't buy a new set of tries.
+    Never raises: a body that isn't a form, or isn't valid UTF-8, reads as an
+    empty form, and an oversized one is the 413 page before we get here.
+    """
+    return name_key(request.form.get(field, ""))
+
+
+def account_key(field: str) -> str:
+    """The rate-limit key for the account named in `field`.
+
+    A digest rather than the name: every key has the same small size in the
+    storage, whatever was posted, and Redis never holds usernames or addresses.
+    """
+    digest = hashlib.sha256(account_named(field).encode("utf-8", "replace")).hexdigest()
+    return f"account:{digest}"
+
+
+def names_no_account(field: str) -> bool:
+    """True when the form names no account: nothing to count per account.
+
+    Such a request can't log anyone in or send any mail; it still counts per client.
+    """
+    return not account_named(field)
+
+
+def login_failed(response: Response) -> bool:
+    """True if a login POST failed: the form came back (200) instead of a redirect."""
+    return response.status_code == 200
+
+
+def limit_auth_attempts(
+    account_field: str, count_if: Callable[[Response], bool] | None = None
+) -> Callable[[View], View]:
+    """Decorate a view so its POSTs are limited per client and per account.
+
+    `account_field` is the form field that names the account ("username", "email").
+    `count_if`, given a response, says whether the request counts; by default
+    every POST does. A request over the limit is refused before the view runs.
+    """
+    # With `count_if` the limiter checks before the view and counts after it, so
+    # requests running at the same moment can each pass the check: the limit
+    # plus at most one try per request in flight (a sync gunicorn worker runs one).
+    per_client = limiter.limit(per_client_limit, methods=["POST"], deduct_when=count_if)
+    per_account = limiter.limit(
+        per_account_limit,
+        key_func=partial(account_key, account_field),
+        exempt_when=partial(names_no_account, account_field),
+        methods=["POST"],
+        deduct_when=count_if,
+    )
+
+    def decorate(view: View) -> View:
+        return per_client(per_account(view))
+
+    return decorate
+
+
+def register_security(app: Flask) -> None:
+    """Bind the rate limiter to `app` and put the security headers on every response."""
+    limiter.init_app(app)
+    headers = security_headers(app.config["USE_GRAVATAR"])
+
+    @app.after_request
+    def add_security_headers(response: Response) -> Response:
+        """Add the headers to any response: pages, error pages, JSON, static files."""
+        for name, value in headers.items():
+            # setdefault: a view that needs a different policy can set its own.
+            response.headers.setdefault(name, value)
+        return response

@@ -1,0 +1,535 @@
+"""Security headers and rate limits (app/security.py), and the session cookies' flags.
+
+Most tests use the Flask test client on an app of their own, and with it a new
+in-memory count of attempts. The test client's requests come from 127.0.0.1;
+``environ_base={"REMOTE_ADDR": ...}`` makes one come from another address (a
+WSGI environ value, as a server would set it; nothing goes over the network).
+The last test runs the blog under gunicorn with its production config, behind
+a pretend HTTPS proxy.
+"""
+
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from html.parser import HTMLParser
+from http.client import HTTPMessage
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import pytest
+from conftest import PASSWORD, AuthActions, add_posts, add_user
+from flask import Flask
+from flask.testing import FlaskClient
+from servers import production_env, run_gunicorn
+
+from config import ConfigError
+
+# Small limits, so that a test reaches them in a few requests.
+PER_CLIENT = 6
+PER_ACCOUNT = 3
+LIMITS = {
+    "AUTH_RATE_LIMIT_PER_CLIENT": f"{PER_CLIENT} per minute",
+    "AUTH_RATE_LIMIT_PER_ACCOUNT": f"{PER_ACCOUNT} per minute",
+}
+OTHER_CLIENT = {"REMOTE_ADDR": "10.0.0.2"}
+THIRD_CLIENT = {"REMOTE_ADDR": "10.0.0.3"}
+JSON = {"Accept": "application/json"}
+INVALID_LOGIN = "Invalid username or password."
+
+
+@pytest.fixture
+def app(make_app) -> Flask:
+    """The blog with small rate limits; failing routes answer with the 500 page."""
+    app = make_app(**LIMITS, PROPAGATE_EXCEPTIONS=False)
+
+    def boom():
+        raise RuntimeError("a bug in a view")
+
+    app.add_url_rule("/boom", view_func=boom)
+    return app
+
+
+def login(client: FlaskClient, username: str, password: str = "wrong-password", **kwargs):
+    return client.post("/auth/login", data={"username": username, "password": password}, **kwargs)
+
+
+def request_reset(client: FlaskClient, email: str, **kwargs):
+    return client.post("/auth/reset_password_request", data={"email": email}, **kwargs)
+
+
+def fail_logins(client: FlaskClient, username: str, times: int, **kwargs) -> None:
+    """Fail to log in as `username` `times` times, each answered with the form again."""
+    for _ in range(times):
+        response = login(client, username, **kwargs)
+        assert response.status_code == 200
+        assert INVALID_LOGIN in response.text
+
+
+def assert_too_many_requests(response, limit_seconds: int = 60) -> None:
+    """The 429 page in the site's layout, saying when to come back."""
+    assert response.status_code == 429
+    assert "<h1>Too many requests</h1>" in response.text
+    assert "Please wait a moment and try again." in response.text
+    assert 0 <= int(response.headers["Retry-After"]) <= limit_seconds
+
+
+def logged_in(client: FlaskClient) -> bool:
+    return "Log out" in client.get("/explore").text
+
+
+# --- Security headers ---------------------------------------------------------------------
+
+POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; base-uri 'self'; object-src 'none'; frame-ancestors 'none'"
+)
+
+
+def assert_security_headers(response) -> None:
+    assert response.headers["Content-Security-Policy"] == POLICY
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_headers_on_a_page(client):
+    response = client.get("/explore")
+    assert response.status_code == 200
+    assert_security_headers(response)
+
+
+def test_headers_on_the_404_page(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert_security_headers(response)
+
+
+def test_headers_on_the_500_page(client):
+    response = client.get("/boom")
+    assert response.status_code == 500
+    assert "An unexpected error has occurred" in response.text
+    assert_security_headers(response)
+
+
+def test_headers_on_json_errors(client):
+    response = client.get("/no/such/page", headers=JSON)
+    assert response.json["status"] == 404
+    assert_security_headers(response)
+
+
+@pytest.mark.parametrize("path", ["css/bootstrap.min.css", "js/bootstrap.min.js"])
+def test_headers_on_static_files(client, path):
+    response = client.get(f"/bootstrap/static/{path}")
+    assert response.status_code == 200
+    assert_security_headers(response)
+
+
+def test_gravatar_images_are_allowed_only_when_gravatar_is_on(make_app):
+    assert "gravatar" not in make_app().test_client().get("/").headers["Content-Security-Policy"]
+    policy = make_app(USE_GRAVATAR=True).test_client().get("/").headers["Content-Security-Policy"]
+    assert "img-src 'self' data: https://www.gravatar.com;" in policy
+
+
+class PageResources(HTMLParser):
+    """What a page asks the browser to load, run or post to, as the CSP sees it."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[tuple[str, str]] = []  # (the directive that governs it, URL)
+        self.inline: list[str] = []  # what the policy would block outright
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "script":
+            if "src" in attrs:
+                self.urls.append(("script-src", attrs["src"]))
+            else:
+                self.inline.append("an inline <script>")
+        elif tag == "link" and attrs.get("rel") == "stylesheet":
+            self.urls.append(("style-src", attrs["href"]))
+        elif tag == "style":
+            self.inline.append("a <style> block")
+        elif tag == "img":
+            self.urls.append(("img-src", attrs["src"]))
+        elif tag == "form":
+            self.urls.append(("form-action", attrs.get("action") or ""))
+        for name in attrs:
+            if name == "style" or name.startswith("on"):
+                self.inline.append(f"a {name}= attribute on <{tag}>")
+
+
+CSS_URL = re.compile(r"""url\(\s*["']?([^"')]+)""")
+
+
+def allowed_by(policy: str, directive: str, url: str) -> bool:
+    """True if `policy` lets a page load `url` under `directive` (enough CSP for our pages)."""
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    sources = directives.get(directive, directives["default-src"]).split()
+    same_origin = url == "" or (url.startswith("/") and not url.startswith("//"))
+    return (
+        ("'self'" in sources and same_origin)
+        or ("data:" in sources and url.startswith("data:"))
+        or any(url.startswith(source + "/") for source in sources if source.startswith("https:"))
+    )
+
+
+@pytest.mark.parametrize("use_gravatar", [False, True])
+def test_every_page_works_under_the_policy(make_app, use_gravatar):
+    """Every stylesheet, script, image and form target is allowed, and is really there.
+
+    With nosniff, the browser also refuses a stylesheet or script served with the
+    wrong Content-Type, so that is checked too.
+    """
+    app = make_app(USE_GRAVATAR=use_gravatar)
+    with app.app_context():
+        add_posts(add_user("admin"), 2)
+        add_posts(add_user("bob"), 2)
+    client = app.test_client()
+    pages = ["/explore", "/auth/login", "/auth/register", "/auth/reset_password_request"]
+    pages += ["/no/such/page"]
+    checked = []
+    for logged_in_pages in (False, True):
+        if logged_in_pages:
+            assert login(client, "admin", PASSWORD).status_code == 302
+            pages = ["/", "/explore", "/user/admin", "/user/bob", "/edit_profile"]
+        for path in pages:
+            response = client.get(path)
+            assert response.status_code in (200, 404), path
+            policy = response.headers["Content-Security-Policy"]
+            resources = PageResources()
+            resources.feed(response.text)
+            assert resources.inline == [], path
+            for directive, url in resources.urls:
+                assert allowed_by(policy, directive, url), (path, directive, url)
+                checked.append(directive)
+                if directive in ("script-src", "style-src"):
+                    asset = client.get(url)
+                    assert asset.status_code == 200, url
+                    expected = "text/css" if directive == "style-src" else "javascript"
+                    assert expected in asset.content_type, url
+                if directive == "style-src":
+                    # What the stylesheet loads in turn: Bootstrap's icons, all data: SVGs.
+                    for image in CSS_URL.findall(asset.text):
+                        assert allowed_by(policy, "img-src", image), image
+                        checked.append("img-src in CSS")
+    expected = {"script-src", "style-src", "img-src in CSS", "form-action"}
+    if use_gravatar:  # otherwise avatars are inline SVGs, not images
+        expected.add("img-src")
+    assert expected <= set(checked)
+
+
+def test_our_policy_checker_refuses_what_the_browser_would():
+    """The checker above is only worth something if it can fail."""
+    assert not allowed_by(POLICY, "script-src", "https://cdn.jsdelivr.net/bootstrap.js")
+    assert not allowed_by(POLICY, "script-src", "//cdn.example/x.js")
+    assert not allowed_by(POLICY, "img-src", "https://www.gravatar.com/avatar/x")
+    assert not allowed_by(POLICY, "form-action", "https://evil.example/steal")
+    resources = PageResources()
+    resources.feed('<p style="color: red" onclick="go()">x</p><script>go()</script>')
+    assert len(resources.inline) == 3
+
+
+# --- Rate limits: logging in -------------------------------------------------------------
+
+
+def test_login_is_refused_after_too_many_failures_for_one_account(client, users):
+    fail_logins(client, "admin", PER_ACCOUNT)
+    response = login(client, "admin", PASSWORD)  # even the right password
+    assert_too_many_requests(response)
+    assert not logged_in(client)
+
+
+def test_the_account_is_the_same_whatever_its_case_or_spacing(client, users):
+    for spelling in ("admin", "Admin", " ADMIN "):
+        fail_logins(client, spelling, 1)
+    assert_too_many_requests(login(client, "\uff41dmin", PASSWORD))  # full-width "a"
+
+
+def test_other_accounts_from_the_same_client_until_the_client_limit(client, users):
+    fail_logins(client, "admin", PER_ACCOUNT)
+    assert_too_many_requests(login(client, "admin", PASSWORD))
+
+    # admin1 is not limited: its owner can still log in from here.
+    fail_logins(client, "admin1", 2)
+    assert login(client, "admin1", PASSWORD).status_code == 302
+    client.post("/auth/logout")
+
+    # The client has failed PER_CLIENT - 1 times so far: one more, then it is refused
+    # for every account, even one it never tried.
+    fail_logins(client, "carol", PER_CLIENT - PER_ACCOUNT - 2)
+    assert_too_many_requests(login(client, "dave"))
+    # ...but only that client.
+    fail_logins(client, "dave", 1, environ_base=OTHER_CLIENT)
+
+
+def test_another_client_cannot_go_on_guessing_the_same_account(client, users):
+    fail_logins(client, "admin", PER_ACCOUNT, environ_base=OTHER_CLIENT)
+    assert_too_many_requests(login(client, "admin", PASSWORD, environ_base=THIRD_CLIENT))
+    assert_too_many_requests(login(client, "admin", PASSWORD))
+    # The other client may still try other accounts.
+    fail_logins(client, "admin1", 1, environ_base=OTHER_CLIENT)
+
+
+def test_showing_the_login_form_does_not_count(client, users):
+    for _ in range(PER_CLIENT + 1):
+        assert client.get("/auth/login").status_code == 200
+    fail_logins(client, "admin", PER_ACCOUNT)
+    assert_too_many_requests(login(client, "admin"))
+
+
+def test_logging_in_successfully_does_not_count(client, users):
+    """A classroom can log in to the demo account from one address."""
+    for _ in range(PER_CLIENT + 1):
+        assert login(client, "admin", PASSWORD).status_code == 302
+        client.post("/auth/logout")
+    fail_logins(client, "admin", PER_ACCOUNT)
+
+
+def test_json_clients_get_a_json_429(client, users):
+    fail_logins(client, "admin", PER_ACCOUNT)
+    response = login(client, "admin", headers=JSON)
+    assert response.status_code == 429
+    assert response.json["error"] == "Too many requests"
+    assert response.json["status"] == 429
+    assert "Retry-After" in response.headers
+
+
+def test_the_429_page_has_the_security_headers(client, users):
+    fail_logins(client, "admin", PER_ACCOUNT)
+    assert_security_headers(login(client, "admin"))
+
+
+def test_health_checks_and_pages_are_never_limited(client, users):
+    fail_logins(client, "admin", PER_ACCOUNT)
+    fail_logins(client, "carol", PER_CLIENT - PER_ACCOUNT)
+    assert login(client, "admin").status_code == 429
+    for _ in range(PER_CLIENT + 1):
+        for path in ("/healthz", "/explore", "/auth/login"):
+            response = client.get(path)
+            assert response.status_code == 200
+            assert "X-RateLimit-Limit" not in response.headers
+
+
+# --- Rate limits: asking for a password-reset mail ------------------------------------------
+
+
+def test_reset_requests_are_limited_per_address(client):
+    for _ in range(PER_ACCOUNT):
+        assert request_reset(client, "alice@example.com").status_code == 302
+    assert_too_many_requests(request_reset(client, "Alice@Example.COM"))
+    assert_too_many_requests(request_reset(client, "alice@example.com", environ_base=OTHER_CLIENT))
+    # Another address is not limited by alice's.
+    assert request_reset(client, "bob@example.com").status_code == 302
+
+
+def test_reset_requests_are_limited_per_client(client):
+    for number in range(PER_CLIENT):
+        assert request_reset(client, f"person{number}@example.com").status_code == 302
+    assert_too_many_requests(request_reset(client, "someone-else@example.com"))
+    response = request_reset(client, "someone-else@example.com", environ_base=OTHER_CLIENT)
+    assert response.status_code == 302
+
+
+def test_showing_the_reset_form_does_not_count(client):
+    for _ in range(PER_CLIENT + 1):
+        assert client.get("/auth/reset_password_request").status_code == 200
+    assert request_reset(client, "alice@example.com").status_code == 302
+
+
+# --- Bad input: a message or a 4xx, never a 500 ------------------------------------------
+
+FORM = "application/x-www-form-urlencoded"
+# A body, its content type, and the limit that stops it: the account's if the
+# body names one, otherwise the client's (a request naming no account can't
+# guess anyone's password, but it still counts).
+MALFORMED = {
+    "no username": ({"password": "x"}, None, PER_CLIENT),
+    "no fields at all": ({}, None, PER_CLIENT),
+    "a 10,000-character username": ({"username": "a" * 10_000, "password": "x"}, None, PER_ACCOUNT),
+    "a 10,000-character username, multipart": (
+        {"username": "a" * 10_000, "password": "x"},
+        "multipart/form-data",
+        PER_ACCOUNT,
+    ),
+    "invalid UTF-8 bytes": (b"username=\xff\xfe\xfdadmin&password=\xc3", FORM, PER_CLIENT),
+    "invalid UTF-8, percent-encoded": ("username=%ff%feadmin&password=%c3", FORM, PER_ACCOUNT),
+    "a username given twice": ("username=admin&username=admin1&password=x", FORM, PER_ACCOUNT),
+    "JSON, not a form": ('{"username": "admin", "password": "x"}', "application/json", PER_CLIENT),
+    "not even a body": (b"", FORM, PER_CLIENT),
+}
+
+
+@pytest.mark.parametrize("body, content_type, limit", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_logins_never_500(client, users, body, content_type, limit):
+    """Each is shown the form again, until a limit is reached: then 429."""
+    kwargs = {"data": body} | ({"content_type": content_type} if content_type else {})
+    statuses = [client.post("/auth/login", **kwargs).status_code for _ in range(limit + 1)]
+    assert statuses == [200] * limit + [429]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"email": "a" * 10_000 + "@example.com"}, b"email=\xff\xfe@example.com"],
+    ids=["no email", "a 10,000-character email", "invalid UTF-8 bytes"],
+)
+def test_malformed_reset_requests_never_500(client, body):
+    for _ in range(PER_CLIENT + 1):
+        response = client.post("/auth/reset_password_request", data=body, content_type=FORM)
+        assert response.status_code in (200, 429)
+
+
+def test_a_body_over_the_size_limit_is_a_413(client):
+    response = client.post("/auth/login", data=b"username=" + b"a" * 2_000_000, content_type=FORM)
+    assert response.status_code == 413
+
+
+# --- Configuration -------------------------------------------------------------------------
+
+
+def test_rate_limits_can_be_turned_off(make_app, users):
+    client = make_app(**LIMITS, RATELIMIT_ENABLED=False).test_client()
+    fail_logins(client, "admin", PER_ACCOUNT + 2)
+
+
+def test_turning_limits_off_in_one_app_does_not_leak_into_the_next(make_app, users):
+    """Flask-Limiter has one limiter per process; every app sets RATELIMIT_ENABLED again."""
+    make_app(RATELIMIT_ENABLED=False)
+    client = make_app(**LIMITS).test_client()
+    fail_logins(client, "admin", PER_ACCOUNT)
+    assert login(client, "admin").status_code == 429
+
+
+@pytest.mark.parametrize("name", ["AUTH_RATE_LIMIT_PER_CLIENT", "AUTH_RATE_LIMIT_PER_ACCOUNT"])
+def test_a_limit_that_is_not_a_limit_is_refused_at_startup(make_app, name):
+    with pytest.raises(ConfigError, match=name):
+        make_app(**{name: "5 per fortnight"})
+
+
+# --- Cookies -------------------------------------------------------------------------------
+
+
+def set_cookies(response) -> dict[str, str]:
+    """The Set-Cookie headers of `response`, by cookie name."""
+    headers = response.headers.get_all("Set-Cookie")
+    return {header.split("=", 1)[0]: header for header in headers}
+
+
+def test_session_and_remember_cookies_are_httponly_and_samesite(client, auth, users):
+    cookies = set_cookies(auth.login(remember=True))
+    assert set(cookies) == {"session", "remember_token"}
+    for header in cookies.values():
+        assert "; HttpOnly" in header
+        assert "; SameSite=Lax" in header
+        assert "; Secure" not in header  # not in development: it is plain HTTP
+
+
+def test_cookies_are_secure_when_asked(make_app, users):
+    """The production config ties both to SESSION_COOKIE_SECURE; test_as_deployed checks that."""
+    client = make_app(SESSION_COOKIE_SECURE=True, REMEMBER_COOKIE_SECURE=True).test_client()
+    cookies = set_cookies(AuthActions(client).login(remember=True))
+    assert set(cookies) == {"session", "remember_token"}
+    assert all("; Secure" in header for header in cookies.values())
+
+
+# --- As deployed: gunicorn, the production config, behind an HTTPS proxy -------------------
+
+
+class ProxiedBrowser:
+    """A browser at `address`, as gunicorn sees it behind an HTTPS reverse proxy.
+
+    The browser spoke HTTPS to the proxy, so it sends its Secure cookies; the
+    proxy's hop to gunicorn is plain HTTP, with X-Forwarded-For and -Proto.
+    """
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base_url: str, address: str):
+        self.base_url = base_url
+        self.headers = {"X-Forwarded-For": address, "X-Forwarded-Proto": "https"}
+        policy = DefaultCookiePolicy(secure_protocols=("https", "wss", "http"))
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(CookieJar(policy)), self._NoRedirect
+        )
+
+    def request(
+        self, path: str, data: dict | None = None, referer: str | None = None
+    ) -> tuple[int, HTTPMessage, str]:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        headers = self.headers | ({"Referer": referer} if referer else {})
+        request = urllib.request.Request(self.base_url + path, data=body, headers=headers)
+        try:
+            with self.opener.open(request, timeout=10) as response:
+                return response.status, response.headers, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read().decode()
+
+    def submit(self, path: str, fields: dict) -> tuple[int, HTTPMessage, str]:
+        """GET the page with the form, then POST it with its CSRF token."""
+        status, _, page = self.request(path)
+        assert status == 200, page
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+        assert token, "the form has no CSRF token"
+        # Over HTTPS, Flask-WTF also wants the Referer to be one of our pages, and
+        # browsers send it (Referrer-Policy: same-origin keeps it for our own site).
+        referer = f"https://{urllib.parse.urlsplit(self.base_url).netloc}{path}"
+        return self.request(path, {"csrf_token": token.group(1), **fields}, referer)
+
+
+def test_as_deployed(tmp_path, fresh_database_url):
+    """gunicorn with one worker (the in-memory counts are per process), behind a proxy.
+
+    The per-account limit is the production default, 5 failures a minute; the
+    per-client limit is lowered to 7 through the environment, to reach it quickly.
+    """
+    env = production_env(
+        tmp_path,
+        fresh_database_url,
+        PROXY_COUNT=1,
+        SESSION_COOKIE_SECURE=1,
+        AUTH_RATE_LIMIT_PER_CLIENT="7 per minute",
+    )
+    with run_gunicorn(env, tmp_path, app="blog:app", workers=1) as server:
+        attacker = ProxiedBrowser(server.url, "203.0.113.1")
+        for name in ("victim", "bystander"):
+            fields = {"username": name, "email": f"{name}@example.com"}
+            fields |= {"password": PASSWORD, "password2": PASSWORD}
+            assert attacker.submit("/auth/register", fields)[0] == 302
+
+        def guess(username: str) -> dict[str, str]:
+            return {"username": username, "password": "a-wrong-guess"}
+
+        for _ in range(5):
+            status, _, page = attacker.submit("/auth/login", guess("victim"))
+            assert (status, INVALID_LOGIN in page) == (200, True)
+        right = {"username": "victim", "password": PASSWORD}
+        status, headers, page = attacker.submit("/auth/login", right)
+        assert status == 429
+        assert "<h1>Too many requests</h1>" in page
+        assert 0 <= int(headers["Retry-After"]) <= 60
+        assert headers["Content-Security-Policy"] == POLICY
+
+        # Two more failures make 7 for this client: then every account is refused to it.
+        for name in ("someone", "someone-else"):
+            assert attacker.submit("/auth/login", guess(name))[0] == 200
+        assert attacker.submit("/auth/login", guess("bystander"))[0] == 429
+
+        # Another address (the proxy's X-Forwarded-For, believed because
+        # PROXY_COUNT=1) is a client of its own: the victim's account is still
+        # limited, the bystander's isn't.
+        other = ProxiedBrowser(server.url, "198.51.100.7")
+        assert other.submit("/auth/login", right)[0] == 429
+        bystander = {"username": "bystander", "password": PASSWORD, "remember_me": "y"}
+        status, headers, _ = other.submit("/auth/login", bystander)
+        assert status == 302
+        cookies = {header.split("=", 1)[0]: header for header in headers.get_all("Set-Cookie")}
+        assert set(cookies) == {"session", "remember_token"}
+        for header in cookies.values():
+            assert "; Secure" in header
+            assert "; HttpOnly" in header
+            assert "; SameSite=Lax" in header
+
+        status, headers, _ = other.request("/bootstrap/static/css/bootstrap.min.css")
+        assert (status, headers["X-Content-Type-Options"]) == (200, "nosniff")
+        assert other.request("/healthz")[0] == 200
