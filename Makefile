@@ -1,4 +1,4 @@
-# The two commands in the README: `make run` and `make test`.
+# The two commands in the README: `make run` and `make test` (`make test-postgres` for PostgreSQL).
 # Each creates the virtual environment and installs what it needs on first use,
 # and again whenever a requirements file changes.
 
@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run debug test lint format clean bench-errors
+.PHONY: run debug test test-postgres lint format clean bench-errors
 
 ## Serve the blog on http://127.0.0.1:5000 with demo data (SQLite by default).
 run: $(VENV)/.installed
@@ -22,11 +22,19 @@ debug: $(VENV)/.installed
 	$(BIN)/flask seed --if-empty
 	$(BIN)/flask --debug run --host $(HOST) --port $(PORT)
 
-## Lint, check formatting, and run the test suite.
+## Lint, check formatting, and run the test suite (on SQLite, unless TEST_DATABASE_URL is set).
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The PostgreSQL server `make test-postgres` creates its test databases on;
+# override with `make test-postgres TEST_DATABASE_URL=postgresql://user@host:port/dbname`.
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+## The test suite again on PostgreSQL: a new database for the run, dropped at the end.
+test-postgres: $(VENV)/.installed-dev
+	TEST_DATABASE_URL='$(TEST_DATABASE_URL)' $(BIN)/python -m pytest
 
 ## Measure the error path: 500-page latency with a dead mail server, storm control, log rotation.
 bench-errors: $(VENV)/.installed-dev

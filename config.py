@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from dotenv import load_dotenv
+from limits import parse_many
 
 BASE_DIR = Path(__file__).resolve().parent
 load_dotenv(BASE_DIR / ".env")
@@ -29,12 +30,19 @@ class ConfigError(RuntimeError):
     """A setting is missing or invalid; raised at startup, before any request."""
 
 
+# Settings that couldn't be read. The classes below read the environment when
+# this module is imported, where an exception would end in a traceback before
+# blog.py could catch it; so problems are noted here, and Config.check()
+# reports them all at once when the app starts.
+invalid_settings: list[str] = []
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     """Read a yes/no setting: accepts 1/true/yes/on and 0/false/no/off.
 
-    Anything else is refused instead of being read as False, so that a typo
-    such as ``MAIL_USE_SSL=ture`` fails at startup rather than silently sending
-    mail in clear text.
+    Anything else is refused (noted in `invalid_settings`) instead of being
+    read as False, so that a typo such as ``MAIL_USE_SSL=ture`` stops the app
+    at startup rather than silently sending mail in clear text.
     """
     value = os.environ.get(name, "").strip().lower()
     if not value:
@@ -43,18 +51,20 @@ def env_bool(name: str, default: bool = False) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ConfigError(f"{name}={value!r} is not a boolean: use 1/true/yes or 0/false/no.")
+    invalid_settings.append(f"{name}={value!r} is not a boolean: use 1/true/yes or 0/false/no.")
+    return default
 
 
 def env_int(name: str, default: int) -> int:
-    """Read a whole-number setting, with a clear message when it isn't one."""
+    """Read a whole-number setting (a bad one is noted in `invalid_settings`)."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a whole number.") from None
+        invalid_settings.append(f"{name}={value!r} is not a whole number.")
+        return default
 
 
 def env_list(name: str) -> list[str]:
@@ -149,8 +159,41 @@ class Config:
     )
     SENTRY_RELEASE = os.environ.get("SENTRY_RELEASE")
 
+    # The site's public address, e.g. https://blog.example.com, for links in
+    # mails. Unset, links take the host from the request (see app/auth/email.py).
+    BASE_URL = os.environ.get("BASE_URL")
     # How long a password-reset link stays valid, in seconds.
     RESET_TOKEN_MAX_AGE = env_int("RESET_TOKEN_MAX_AGE", 3600)
+
+    # Rate limits on logging in and on asking for a reset mail (app/security.py).
+    # Only POSTs count, and for logging in only failed ones. "5 per minute; 20 per
+    # hour" means both must hold. A client over a limit gets the 429 page.
+    # Per client address: one machine trying many accounts. Failed logins only, so
+    # a school or an office behind one address can all log in; 20 failures a
+    # minute is more than a roomful of typos.
+    AUTH_RATE_LIMIT_PER_CLIENT = (
+        os.environ.get("AUTH_RATE_LIMIT_PER_CLIENT") or "20 per minute; 200 per hour"
+    )
+    # Per account (the username typed, or the address a reset link is asked for),
+    # from any address: someone who has forgotten a password gives up before 5
+    # tries a minute, while a botnet gets 20 guesses an hour and a mailbox at most
+    # 20 reset mails. The price: by failing on purpose, anyone can keep an account
+    # from logging in until the window ends. That's the usual trade; the
+    # per-client limit makes it cost the attacker an address per account.
+    AUTH_RATE_LIMIT_PER_ACCOUNT = (
+        os.environ.get("AUTH_RATE_LIMIT_PER_ACCOUNT") or "5 per minute; 20 per hour"
+    )
+    # Always set, never left to Flask-Limiter's default: its limiter object is
+    # shared by every app in the process and would keep the last app's choice.
+    RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+    # Where the counts live. memory:// is per process: each gunicorn worker counts
+    # on its own, so a client may get up to (workers x the limit). With several
+    # workers or hosts, share them in Redis: redis://host:6379/0 (needs the
+    # `redis` package: pip install redis).
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI") or "memory://"
+    # If Redis stops answering, count in memory until it is back rather than
+    # failing every login with a 500.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
 
     # `python blog.py` with this on leaves exceptions and reloading to an IDE's
     # debugger (VS Code, PyCharm) instead of Werkzeug's.
@@ -159,12 +202,28 @@ class Config:
     @classmethod
     def check(cls) -> None:
         """Refuse settings that cannot work; called by the app factory."""
+        if invalid_settings:
+            raise ConfigError("\n".join(invalid_settings))
         if cls.LOG_LEVEL not in logging.getLevelNamesMapping():
             raise ConfigError(f"LOG_LEVEL={cls.LOG_LEVEL!r} is not a logging level, e.g. INFO.")
+        for name in ("AUTH_RATE_LIMIT_PER_CLIENT", "AUTH_RATE_LIMIT_PER_ACCOUNT"):
+            # A typo here would otherwise be a 500 on every login, not a startup error.
+            try:
+                parse_many(getattr(cls, name))
+            except ValueError:
+                raise ConfigError(
+                    f"{name}={getattr(cls, name)!r} is not a rate limit, e.g. '5 per minute'."
+                ) from None
         if cls.MAIL_USE_TLS and cls.MAIL_USE_SSL:
             raise ConfigError(
                 "MAIL_USE_TLS (STARTTLS) and MAIL_USE_SSL (implicit TLS) exclude "
                 "each other: set only the one your mail provider documents."
+            )
+        local_server = cls.MAIL_SERVER in ("localhost", "127.0.0.1", "::1")
+        if cls.MAIL_USERNAME and not (cls.MAIL_USE_TLS or cls.MAIL_USE_SSL or local_server):
+            raise ConfigError(
+                f"MAIL_USERNAME is set but neither MAIL_USE_SSL nor MAIL_USE_TLS: the password "
+                f"would cross the network to {cls.MAIL_SERVER} in clear text."
             )
 
 

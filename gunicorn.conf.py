@@ -4,13 +4,22 @@ Every value can be changed from the environment, so the same file serves a
 small VPS and a bigger machine.
 """
 
+import logging
 import os
+import re
+import traceback
+
+from gunicorn.glogging import Logger
+
+# gunicorn is how the blog runs in production: make that the default, so a
+# forgotten FLASK_CONFIG can't quietly serve the development configuration.
+os.environ.setdefault("FLASK_CONFIG", "production")
 
 # Behind nginx on the same machine; set GUNICORN_BIND=0.0.0.0:8000 to expose it.
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Sync workers: one request at a time each, simple and predictable for a
 # database-backed app. Two per core is plenty for a small VPS.
-workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1))))
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
 worker_class = "sync"
 # A request that takes longer than this is killed (and logged by gunicorn);
 # on SIGTERM, workers get graceful_timeout seconds to finish their request
@@ -29,6 +38,26 @@ access_log_format = (
     '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms '
     "request_id=%({x-request-id}o)s"
 )
+
+
+class AccessLogWithoutSecrets(Logger):
+    """gunicorn's logger, with password-reset tokens blanked out of the access log.
+
+    The token is in the path of the link in the mail; for the hour it is
+    valid, anyone who reads the log could use it.
+    """
+
+    RESET_TOKEN = re.compile(r"(/auth/reset_password/)[^\s?\"]+")
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        for name in ("r", "U", "f"):  # request line, path, referer
+            atoms[name] = self.RESET_TOKEN.sub(r"\1[redacted]", atoms[name])
+        return atoms
+
+
+logger_class = AccessLogWithoutSecrets
+
 # gunicorn's own error log goes to stderr, and the app attaches its log file
 # and error-mail handlers to the "gunicorn.error" logger too (app/logger.py,
 # LOG_EXTRA_LOGGERS): a worker killed for a timeout is in blog.log and mailed.
@@ -39,6 +68,20 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # each worker on first use (a thread started before the fork would not exist
 # in the workers, with --preload), and the log handler reopens its lock file
 # after a fork. Both work with and without --preload.
+
+
+def worker_abort(worker):
+    """A worker stuck for longer than `timeout` gets SIGABRT and dies: say
+    where it was stuck, through the app's handlers (log file, error mail).
+
+    gunicorn reports the timeout in its master process, which has no app
+    (without --preload) and so none of the app's handlers; this runs in the
+    worker itself, just before it exits.
+    """
+    # This runs in a signal handler, on top of the frame that was stuck.
+    stack = "".join(traceback.format_stack())
+    # "app" is the Flask app's logger (Flask names it after the package).
+    logging.getLogger("app").error("Worker %s timed out, stuck here:\n%s", worker.pid, stack)
 
 
 def worker_exit(server, worker):

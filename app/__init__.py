@@ -13,6 +13,7 @@ from app.input_guard import register_input_guard
 from app.logger import init_email, init_logger, init_sentry
 from app.main import bp as main_bp
 from app.request_id import register_request_id
+from app.security import register_security
 from app.templating import register_template_helpers
 from app.user import bp as user_bp
 from config import BASE_DIR, Config
@@ -35,7 +36,9 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     db.init_app(app)
     # An absolute path, so `flask db upgrade` works from any directory.
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
-    login.init_app(app)
+    # No `current_user` in templates: reading it can query the database, and
+    # the error pages must render without one (app/templating.py).
+    login.init_app(app, add_context_processor=False)
     csrf.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
     bootstrap.init_app(app)
@@ -47,6 +50,7 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     app.register_blueprint(user_bp)
 
     register_error_handlers(app)
+    register_security(app)
     register_template_helpers(app)
     register_commands(app)
 

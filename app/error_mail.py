@@ -15,7 +15,6 @@ import html
 import logging
 import os
 import sqlite3
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -46,8 +45,11 @@ def fingerprint(record: logging.LogRecord) -> str:
     For an exception: its type plus where this app's code raised it, so that
     "division by zero in views.py line 12" is one bug however the message
     varies (ids, usernames). For a plain error message: where it was logged
-    and its text before the arguments were filled in.
+    and its text before the arguments were filled in. A caller can also name
+    the bug itself, as with Sentry: ``extra={"fingerprint": "..."}``.
     """
+    if getattr(record, "fingerprint", None):  # logger.error(..., extra={"fingerprint": ...})
+        return str(record.fingerprint)
     if record.exc_info and record.exc_info[1] is not None:
         exc_type = record.exc_info[0]
         frame = origin(record)
@@ -70,8 +72,9 @@ class StormControl:
     worker that is restarted. SQLite is in the standard library, needs no
     server, and its locking makes "count or send" one atomic decision across
     processes. The file sits in the log directory, which every worker can
-    already write to; if it cannot be opened, an in-memory database keeps
-    storm control per process.
+    already write to. If it can't be used (a read-only file left by a
+    command run as root...), storm control goes on in memory, per process:
+    failing open, because no storm control is better than no error mail.
     """
 
     SCHEMA = """CREATE TABLE IF NOT EXISTS error_mail (
@@ -79,13 +82,14 @@ class StormControl:
         window_start REAL NOT NULL,
         repeats INTEGER NOT NULL,
         subject TEXT NOT NULL)"""
+    # After a mail that failed, the next occurrence is mailed again, but not
+    # sooner than this: a dead mail server must not be tried for every error.
+    RETRY_AFTER = 60.0
 
     def __init__(self, path: str, window: float):
         self.path = path
         self.window = window
-        self._connection: sqlite3.Connection | None = None
         self._pid: int | None = None
-        self._lock = threading.Lock()
 
     def admit(self, key: str, subject: str, now: float) -> int | None:
         """Record one occurrence of `key` at `now`.
@@ -93,7 +97,8 @@ class StormControl:
         :return: None if the mail is held back (counted instead), else the
             number of earlier occurrences that no mail has mentioned yet.
         """
-        with self._transaction() as db:
+
+        def count_or_open_window(db: sqlite3.Connection) -> int | None:
             row = db.execute(
                 "SELECT window_start, repeats FROM error_mail WHERE fingerprint = ?", (key,)
             ).fetchone()
@@ -105,13 +110,16 @@ class StormControl:
             db.execute("INSERT OR REPLACE INTO error_mail VALUES (?, ?, 0, ?)", (key, now, subject))
             return row[1] if row else 0
 
-    def closed_windows(self, now: float) -> list[tuple[str, int]]:
-        """Claim the counts of windows that have closed: (subject, repeats).
+        return self._in_transaction(count_or_open_window)
+
+    def closed_windows(self, now: float) -> list[tuple[str, str, int]]:
+        """Claim the counts of windows that have closed: (key, subject, repeats).
 
         Claimed in one transaction, so that of several workers only one
         sends each summary.
         """
-        with self._transaction() as db:
+
+        def claim(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
             rows = db.execute(
                 "SELECT fingerprint, subject, repeats FROM error_mail "
                 "WHERE repeats > 0 AND window_start <= ?",
@@ -125,48 +133,56 @@ class StormControl:
                 "DELETE FROM error_mail WHERE repeats = 0 AND window_start <= ?",
                 (now - self.window,),
             )
-        return [(subject, repeats) for _, subject, repeats in rows]
+            return rows
 
-    def release(self, key: str) -> None:
-        """Forget that `key` was mailed (the mail failed); keep its count."""
-        with self._transaction() as db:
-            db.execute("UPDATE error_mail SET window_start = 0 WHERE fingerprint = ?", (key,))
+        return self._in_transaction(claim)
+
+    def mail_failed(self, key: str, now: float, unreported: int = 0) -> None:
+        """A mail about `key` didn't go out: mail the next occurrence (after
+        RETRY_AFTER), and keep the `unreported` count for it."""
+        retry_at = now + min(self.RETRY_AFTER, self.window)
+        self._in_transaction(
+            lambda db: db.execute(
+                "UPDATE error_mail SET window_start = ?, repeats = repeats + ? "
+                "WHERE fingerprint = ?",
+                (retry_at - self.window, unreported, key),
+            )
+        )
+
+    def _in_transaction(self, work):
+        """Run `work(connection)` in one write transaction; fall back to memory."""
+        try:
+            with self._transaction() as db:
+                return work(db)
+        except sqlite3.Error as error:
+            if self.path == ":memory:":
+                raise
+            log.error("Error-mail state %s unusable (%s); keeping it in memory", self.path, error)
+            self.path, self._pid = ":memory:", None
+            with self._transaction() as db:
+                return work(db)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            db = self._connect()
-            # IMMEDIATE takes the write lock up front, so two workers can't
-            # both read "not mailed yet" and both mail.
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-
-    def _connect(self) -> sqlite3.Connection:
-        # A connection must not cross a fork (SQLite's rule), hence the pid.
-        if self._connection is None or self._pid != os.getpid():
+        # Only the outbox thread uses this, one per process; a connection must
+        # not cross a fork (SQLite's rule), hence a new one in a new process.
+        if self._pid != os.getpid():
             self._pid = os.getpid()
-            try:
-                self._connection = self._open(self.path)
-            except sqlite3.Error as error:
-                log.error(
-                    "Error-mail state %s unusable (%s); keeping it in memory", self.path, error
-                )
-                self._connection = self._open(":memory:")
-        return self._connection
-
-    @classmethod
-    def _open(cls, path: str) -> sqlite3.Connection:
-        # isolation_level=None: transactions are begun explicitly, above.
-        connection = sqlite3.connect(
-            path, timeout=10, isolation_level=None, check_same_thread=False
-        )
-        connection.execute(cls.SCHEMA)
-        return connection
+            self._connection = sqlite3.connect(
+                self.path, timeout=10, isolation_level=None, check_same_thread=False
+            )
+            self._connection.execute(self.SCHEMA)
+        db = self._connection
+        # IMMEDIATE takes the write lock up front, so two workers can't both
+        # read "not mailed yet" and both mail. (isolation_level=None above:
+        # we begin transactions ourselves.)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -204,10 +220,10 @@ class ErrorMailHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             report = self.capture(record)
+            outbox.submit(lambda: self.deliver(report))
         except Exception:
+            # Never let reporting an error raise a second one in the request.
             self.handleError(record)
-            return
-        outbox.submit(lambda: self.deliver(report))
 
     def capture(self, record: logging.LogRecord) -> ErrorReport:
         """Copy out of `record` and the request everything the mail will say.
@@ -264,18 +280,19 @@ class ErrorMailHandler(logging.Handler):
         )
         text, body_html = render_report(report, note)
         if not self.send(report.subject, text, body_html):
-            # Nobody got it: the next occurrence must be mailed, not counted.
-            self.storm.release(report.fingerprint)
+            # Nobody got it: mail the next occurrence, counting this one.
+            self.storm.mail_failed(report.fingerprint, time.time(), unreported=earlier + 1)
 
     def send_summaries(self) -> None:
         """Mail the counts of errors whose storm-control window has closed."""
-        for subject, repeats in self.storm.closed_windows(time.time()):
+        for key, subject, repeats in self.storm.closed_windows(time.time()):
             text = (
                 f"This error happened {repeats} more times that were not mailed one by "
                 f"one (at most one mail per error every {self.storm.window:g} seconds). "
                 f"The log file has every occurrence.\n\n{subject}\n"
             )
-            self.send(f"{subject} [repeated {repeats} times]", text, None)
+            if not self.send(f"{subject} [repeated {repeats} times]", text, None):
+                self.storm.mail_failed(key, time.time(), unreported=repeats)
 
     def send(self, subject: str, text: str, body_html: str | None) -> bool:
         """Send one mail to the admins now; log a failure. True if it was delivered."""

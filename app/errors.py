@@ -20,7 +20,16 @@ Rules every handler here follows:
 from contextlib import suppress
 
 import sentry_sdk
-from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+)
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from markupsafe import escape
@@ -28,8 +37,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from app.database import database_failure
-from app.extensions import db
+from app.database import database_failure, is_unavailable
+from app.extensions import db, login
 from app.request_id import request_id
 
 # What a person is told: a title and a sentence for each status we expect.
@@ -147,8 +156,15 @@ def handle_database_unavailable(error: OperationalError | PoolTimeout):
     whichever view was running. The app recovers by itself when the database
     is back (pool_pre_ping, in app/database.py).
     """
+    if isinstance(error, OperationalError) and not is_unavailable(error):
+        # An OperationalError that is a bug (a missing table...), not an
+        # outage: raised again, it goes to the 500 handler with its traceback.
+        raise error
     with suppress(Exception):
         db.session.rollback()
+    # The user can't be loaded either: say so once, or the page's navigation
+    # would try the database again and wait out another connect timeout.
+    g._login_user = login.anonymous_user()
     # One line, without the traceback: an outage fails in every view at once,
     # and this single logging call gives every occurrence the same
     # fingerprint, so storm control mails it once per window.

@@ -23,9 +23,13 @@ class NulCharacter(BadRequest):
 
 def reject_nul_characters() -> None:
     """:raise NulCharacter: if the path, the query or a form field holds a NUL."""
-    values = [request.path, *request.args.keys(), *request.args.values()]
+    sources = [request.args]
     if request.method in ("POST", "PUT", "PATCH"):
-        values += [*request.form.keys(), *request.form.values()]
+        sources.append(request.form)
+    # items(multi=True): every value of a repeated field (?q=a&q=b), not just the first.
+    values = [request.path] + [
+        text for source in sources for item in source.items(multi=True) for text in item
+    ]
     if any(NUL in value for value in values):
         raise NulCharacter()
 

@@ -82,6 +82,10 @@ class LogFileHandler(ConcurrentRotatingFileHandler):
             super().close()
 
     def handleError(self, record: logging.LogRecord) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            # Not the file's fault (a bad format string...): the usual report.
+            super().handleError(record)
+            return
         if not self.reported:
             self.reported = True
             error = sys.exc_info()[1]
@@ -159,17 +163,22 @@ def extra_loggers(app: Flask) -> list[logging.Logger]:
 
 def replace_handler(logger: logging.Logger, handler: logging.Handler) -> None:
     """Attach `handler`, removing an earlier one of the same name first."""
-    for old in [h for h in logger.handlers if h.name == handler.name]:
-        logger.removeHandler(old)
-        if old not in logging.getLogger().handlers:
-            old.close()
+    remove_handler(logger, handler.name)
     logger.addHandler(handler)
+
+
+def remove_handler(logger: logging.Logger, name: str) -> None:
+    for old in [h for h in logger.handlers if h.name == name]:
+        logger.removeHandler(old)
+        old.close()  # closing twice (it may be on several loggers) is harmless
 
 
 def init_email(app: Flask) -> ErrorMailHandler | None:
     """Mail ERROR records to ADMINS, if a mail server and admins are configured."""
     settings = MailSettings.from_config(app.config)
     if settings is None or not app.config["ADMINS"]:
+        for logger in [app.logger, *extra_loggers(app)]:
+            remove_handler(logger, "blog-mail")  # from an earlier call with mail on
         return None
     window = app.config["MAIL_ERROR_WINDOW"]
     storm = StormControl(str(Path(app.config["LOG_DIR"]) / "error-mail.sqlite3"), window)
@@ -197,9 +206,13 @@ def init_sentry(app: Flask) -> bool:
         return False
     secrets = config_secrets(app.config)
 
-    def scrub(event, hint):
-        # Sentry's own scrubber blanks fields *named* like passwords; a password
-        # inside an exception message or a local variable gets through it.
+    def prepare(event, hint):
+        # Runs in the thread that captured the event, inside the request: the
+        # place to add our reference, and to blank out secrets. Sentry's own
+        # scrubber blanks fields *named* like passwords; a password inside an
+        # exception message or a local variable gets through it.
+        if request_id():
+            event.setdefault("tags", {})["request_id"] = request_id()
         return redact_values(event, secrets + request_secrets())
 
     sentry_sdk.init(
@@ -211,12 +224,6 @@ def init_sentry(app: Flask) -> bool:
         # (they carry passwords), to a third party.
         send_default_pii=False,
         max_request_body_size="never",
-        before_send=scrub,
+        before_send=prepare,
     )
-    app.before_request(tag_sentry_scope)
     return True
-
-
-def tag_sentry_scope() -> None:
-    # The same reference as in our log and mail, to find one from the other.
-    sentry_sdk.set_tag("request_id", request_id())

@@ -20,6 +20,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -126,6 +127,8 @@ def failure_reason(error: Exception) -> str:
         return "timed out"
     if isinstance(error, smtplib.SMTPAuthenticationError):
         return "authentication failed"
+    if isinstance(error, smtplib.SMTPNotSupportedError):
+        return "login not offered (does the server want MAIL_USE_TLS or MAIL_USE_SSL?)"
     if isinstance(error, ssl.SSLError):
         return "TLS failed"
     if isinstance(error, (smtplib.SMTPConnectError, ConnectionRefusedError, socket.gaierror)):
@@ -140,8 +143,9 @@ class Outbox:
     server. The thread is started on first use in each process: gunicorn forks
     its workers from a master that may have imported the app already
     (``--preload``), and threads do not survive a fork, so one started at
-    import time would silently not exist in the workers. The process id tells
-    us when we are in a new process (sentry-sdk does the same).
+    import time would silently not exist in the workers. After a fork the
+    child starts afresh: new queue, new lock (one copied while another thread
+    held it would stay locked for ever), no thread until the first mail.
 
     At interpreter exit (a gunicorn worker stopping on SIGTERM ends that way)
     the jobs still queued are finished, within `drain_timeout`.
@@ -154,9 +158,13 @@ class Outbox:
         self.drain_timeout = drain_timeout
         self.idle_interval = idle_interval
         self._idle_tasks: dict[str, Callable[[], None]] = {}
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+        atexit.register(self.drain)
+
+    def _reset(self) -> None:
         self.dropped = 0
         self._lock = threading.Lock()
-        self._pid: int | None = None
         self._queue: queue.Queue = queue.Queue(self.MAX_JOBS)
         self._thread: threading.Thread | None = None
 
@@ -164,56 +172,59 @@ class Outbox:
         """Run `job` soon, in the background thread of this process.
 
         The queue is bounded: if the mail server hangs during a storm of
-        errors, jobs beyond the limit are dropped (and logged) rather than
-        piling up in memory.
+        errors, jobs beyond the limit are dropped (and counted in the log)
+        rather than piling up in memory.
         """
         self._start_if_needed()
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             self.dropped += 1
-            if self.dropped == 1:  # once is enough to tell; the log has the errors anyway
-                log.error("Mail outbox full (%d jobs): dropping mails", self._queue.maxsize)
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.error("Mail outbox full: %d mails dropped so far", self.dropped)
 
     def on_idle(self, name: str, task: Callable[[], None]) -> None:
-        """Also run `task` whenever the queue has been empty for `idle_interval`
-        seconds (replacing an earlier task of that name)."""
+        """Also run `task` every `idle_interval` seconds, busy or not
+        (replacing an earlier task of that name)."""
         self._idle_tasks[name] = task
 
     def drain(self, timeout: float | None = None) -> bool:
         """Finish the queued jobs and stop the thread; True if it finished in time."""
+        timeout = self.drain_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         with self._lock:
-            thread = self._thread if self._pid == os.getpid() else None
-            self._thread = None
+            thread, self._thread = self._thread, None
         if thread is None or not thread.is_alive():
             return True
-        self._queue.put(self._STOP)
-        thread.join(self.drain_timeout if timeout is None else timeout)
+        try:
+            self._queue.put(self._STOP, timeout=timeout)
+        except queue.Full:
+            return False
+        thread.join(max(0.0, deadline - time.monotonic()))
         return not thread.is_alive()
 
     def _start_if_needed(self) -> None:
-        if self._pid == os.getpid() and self._thread is not None:
-            return
         with self._lock:
-            if self._pid == os.getpid() and self._thread is not None:
+            if self._thread is not None and self._thread.is_alive():
                 return
-            if self._pid != os.getpid():
-                # A queue copied from the parent may hold its lock forever.
-                self._queue = queue.Queue(self.MAX_JOBS)
-                self._pid = os.getpid()
-                atexit.register(self.drain)
-            self._thread = threading.Thread(target=self._run, name="mail-outbox", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="mail-outbox", daemon=True)
+            thread.start()  # if this fails (no threads left), the caller's handler reports it
+            self._thread = thread
 
     def _run(self) -> None:
+        next_idle_run = time.monotonic() + self.idle_interval
         while True:
             try:
-                job = self._queue.get(timeout=self.idle_interval)
+                job = self._queue.get(timeout=max(0.0, next_idle_run - time.monotonic()))
             except queue.Empty:
                 job = None
             if job is self._STOP:
                 return
-            for task in [job] if job is not None else list(self._idle_tasks.values()):
+            tasks = [job] if job is not None else []
+            if time.monotonic() >= next_idle_run:
+                tasks += self._idle_tasks.values()
+                next_idle_run = time.monotonic() + self.idle_interval
+            for task in tasks:
                 try:
                     task()
                 except Exception:

@@ -4,9 +4,9 @@ The schema itself is created only by the Alembic migrations in `migrations/`;
 `tests/test_models.py` checks that the two never drift apart.
 """
 
+import hashlib
 import unicodedata
 from datetime import UTC, datetime, timedelta
-from hashlib import md5
 
 from flask import current_app
 from flask_login import UserMixin
@@ -83,9 +83,12 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value, dialect):
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite
             return value.replace(tzinfo=UTC)
-        return value
+        # PostgreSQL answers in the session's time zone, the server's local one.
+        return value.astimezone(UTC)
 
 
 followers = Table(
@@ -153,9 +156,22 @@ class User(UserMixin, db.Model):
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
 
+    def password_digest(self) -> str:
+        """A short digest of the password hash: it changes whenever the password does."""
+        return hashlib.sha256(self.password_hash.encode()).hexdigest()[:16]
+
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session and the remember-me cookie.
+
+        The id alone would keep every session valid for ever; with the
+        password's digest, changing the password (a reset after a stolen
+        laptop) logs out every other browser too.
+        """
+        return f"{self.id}:{self.password_digest()}"
+
     def avatar_hash(self) -> str:
         """The Gravatar key for this user's address (also seeds the SVG colour)."""
-        return md5(self.email.strip().lower().encode()).hexdigest()
+        return hashlib.md5(self.email.strip().lower().encode()).hexdigest()
 
     def needs_last_seen_update(self, now: datetime) -> bool:
         return now - self.last_seen >= LAST_SEEN_RESOLUTION
@@ -204,9 +220,13 @@ class User(UserMixin, db.Model):
 
 
 @login.user_loader
-def load_user(user_id: str) -> User | None:
-    """Turn the id stored in the session cookie back into a User (one query)."""
-    return db.session.get(User, int(user_id))
+def load_user(session_id: str) -> User | None:
+    """Turn what User.get_id() put in the session back into a User (one query)."""
+    user_id, _, digest = session_id.partition(":")
+    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    if user is None or digest != user.password_digest():
+        return None  # gone, or the password has changed since this login
+    return user
 
 
 class Post(db.Model):

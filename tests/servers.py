@@ -82,13 +82,17 @@ class Gunicorn:
         return self.output.read_text()
 
 
-def production_env(tmp_path: Path, **settings: object) -> dict[str, str]:
-    """The environment of a production deployment on a fresh SQLite database."""
+def production_env(tmp_path: Path, database_url: str, **settings: object) -> dict[str, str]:
+    """The environment of a production deployment on `database_url`, logging to tmp_path/logs.
+
+    Give it a database of its own, not the shared test database: conftest's
+    `fresh_database_url` fixture, or `databases.fresh_database` for a module.
+    """
     return clean_env(
         FLASK_APP="blog.py",
         FLASK_CONFIG="production",
         SECRET_KEY="a-test-secret-that-is-long-enough-for-production",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}",
+        DATABASE_URL=database_url,
         LOG_DIR=tmp_path / "logs",
         **settings,
     )

@@ -7,9 +7,11 @@ has a few routes that fail on purpose.
 """
 
 import shutil
+from collections.abc import Iterator
 
 import pytest
 from conftest import PASSWORD, add_user
+from databases import ON_POSTGRESQL, drop_database, fresh_database, upgrade_database
 from flask import Flask, abort
 from flask_login import current_user
 from jinja2 import ChoiceLoader, DictLoader
@@ -136,34 +138,40 @@ def test_500_page_after_a_failed_flush(app, client, auth, users):
 
 
 @pytest.fixture
-def lost_database_app(app, make_app, database_url, tmp_path) -> Flask:
-    """An app on its own copy of the test database, with a route that deletes it.
+def lost_database_app(app, make_app, tmp_path) -> Iterator[Flask]:
+    """An app on a database of its own, with a route that deletes that database.
 
     `app` is created first on purpose: make_app empties the database of the
     first app it made, which must be the shared one, not the one deleted here.
 
     /lose-database runs after the logged-in user was loaded (by the
     before_request hook), so the session holds them and a connection. It
-    closes the engine's pool, deletes the directory the database file lives
-    in, and fails. The 500 handler's rollback expires the user, so showing
-    their name needs a new connection, and SQLite can no longer open the file:
-    a real OperationalError, as when a database server goes away.
+    closes the engine's pool, deletes the database, and fails. The 500
+    handler's rollback expires the user, so showing their name needs a
+    connection, and there is no database left to connect to: a real
+    OperationalError, as when a database server goes away. On SQLite the
+    directory the file lives in is deleted (so that SQLite can't create a new,
+    empty file); on PostgreSQL the database is dropped, which also ends the
+    session's connection.
     """
     folder = tmp_path / "database"
     folder.mkdir()
-    path = folder / "blog.sqlite"
-    shutil.copyfile(database_url.removeprefix("sqlite:///"), path)
-    lost = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{path}", PROPAGATE_EXCEPTIONS=False)
+    with fresh_database(folder) as url:
+        upgrade_database(url)
+        lost = make_app(SQLALCHEMY_DATABASE_URI=url, PROPAGATE_EXCEPTIONS=False)
 
-    def lose_database():
-        db.engine.dispose()
-        shutil.rmtree(folder)
-        raise RuntimeError("the database is gone")
+        def lose_database():
+            db.engine.dispose()
+            if ON_POSTGRESQL:
+                drop_database(url)
+            else:
+                shutil.rmtree(folder)
+            raise RuntimeError("the database is gone")
 
-    lost.add_url_rule("/lose-database", view_func=lose_database)
-    with lost.app_context():
-        add_user("admin")
-    return lost
+        lost.add_url_rule("/lose-database", view_func=lose_database)
+        with lost.app_context():
+            add_user("admin")
+        yield lost
 
 
 def test_500_page_when_the_database_is_gone(lost_database_app):
@@ -178,10 +186,12 @@ def test_500_page_when_the_database_is_gone(lost_database_app):
     assert "Profile (admin)" not in response.text
     assert "Log in" in response.text  # the full page, with the anonymous navigation
 
-    # Every page is now the 500 page (the user can't be loaded), and it still renders.
+    # Every page now fails to load the user: the database is unavailable,
+    # and that has a page of its own, which renders without it.
     response = client.get("/")
-    assert response.status_code == 500
-    assert ERROR_500 in response.text
+    assert response.status_code == 503
+    assert "Temporarily unavailable" in response.text
+    assert response.headers["Retry-After"] == "30"
 
 
 def test_last_resort_page_when_the_500_template_fails(app, caplog):

@@ -6,14 +6,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from click.testing import Result
 from conftest import config_for
+from databases import fresh_database
 from flask import Flask
 from sqlalchemy import func, select
 
+import config
 from app import create_app
 from app.extensions import db
 from app.models import Post, User, followers
@@ -107,12 +110,21 @@ def test_env_bool_unset_is_the_default(monkeypatch, default):
     assert env_bool("SOME_FLAG", default=default) is default
 
 
+@pytest.fixture
+def invalid_settings(monkeypatch) -> list[str]:
+    """config.invalid_settings, emptied for the test and restored after it."""
+    noted: list[str] = []
+    monkeypatch.setattr(config, "invalid_settings", noted)
+    return noted
+
+
 @pytest.mark.parametrize("value", ["ture", "2", "y", "enabled"])
-def test_env_bool_refuses_a_typo(monkeypatch, value):
+def test_env_bool_refuses_a_typo(monkeypatch, invalid_settings, value):
     """MAIL_USE_SSL=ture must stop the app, not quietly mean False."""
     monkeypatch.setenv("MAIL_USE_SSL", value)
+    assert env_bool("MAIL_USE_SSL") is False
     with pytest.raises(ConfigError, match=r"MAIL_USE_SSL=.* is not a boolean"):
-        env_bool("MAIL_USE_SSL")
+        TestingConfig.check()
 
 
 @pytest.mark.parametrize(("value", "expected"), [("42", 42), (" 7 ", 7), ("", 10), ("-1", -1)])
@@ -127,10 +139,24 @@ def test_env_int_unset_is_the_default(monkeypatch):
 
 
 @pytest.mark.parametrize("value", ["ten", "1.5", "10 posts"])
-def test_env_int_refuses_a_non_number(monkeypatch, value):
+def test_env_int_refuses_a_non_number(monkeypatch, invalid_settings, value):
     monkeypatch.setenv("POSTS_PER_PAGE", value)
+    assert env_int("POSTS_PER_PAGE", 10) == 10
     with pytest.raises(ConfigError, match=r"POSTS_PER_PAGE=.* is not a whole number"):
-        env_int("POSTS_PER_PAGE", 10)
+        TestingConfig.check()
+
+
+def test_a_typo_in_a_setting_stops_the_real_process_cleanly(tmp_path):
+    """Read when config.py is imported, still reported as a configuration error."""
+    env = clean_env(
+        FLASK_APP="blog.py",
+        MAIL_USE_SSL="ture",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}",
+    )
+    result = run([FLASK, "routes"], env)
+    assert result.returncode == 3
+    assert "Configuration error: MAIL_USE_SSL='ture' is not a boolean" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -272,12 +298,12 @@ def test_unknown_flask_config_does_not_start():
     assert "FLASK_CONFIG='nonsense'" in result.stderr
 
 
-def test_production_with_a_secret_key_serves_its_routes(tmp_path):
+def test_production_with_a_secret_key_serves_its_routes(fresh_database_url):
     env = clean_env(
         FLASK_APP="blog.py",
         FLASK_CONFIG="production",
         SECRET_KEY=GOOD_SECRET_KEY,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}",
+        DATABASE_URL=fresh_database_url,
     )
     result = run([FLASK, "routes"], env)
     assert result.returncode == 0, result.stderr
@@ -290,20 +316,22 @@ def test_production_with_a_secret_key_serves_its_routes(tmp_path):
 
 @pytest.fixture
 def new_app(tmp_path) -> Iterator[Callable[[str], Flask]]:
-    """Return a factory of apps, each on its own new, empty SQLite file."""
+    """Return a factory of apps, each on its own new, empty database."""
     apps = []
+    with ExitStack() as stack:  # drops every database made below, last one first
 
-    def factory(name: str = "blog") -> Flask:
-        app = create_app(config_for(f"sqlite:///{tmp_path / name}.sqlite"))
-        apps.append(app)
-        return app
+        def factory(name: str = "blog") -> Flask:
+            app = create_app(config_for(stack.enter_context(fresh_database(tmp_path, name))))
+            apps.append(app)
+            return app
 
-    yield factory
+        yield factory
 
-    for app in apps:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
+        # Close the apps' connections before their databases are dropped.
+        for app in apps:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
 
 
 def invoke(app: Flask, *args: str) -> Result:
@@ -431,9 +459,9 @@ def test_seed_runs_without_a_pushed_app_context(new_app):
     assert counts(app) == (5, 20, 10)
 
 
-def test_flask_db_upgrade_and_seed_from_the_shell(tmp_path):
+def test_flask_db_upgrade_and_seed_from_the_shell(fresh_database_url):
     """`make run` on a new database: the real `flask` commands, as separate processes."""
-    env = clean_env(FLASK_APP="blog.py", DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}")
+    env = clean_env(FLASK_APP="blog.py", DATABASE_URL=fresh_database_url)
     upgrade = run([FLASK, "db", "upgrade"], env)
     assert upgrade.returncode == 0, upgrade.stderr
     seed = run([FLASK, "seed", *SMALL], env)
@@ -444,14 +472,14 @@ def test_flask_db_upgrade_and_seed_from_the_shell(tmp_path):
     assert "already has 5 users" in again.stdout
 
 
-def test_production_refuses_debug_mode(tmp_path):
+def test_production_refuses_debug_mode(fresh_database_url):
     """The debugger gives a Python shell to whoever triggers an error: never in production."""
     env = clean_env(
         FLASK_APP="blog.py",
         FLASK_CONFIG="production",
         FLASK_DEBUG="1",
         SECRET_KEY="a-real-production-secret-key",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}",
+        DATABASE_URL=fresh_database_url,
     )
     result = run([FLASK, "routes"], env)
     assert result.returncode == 3

@@ -344,10 +344,12 @@ def numbers_in(path: Path) -> list[int]:
     return [int(n) for n in re.findall(r"numbered line (\d{6})", path.read_text())]
 
 
-def test_rotation_under_four_workers_loses_and_duplicates_nothing(tmp_path):
+def test_rotation_under_four_workers_loses_and_duplicates_nothing(tmp_path, fresh_database_url):
     """The rotation proof: 4 processes, 1,000 lines, 10 KB files."""
     max_bytes = 10240
-    env = production_env(tmp_path, LOG_MAX_BYTES=max_bytes, LOG_BACKUP_COUNT=200)
+    env = production_env(
+        tmp_path, fresh_database_url, LOG_MAX_BYTES=max_bytes, LOG_BACKUP_COUNT=200
+    )
     with run_gunicorn(env, tmp_path, workers=4) as server:
         urls = [f"{server.url}/_test/log/{n}" for n in range(1, 1001)]
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -392,8 +394,8 @@ def test_rotation_under_four_workers_loses_and_duplicates_nothing(tmp_path):
     assert medians == sorted(medians, reverse=True)
 
 
-def test_log_to_stdout_under_gunicorn_writes_no_file(tmp_path):
-    env = production_env(tmp_path, LOG_TO_STDOUT=1)
+def test_log_to_stdout_under_gunicorn_writes_no_file(tmp_path, fresh_database_url):
+    env = production_env(tmp_path, fresh_database_url, LOG_TO_STDOUT=1)
     with run_gunicorn(env, tmp_path, workers=1) as server:
         assert get(f"{server.url}/_test/log/7") == 200
         assert server.stop() == 0
@@ -406,14 +408,14 @@ def test_log_to_stdout_under_gunicorn_writes_no_file(tmp_path):
     assert not (tmp_path / "logs" / "blog.log").exists()
 
 
-def test_every_worker_and_gunicorn_itself_log_to_the_file(tmp_path):
+def test_every_worker_and_gunicorn_itself_log_to_the_file(tmp_path, fresh_database_url):
     log_file = tmp_path / "logs" / "blog.log"
 
     def startup_pids() -> set[str]:
         text = log_file.read_text() if log_file.exists() else ""
         return set(re.findall(r"Blog startup \(pid (\d+)\)", text))
 
-    with run_gunicorn(production_env(tmp_path), tmp_path, workers=4) as server:
+    with run_gunicorn(production_env(tmp_path, fresh_database_url), tmp_path, workers=4) as server:
         # The worker pids, from gunicorn's own output (its master's handler).
         workers = set(re.findall(r"Booting worker with pid: (\d+)", server.log()))
         assert len(workers) == 4

@@ -44,9 +44,18 @@ def reset_link(message) -> str:
     return re.search(r"http://localhost(/auth/reset_password/\S+)", text).group(1)
 
 
+def open_link(client, path: str):
+    """Follow a reset link: the token goes into the session, out of the address."""
+    response = client.get(path)
+    assert response.headers["Location"] == "/auth/reset_password"
+    return client.get("/auth/reset_password")
+
+
 def set_password(client, path: str, password: str = NEW_PASSWORD, password2: str | None = None):
+    """Follow the reset link `path`, then send the form with a new password."""
+    open_link(client, path)
     data = {"password": password, "password2": password if password2 is None else password2}
-    return client.post(path, data=data)
+    return client.post("/auth/reset_password", data=data)
 
 
 def test_reset_password_end_to_end(client, auth, alice, mail_server):
@@ -63,7 +72,9 @@ def test_reset_password_end_to_end(client, auth, alice, mail_server):
     assert message.get_body(("html",)) is not None
     path = reset_link(message)
 
-    assert client.get(path).status_code == 200
+    page = open_link(client, path)
+    assert page.status_code == 200
+    assert path.rpartition("/")[2] not in page.text  # the token is in no page or address
     response = set_password(client, path)
     assert response.headers["Location"] == "/auth/login"
     assert "Your password has been reset" in client.get("/auth/login").text
@@ -114,7 +125,12 @@ def tamper(token: str) -> str:
 def test_a_tampered_link_is_refused(app, client, alice, spoil):
     with app.app_context():
         token = reset_token(db.session.get(User, alice))
-    response = client.get(f"/auth/reset_password/{spoil(token)}")
+    response = open_link(client, f"/auth/reset_password/{spoil(token)}")
+    assert response.headers["Location"] == "/auth/reset_password_request"
+
+
+def test_the_form_without_a_link_is_refused(client, alice):
+    response = client.get("/auth/reset_password")
     assert response.headers["Location"] == "/auth/reset_password_request"
 
 
@@ -122,7 +138,7 @@ def test_a_link_signed_with_another_key_is_refused(make_app, client, alice):
     other = make_app(SECRET_KEY="some-other-secret-key")
     with other.app_context():
         token = reset_token(db.session.get(User, alice))
-    response = client.get(f"/auth/reset_password/{token}")
+    response = open_link(client, f"/auth/reset_password/{token}")
     assert response.headers["Location"] == "/auth/reset_password_request"
 
 
@@ -132,7 +148,7 @@ def test_an_expired_link_is_refused(make_app, alice):
         token = reset_token(db.session.get(User, alice))
     time.sleep(2.1)  # itsdangerous counts whole seconds
     client = app.test_client()
-    response = client.get(f"/auth/reset_password/{token}")
+    response = open_link(client, f"/auth/reset_password/{token}")
     assert response.headers["Location"] == "/auth/reset_password_request"
     assert "invalid or has expired" in client.get("/auth/reset_password_request").text
 
@@ -140,7 +156,41 @@ def test_an_expired_link_is_refused(make_app, alice):
 def test_logged_in_users_are_sent_home(client, auth, users):
     auth.login()
     assert client.get("/auth/reset_password_request").headers["Location"] == "/"
-    assert client.get("/auth/reset_password/anything").headers["Location"] == "/"
+    assert open_link(client, "/auth/reset_password/anything").headers["Location"] == "/"
+
+
+def test_a_reset_logs_out_every_other_browser(app, client, alice, mail_server):
+    """Someone who had the password (a stolen laptop) loses their session."""
+    thief = app.test_client()
+    assert (
+        thief.post("/auth/login", data={"username": "alice", "password": PASSWORD}).status_code
+        == 302
+    )
+    assert "Profile (alice)" in thief.get("/").text
+
+    request_reset(client, "alice@example.com")
+    set_password(client, reset_link(mail_server.mailbox.wait_for(1)[0]))
+
+    assert "Profile (alice)" not in thief.get("/").text
+    assert thief.get("/edit_profile").headers["Location"].startswith("/auth/login")
+
+
+def test_links_use_base_url_not_the_host_a_client_sends(make_app, mail_server, alice):
+    """With BASE_URL set, a forged Host header can't send the token elsewhere."""
+    app = make_app(
+        **mail_server.settings,
+        MAIL_DEFAULT_SENDER="blog@example.com",
+        BASE_URL="https://blog.example.com/",
+    )
+    client = app.test_client()
+    client.post(
+        "/auth/reset_password_request",
+        data={"email": "alice@example.com"},
+        headers={"Host": "evil.example"},
+    )
+    text = mail_server.mailbox.wait_for(1)[0].get_body(("plain",)).get_content()
+    assert "https://blog.example.com/auth/reset_password/" in text
+    assert "evil.example" not in text
 
 
 class Records(logging.Handler):

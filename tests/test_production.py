@@ -10,6 +10,7 @@ import urllib.request
 from http.cookiejar import CookieJar
 
 import pytest
+from databases import fresh_database
 from servers import production_env, run_gunicorn
 
 
@@ -47,7 +48,11 @@ class Browser:
 def server(tmp_path_factory):
     """`flask db upgrade`, then gunicorn with two workers serving blog:app, on a fresh database."""
     tmp_path = tmp_path_factory.mktemp("production")
-    with run_gunicorn(production_env(tmp_path), tmp_path, app="blog:app") as gunicorn:
+    # The database outlives gunicorn: it is dropped only once the workers are gone.
+    with (
+        fresh_database(tmp_path) as database_url,
+        run_gunicorn(production_env(tmp_path, database_url), tmp_path, app="blog:app") as gunicorn,
+    ):
         yield gunicorn.url
 
 

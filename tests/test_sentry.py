@@ -9,6 +9,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from databases import fresh_database
 from servers import production_env, run_gunicorn, sentry_receiver, wait_until
 
 PASSWORD = "sentry-must-never-see-this"
@@ -17,9 +18,9 @@ PASSWORD = "sentry-must-never-see-this"
 @pytest.fixture(scope="module")
 def sentry_and_server(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("sentry")
-    with sentry_receiver() as receiver:
+    with sentry_receiver() as receiver, fresh_database(tmp_path) as database_url:
         env = production_env(
-            tmp_path, SENTRY_DSN=receiver.dsn, SENTRY_RELEASE="blog@1.2.3", ADMINS=""
+            tmp_path, database_url, SENTRY_DSN=receiver.dsn, SENTRY_RELEASE="blog@1.2.3", ADMINS=""
         )
         with run_gunicorn(env, tmp_path, workers=1) as server:
             yield receiver, server

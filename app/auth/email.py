@@ -6,8 +6,6 @@ RESET_TOKEN_MAX_AGE seconds; and it carries a digest of the current password
 hash, so it stops working as soon as it has been used once.
 """
 
-import hashlib
-
 from flask import current_app, render_template, url_for
 from flask_babel import _
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -22,12 +20,8 @@ def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="password-reset")
 
 
-def _password_digest(user: User) -> str:
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
-
-
 def reset_token(user: User) -> str:
-    return _serializer().dumps({"id": user.id, "pw": _password_digest(user)})
+    return _serializer().dumps({"id": user.id, "pw": user.password_digest()})
 
 
 def user_from_reset_token(token: str) -> User | None:
@@ -39,9 +33,23 @@ def user_from_reset_token(token: str) -> User | None:
     if not isinstance(data, dict) or not isinstance(data.get("id"), int):
         return None
     user = db.session.get(User, data["id"])
-    if user is None or data.get("pw") != _password_digest(user):
+    if user is None or data.get("pw") != user.password_digest():
         return None  # the password was changed since: the link was used already
     return user
+
+
+def external_url(endpoint: str, **values) -> str:
+    """A full URL for a mail, on BASE_URL when it is set.
+
+    Without it, Flask takes the host from the request's Host header, which
+    the client chooses: someone asking for a reset of *your* account with
+    ``Host: evil.example`` would get you a genuine mail whose link hands your
+    token to evil.example.
+    """
+    base_url = current_app.config["BASE_URL"]
+    if base_url:
+        return base_url.rstrip("/") + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
 
 
 def send_password_reset_email(user: User) -> None:
@@ -54,7 +62,7 @@ def send_password_reset_email(user: User) -> None:
     if settings is None:
         log.warning("Password reset for user %s not mailed: mail is off", user.id)
         return
-    link = url_for("auth.reset_password", token=reset_token(user), _external=True)
+    link = external_url("auth.reset_password_link", token=reset_token(user))
     minutes = current_app.config["RESET_TOKEN_MAX_AGE"] // 60
     context = {"user": user, "link": link, "minutes": minutes}
     message = build_message(

@@ -1,6 +1,6 @@
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_babel import _
 from flask_login import current_user, login_url, login_user, logout_user
 
@@ -15,6 +15,7 @@ from app.extensions import db
 from app.extensions import login as login_manager  # `login` is the view below
 from app.forms import commit_or_show_conflict
 from app.models import User
+from app.security import limit_auth_attempts, login_failed
 
 bp = Blueprint("auth", __name__)
 
@@ -62,6 +63,7 @@ def login_first():
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limit_auth_attempts(account_field="username", count_if=login_failed)
 def login():
     """Log a user in, then send them back where they were going."""
     if current_user.is_authenticated:
@@ -107,6 +109,7 @@ def register():
 
 
 @bp.route("/reset_password_request", methods=["GET", "POST"])
+@limit_auth_attempts(account_field="email")
 def reset_password_request():
     """Mail a password-reset link to an account's address."""
     if current_user.is_authenticated:
@@ -124,12 +127,23 @@ def reset_password_request():
     )
 
 
-@bp.route("/reset_password/<token>", methods=["GET", "POST"])
-def reset_password(token: str):
+@bp.route("/reset_password/<token>")
+def reset_password_link(token: str):
+    """Open the link from a reset mail, then go on without the token in the address.
+
+    Keeping it in the session instead means it isn't written to the access
+    log again, nor sent in the Referer header by the pages that follow.
+    """
+    session["reset_token"] = token
+    return redirect(url_for("auth.reset_password"))
+
+
+@bp.route("/reset_password", methods=["GET", "POST"])
+def reset_password():
     """Set a new password, with the link from a reset mail."""
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
-    user = user_from_reset_token(token)
+    user = user_from_reset_token(session.get("reset_token", ""))
     if user is None:
         flash(_("That reset link is invalid or has expired. Please ask for a new one."), "warning")
         return redirect(url_for("auth.reset_password_request"))
@@ -137,6 +151,7 @@ def reset_password(token: str):
     if form.validate_on_submit():
         user.set_password(form.password.data)
         db.session.commit()
+        session.pop("reset_token")
         flash(_("Your password has been reset. You can log in with it now."), "success")
         return redirect(url_for("auth.login"))
     return render_template("auth/reset_password.html", title=_("Reset your password"), form=form)

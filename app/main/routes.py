@@ -20,8 +20,10 @@ def record_last_seen():
     Writing on every request would turn every page view into a database write
     (and on SQLite, a lock); a minute's precision is all "last seen" needs.
     """
-    if request.endpoint is None or request.endpoint.endswith("static"):
-        return  # static files and 404s don't need the user loaded
+    if request.endpoint in (None, "main.healthz") or request.endpoint.endswith("static"):
+        # 404s, static files and health checks don't need the user loaded
+        # (a health check must answer for the database, not fail on it).
+        return
     now = now_utc()
     if current_user.is_authenticated and current_user.needs_last_seen_update(now):
         current_user.last_seen = now
