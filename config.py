@@ -246,8 +246,9 @@ class TestingConfig(Config):
 class ProductionConfig(Config):
     """gunicorn behind a reverse proxy."""
 
-    # Browsers send Secure cookies only over HTTPS, so this must stay off until
-    # the site is served over HTTPS (then set SESSION_COOKIE_SECURE=1).
+    # Cookies are Secure (sent over HTTPS only) whenever the request came over
+    # HTTPS (app/security.py); with this on, they are Secure always, which is
+    # right once the site is served only over HTTPS.
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
     # Keep the values of SQL statements out of exception messages: a failed

@@ -224,7 +224,10 @@ def deployment_problems(app: Flask) -> list[str]:
     if app.debug or env_bool("FLASK_DEBUG"):
         problems.append("Debug mode is on: the debugger lets anyone run code on the server.")
     if not config["SESSION_COOKIE_SECURE"]:
-        problems.append("SESSION_COOKIE_SECURE is off: cookies would also travel over plain HTTP.")
+        problems.append(
+            "SESSION_COOKIE_SECURE is off: cookies are Secure only on requests the app sees "
+            "as HTTPS (behind a proxy, that needs PROXY_COUNT)."
+        )
     if not config["BASE_URL"]:
         problems.append(
             "BASE_URL is not set: links in mails take their host from the request's Host header."

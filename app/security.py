@@ -32,6 +32,7 @@ from functools import partial
 from typing import TypeVar
 
 from flask import Flask, Response, current_app, request
+from flask.sessions import SecureCookieSessionInterface
 
 from app.extensions import limiter
 from app.models import name_key
@@ -155,9 +156,39 @@ def limit_auth_attempts(
     return decorate
 
 
+class HttpsCookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, and every cookie Secure over HTTPS.
+
+    A Secure cookie is never sent over plain HTTP, where anyone on the network
+    could copy it and be logged in as you. ``SESSION_COOKIE_SECURE=1`` makes
+    cookies Secure always, but then logging in over plain HTTP (a first test of
+    a new server, or 127.0.0.1) silently fails: the browser never returns the
+    cookie. So by default a cookie is Secure exactly when the request came over
+    HTTPS (behind a proxy that terminates HTTPS, with PROXY_COUNT set).
+
+    Saving the session is the last thing Flask does to a response, after
+    every after-request function (Flask-Login's remember-me cookie included),
+    which makes it the one place that sees every cookie the response sets.
+    """
+
+    def save_session(self, app: Flask, session, response: Response) -> None:
+        super().save_session(app, session, response)
+        if request.is_secure:
+            cookies = response.headers.getlist("Set-Cookie")
+            response.headers.setlist("Set-Cookie", [secure_cookie(c) for c in cookies])
+
+
+def secure_cookie(set_cookie: str) -> str:
+    """A Set-Cookie header value with the Secure attribute."""
+    attributes = {part.strip().lower() for part in set_cookie.split(";")[1:]}
+    return set_cookie if "secure" in attributes else f"{set_cookie}; Secure"
+
+
 def register_security(app: Flask) -> None:
-    """Bind the rate limiter to `app` and put the security headers on every response."""
+    """Bind the rate limiter to `app`, put the security headers on every
+    response, and make cookies Secure over HTTPS."""
     limiter.init_app(app)
+    app.session_interface = HttpsCookieSessionInterface()
     headers = security_headers(app.config["USE_GRAVATAR"])
 
     @app.after_request

@@ -431,6 +431,14 @@ def test_cookies_are_secure_when_asked(make_app, users):
     assert all("; Secure" in header for header in cookies.values())
 
 
+def test_cookies_are_secure_whenever_the_request_is_https(client, users):
+    """Without SESSION_COOKIE_SECURE: Secure over HTTPS, and only then."""
+    data = {"username": "admin", "password": PASSWORD, "remember_me": "y"}
+    over_https = set_cookies(client.post("/auth/login", data=data, base_url="https://localhost"))
+    assert set(over_https) == {"session", "remember_token"}
+    assert all(header.count("; Secure") == 1 for header in over_https.values())
+
+
 # --- As deployed: gunicorn, the production config, behind an HTTPS proxy -------------------
 
 
