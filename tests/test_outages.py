@@ -1,0 +1,713 @@
+"""When the database goes away, and comes back.
+
+What a reader of the blog and its admin must be able to rely on:
+
+- pages answer with a 503 "Temporarily unavailable" page and a Retry-After
+  header, quickly: the connect timeout (DATABASE_CONNECT_TIMEOUT) bounds the
+  wait for a database that doesn't answer, and each request waits for it
+  once, not once per query;
+- the outage is logged at ERROR, one line per failed page, without a
+  traceback (it is not a bug), and mailed to the admins once, not once per
+  request; /healthz reports it too, as a WARNING only;
+- the app recovers on its own when the database is back, with no restart,
+  and people who were logged in still are (pool_pre_ping, app/database.py);
+- a bug that happens to be a database error (a missing table) is still a bug:
+  the 500 page, with its traceback in the log, never a 503.
+
+How the database is made to go away. The shared PostgreSQL server can't be
+stopped (the rest of the suite runs on it), so the tests put a `Cable` of
+their own between gunicorn and PostgreSQL: a small TCP forwarder that the test
+can unplug (new connections are refused and open ones are cut, as when the
+server stops) and plug back in on the same port. With nothing behind it the
+same class is a tarpit: it accepts connections and never says a word, like a
+database host that has dropped off the network; only the connect timeout gets
+a request out of that. Those tests need no PostgreSQL server, so they run on
+the SQLite run as well (the app is pointed at a PostgreSQL URL either way).
+
+No assertion here depends on how long anything took. "Quickly" is checked by
+counting: the tarpit counts the connections the app opens, and a request that
+opens exactly one has waited for exactly one connect timeout.
+"""
+
+import json
+import logging
+import re
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import pytest
+from conftest import config_for
+from databases import ON_POSTGRESQL, SERVER_URL
+from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+from servers import (
+    BIN,
+    ROOT,
+    Gunicorn,
+    env_settings,
+    free_port,
+    production_env,
+    run_gunicorn,
+    smtp_server,
+    wait_until,
+)
+from sqlalchemy.engine import make_url
+
+from app import create_app
+from app.extensions import db
+
+ADMIN = "admin@example.com"
+UNAVAILABLE = "Temporarily unavailable"
+SERVER_ERROR = "An unexpected error has occurred"
+# What the app logs, in its log file's format ("<time> LEVEL: message [...]").
+OUTAGE_LINE = " ERROR: Database unavailable: "
+HEALTH_LINE = " WARNING: Health check: "
+needs_postgresql = pytest.mark.skipif(
+    not ON_POSTGRESQL,
+    reason="unplugs a cable between gunicorn and a real PostgreSQL server: "
+    "run with TEST_DATABASE_URL (make test-postgres)",
+)
+
+
+# --- A network cable the test can pull ----------------------------------------
+
+
+class Cable:
+    """A TCP forwarder on 127.0.0.1 standing between the app and its database.
+
+    The app connects to `port`; each connection is relayed to `upstream`
+    byte for byte, both ways. The test can
+
+    - `pull_plug()`: stop listening and cut every open connection, as when the
+      database server stops: connections in the app's pool are dead, and new
+      ones are refused;
+    - `plug_in()`: listen again, on the same port, as when the server is back;
+    - `cut_connections()`: cut the open connections but go on listening, as
+      when the server restarts between two requests.
+
+    With no `upstream` it is a tarpit: it accepts connections and never
+    answers, like a host that has vanished from the network.
+    """
+
+    def __init__(self, upstream: tuple[str, int] | None = None):
+        self.upstream = upstream
+        self.port = 0  # chosen by the first plug_in, then kept
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()  # every socket we hold, both sides
+        self._clients: set[socket.socket] = set()  # the app's side of each connection
+        self._peers: list[tuple[str, int]] = []  # who connected, in the order accepted
+        self._probes: set[tuple[str, int]] = set()  # our own connections (see `connections`)
+
+    def plug_in(self) -> None:
+        listener = socket.socket()
+        # The port we give up in pull_plug has connections in TIME_WAIT on it;
+        # SO_REUSEADDR lets us listen on it again at once.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def pull_plug(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone may not.
+            with suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        self.cut_connections()
+
+    def cut_connections(self) -> None:
+        with self._lock:
+            sockets = list(self._open)
+        self._close(*sockets)
+
+    def live_connections(self) -> int:
+        """How many of the app's connections are open through the cable now."""
+        with self._lock:
+            return len(self._clients)
+
+    def connections(self) -> int:
+        """How many connections the app has opened to the cable so far, exactly.
+
+        A connection counts once the cable's thread has accepted it, a moment
+        after the app connected. To be sure every earlier connection has been
+        counted, we connect once ourselves and wait until that probe has been
+        accepted: the listening socket hands out connections in the order
+        they arrived, so everything before the probe has been accepted too.
+        """
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            address = probe.getsockname()
+            with self._lock:
+                self._probes.add(address)
+            probe.connect(("127.0.0.1", self.port))
+            wait_until(lambda: address in self._peers, message="the probe connection")
+        with self._lock:
+            return sum(peer not in self._probes for peer in self._peers)
+
+    def close(self) -> None:
+        self.pull_plug()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                connection, peer = listener.accept()
+            except OSError:
+                return  # the plug was pulled
+            with self._lock:
+                if listener is not self._listener:
+                    connection.close()
+                    return
+                self._peers.append(peer)
+                if peer in self._probes:
+                    connection.close()  # only counted, never relayed
+                    continue
+                self._open.add(connection)
+                self._clients.add(connection)
+            if self.upstream is not None:
+                threading.Thread(target=self._relay, args=(connection,), daemon=True).start()
+            # As a tarpit: keep the connection open and say nothing.
+
+    def _relay(self, client: socket.socket) -> None:
+        try:
+            server = socket.create_connection(self.upstream, timeout=10)
+        except OSError:
+            self._close(client)
+            return
+        server.settimeout(None)
+        with self._lock:
+            if client not in self._open:  # cut while we were connecting
+                server.close()
+                return
+            self._open.add(server)
+        threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
+        self._pump(client, server)
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        # One side hung up (or was cut): hang up the other side too.
+        self._close(source, target)
+
+    def _close(self, *sockets: socket.socket) -> None:
+        with self._lock:
+            for sock in sockets:
+                self._open.discard(sock)
+                self._clients.discard(sock)
+        for sock in sockets:
+            # shutdown() first: it wakes a thread blocked in recv() on this socket.
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+@contextmanager
+def cable(upstream: tuple[str, int] | None = None) -> Iterator[Cable]:
+    wire = Cable(upstream)
+    wire.plug_in()
+    try:
+        yield wire
+    finally:
+        wire.close()
+
+
+def through(wire: Cable, database_url: str) -> str:
+    """`database_url` with the cable's address instead of the server's."""
+    url = make_url(database_url).set(host="127.0.0.1", port=wire.port)
+    return url.render_as_string(hide_password=False)
+
+
+def tarpit_url(wire: Cable) -> str:
+    return f"postgresql+psycopg://postgres@127.0.0.1:{wire.port}/unreachable"
+
+
+# --- A browser, and gunicorn without a database -----------------------------------
+
+
+class Browser:
+    """Just enough of a browser: cookies, no automatic redirects, CSRF tokens from forms.
+
+    A copy of the one in test_production.py (test modules don't import each
+    other), plus request headers.
+    """
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(CookieJar()), self._NoRedirect
+        )
+
+    def request(
+        self, path: str, data: dict | None = None, headers: dict | None = None
+    ) -> tuple[int, dict, str]:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        request = urllib.request.Request(self.base_url + path, data=body, headers=headers or {})
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+    def submit(self, path: str, fields: dict) -> tuple[int, dict, str]:
+        """GET the page with the form, then POST it with its CSRF token."""
+        status, _, page = self.request(path)
+        assert status == 200, page
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+        assert token, "the form has no CSRF token"
+        return self.request(path, {"csrf_token": token.group(1), **fields})
+
+
+@contextmanager
+def run_gunicorn_without_database(env: dict[str, str], tmp_path: Path) -> Iterator[Gunicorn]:
+    """gunicorn (2 workers) for an app whose database never answers.
+
+    servers.run_gunicorn can't start this one: it runs `flask db upgrade`
+    first, and waits for /explore to answer 200, which it never will here. So
+    this one waits for a static file instead, which needs no database.
+    (A candidate for servers.py: run_gunicorn(..., ready_path=...).)
+    """
+    port = free_port()
+    command = [
+        BIN / "gunicorn",
+        "--workers",
+        "2",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--pythonpath",
+        str(ROOT / "tests"),
+        "--no-control-socket",
+        "blog:app",
+    ]
+    output = tmp_path / f"gunicorn-{port}.out"
+    with open(output, "w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Gunicorn(f"http://127.0.0.1:{port}", process, output)
+    ready = f"{server.url}/bootstrap/static/css/bootstrap.min.css"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(ready, timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"gunicorn did not start:\n{server.log()}") from None
+                time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def two_at_once(base_url: str, path: str) -> list[tuple[int, dict, str]]:
+    """GET `path` twice at the same time, so that (often) each worker serves one.
+
+    A sync worker serves one request at a time, so while one is busy the
+    other must take the second request; if the first is done before the
+    second arrives, the same worker may take both, and the caller tries again.
+    """
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda _: Browser(base_url).request(path), range(2)))
+
+
+def both_workers_connected(server: Gunicorn, wire: Cable) -> bool:
+    """Send two requests at once (all must work); True if both workers now hold a connection.
+
+    A worker keeps its database connection in its pool between requests, and
+    uses one at a time: two connections open through the cable mean two workers.
+    """
+    for status, _, page in two_at_once(server.url, "/explore"):
+        assert status == 200, title(page)
+    return wire.live_connections() >= 2
+
+
+def session_cookie(secret_key: str, user_id: str) -> str:
+    """A session cookie saying "user `user_id` is logged in", signed with `secret_key`.
+
+    Flask's session is a cookie signed with SECRET_KEY, nothing more: any app
+    with the same key makes one the blog accepts. No login is possible while
+    the database is unreachable, so this is how a test gets a visitor who
+    logged in before the outage. The digest after the id is wrong, which
+    doesn't matter: the user can't be loaded anyway.
+    """
+    signer = Flask("cookie-maker")
+    signer.secret_key = secret_key
+    serializer = SecureCookieSessionInterface().get_signing_serializer(signer)
+    return serializer.dumps({"_user_id": user_id, "_fresh": True})
+
+
+def title(page: str) -> str:
+    """A page's <title>: enough to tell which page came back when a test fails."""
+    found = re.search(r"<title>(.*?)</title>", page)
+    return found.group(1) if found else page[:200]
+
+
+def log_lines(log_file: Path, marker: str) -> list[str]:
+    return [line for line in log_file.read_text().splitlines() if marker in line]
+
+
+def startup_lines(log_file: Path) -> list[str]:
+    """The "Blog startup (pid N)" lines: one per process that created the app."""
+    return log_lines(log_file, "Blog startup (pid ")
+
+
+def assert_no_traceback(*texts: str) -> None:
+    for text in texts:
+        assert "Traceback" not in text, text
+        assert "Exception on " not in text, text  # how Flask logs an unhandled exception
+
+
+def assert_unavailable_page(status: int, headers: dict, page: str) -> None:
+    assert status == 503, title(page)
+    assert headers["Retry-After"] == "30"
+    assert UNAVAILABLE in page
+    assert "<!doctype html>" in page  # the full page, in the site's layout
+
+
+def assert_unavailable_health(status: int, headers: dict, body: str) -> None:
+    assert status == 503, body
+    assert headers["Retry-After"] == "30"
+    assert json.loads(body)["status"] == "unavailable"
+
+
+# --- PostgreSQL stops and starts, under gunicorn -------------------------------
+
+
+@pytest.fixture
+def postgresql_cable() -> Iterator[Cable]:
+    """A cable plugged into the test PostgreSQL server."""
+    server = make_url(SERVER_URL)
+    with cable((server.host or "127.0.0.1", server.port or 5432)) as wire:
+        yield wire
+
+
+@needs_postgresql
+def test_a_database_restart_between_requests_goes_unnoticed(
+    tmp_path, fresh_database_url, postgresql_cable
+):
+    """PostgreSQL restarts while no request is running: nobody sees an error.
+
+    Every connection in every worker's pool is dead afterwards. Without
+    pool_pre_ping, each would fail the next request that borrows it; with it,
+    SQLAlchemy checks a connection before lending it out, finds it dead and
+    opens a new one. The cable tells us that both workers held a connection
+    when it was cut, and that both have opened a new one since.
+    """
+    env = production_env(tmp_path, through(postgresql_cable, fresh_database_url))
+    with run_gunicorn(env, tmp_path, app="blog:app", workers=2) as server:
+        wait_until(
+            lambda: both_workers_connected(server, postgresql_cable),
+            message="both workers holding a connection",
+        )
+        before = postgresql_cable.connections()
+
+        postgresql_cable.cut_connections()
+
+        def both_reconnected() -> bool:
+            for status, _, page in two_at_once(server.url, "/explore"):
+                # Every request, including each worker's first on a dead connection.
+                assert status == 200, title(page)
+            return postgresql_cable.connections() >= before + 2
+
+        wait_until(both_reconnected, message="both workers reconnecting")
+    assert_no_traceback(server.log(), (tmp_path / "logs" / "blog.log").read_text())
+
+
+@needs_postgresql
+def test_an_outage_gives_503s_one_mail_and_heals_itself(
+    tmp_path, fresh_database_url, postgresql_cable
+):
+    """PostgreSQL stops for a while, under gunicorn with two workers, then comes back.
+
+    During the outage every page is the 503 page with Retry-After, for
+    visitors and logged-in users alike, and /healthz says 503 too. Each failed
+    page is one ERROR line in the log, without a traceback; the health checks
+    are WARNINGs. The admins get exactly one mail however many pages failed:
+    every failure is the same log call, so storm control counts the repeats
+    instead of mailing them. When the database is back, the very next request
+    works, no worker was restarted, and the logged-in user still is.
+    """
+    log_file = tmp_path / "logs" / "blog.log"
+    with smtp_server("plain", tmp_path) as smtp:
+        env = production_env(
+            tmp_path,
+            through(postgresql_cable, fresh_database_url),
+            DATABASE_CONNECT_TIMEOUT=2,
+            ADMINS=ADMIN,
+            MAIL_ERROR_WINDOW=60,  # longer than the test: no summary mail comes
+            **env_settings(smtp.settings),
+        )
+        with run_gunicorn(env, tmp_path, app="blog:app", workers=2) as server:
+            # 1. Everything works.
+            visitor, member = Browser(server.url), Browser(server.url)
+            fields = {"email": "member@example.com", "password": "a-good-password"}
+            status, _, _ = member.submit(
+                "/auth/register", {"username": "member", "password2": fields["password"], **fields}
+            )
+            assert status == 302
+            status, _, _ = member.submit(
+                "/auth/login", {"username": "member", "password": fields["password"]}
+            )
+            assert status == 302
+            status, _, _ = member.submit("/", {"post": "Written before the outage"})
+            assert status == 302
+            status, _, page = member.request("/")
+            assert (status, "Profile (member)" in page) == (200, True)
+            assert "Written before the outage" in visitor.request("/explore")[2]
+            status, _, body = visitor.request("/healthz")
+            assert (status, json.loads(body)["status"]) == (200, "ok")
+            # Both workers are up and each has a connection in its pool, to be
+            # found dead when the plug is pulled.
+            wait_until(
+                lambda: both_workers_connected(server, postgresql_cable),
+                message="both workers holding a connection",
+            )
+            started = startup_lines(log_file)
+
+            # 2. The database goes away.
+            postgresql_cable.pull_plug()
+            failed_pages = 0
+
+            def fail_some_pages(rounds: int) -> None:
+                nonlocal failed_pages
+                for _ in range(rounds):
+                    assert_unavailable_page(*visitor.request("/explore"))
+                    assert_unavailable_page(*member.request("/"))
+                    failed_pages += 2
+
+            fail_some_pages(3)
+            health_checks = 3
+            for _ in range(health_checks):
+                assert_unavailable_health(*visitor.request("/healthz"))
+
+            # 3. It is in the log: one ERROR line per failed page, no traceback;
+            # the health checks are WARNINGs. (The line is written before the
+            # response is sent; waiting only covers the file being flushed.)
+            wait_until(lambda: len(log_lines(log_file, OUTAGE_LINE)) >= failed_pages)
+            assert len(log_lines(log_file, OUTAGE_LINE)) == failed_pages
+            assert len(log_lines(log_file, HEALTH_LINE)) == health_checks
+            errors = log_lines(log_file, " ERROR: ")
+            assert all(OUTAGE_LINE in line for line in errors), "\n".join(errors)
+            assert_no_traceback(log_file.read_text(), server.log())
+
+            # ... and in the admins' mailbox, once.
+            mail = smtp.mailbox.wait_for(1)[0]
+            assert mail["Subject"].startswith("[Blog] Database unavailable: ")
+            text = mail.get_body(("plain",)).get_content()
+            assert "Traceback" not in text
+
+            # More failures in the same window: counted, not mailed. To know
+            # that every one of them has been through storm control, we read
+            # its count: each worker's outbox thread adds one per occurrence to
+            # the shared SQLite file in the log directory (app/error_mail.py).
+            fail_some_pages(2)
+            wait_until(
+                lambda: outage_repeats(tmp_path / "logs") == failed_pages - 1,
+                message=f"storm control counting {failed_pages - 1} repeats",
+            )
+            assert subjects(smtp.mailbox) == [mail["Subject"]]
+
+            # 4. The database is back. No polling: the very next request must
+            # work, in whichever worker, because each one checks a pooled
+            # connection before using it (pool_pre_ping).
+            postgresql_cable.plug_in()
+            status, _, page = member.request("/")
+            assert status == 200, title(page)
+            assert "Profile (member)" in page  # still logged in
+            assert "Written before the outage" in page
+
+            wait_until(
+                lambda: both_workers_connected(server, postgresql_cable),
+                message="both workers serving again",
+            )
+            status, _, body = visitor.request("/healthz")
+            assert (status, json.loads(body)["status"]) == (200, "ok")
+
+            # Healed, not restarted: no worker created the app again.
+            assert server.process.poll() is None
+            assert startup_lines(log_file) == started
+            assert subjects(smtp.mailbox) == [mail["Subject"]]
+    assert_no_traceback(log_file.read_text(), server.log())
+
+
+def subjects(mailbox) -> list[str]:
+    return [message["Subject"] for message in mailbox.messages]
+
+
+def outage_repeats(log_dir: Path) -> int | None:
+    """How many repeats of the outage storm control has counted (None: none yet).
+
+    Read-only, and briefly: the workers lock the file to write it.
+    """
+    path = log_dir / "error-mail.sqlite3"
+    if not path.exists():
+        return None
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = connection.execute("SELECT subject, repeats FROM error_mail").fetchall()
+    finally:
+        connection.close()
+    counts = [repeats for subject, repeats in rows if "Database unavailable" in subject]
+    return counts[0] if counts else None
+
+
+# --- An unreachable database host, on both runs ------------------------------
+
+
+def test_unreachable_database_under_gunicorn(tmp_path):
+    """The database host doesn't answer at all: the connect timeout ends the wait.
+
+    A tarpit accepts the connection and never answers, so without a connect
+    timeout psycopg would wait 130 seconds (its default) and gunicorn would
+    kill the worker first. Each request, a visitor's, a logged-in user's or
+    the health check's, opens exactly one connection, so it waits out exactly
+    one timeout: the logged-in user's page doesn't try again to show their
+    name in the navigation.
+    """
+    with cable() as tarpit:
+        env = production_env(tmp_path, tarpit_url(tarpit), DATABASE_CONNECT_TIMEOUT=2)
+        with run_gunicorn_without_database(env, tmp_path) as server:
+            visitor = Browser(server.url)
+            assert tarpit.connections() == 0
+
+            assert_unavailable_page(*visitor.request("/explore"))
+            assert tarpit.connections() == 1
+
+            cookie = session_cookie(env["SECRET_KEY"], "1:0123456789abcdef")
+            status, headers, page = visitor.request("/", headers={"Cookie": f"session={cookie}"})
+            assert_unavailable_page(status, headers, page)
+            assert tarpit.connections() == 2
+            # The user couldn't be loaded, so the page shows the visitor's navigation.
+            assert "Log in" in page
+
+            assert_unavailable_health(*visitor.request("/healthz"))
+            assert tarpit.connections() == 3
+
+    log_file = tmp_path / "logs" / "blog.log"
+    assert len(log_lines(log_file, OUTAGE_LINE)) == 2
+    assert len(log_lines(log_file, HEALTH_LINE)) == 1
+    assert "timeout" in log_lines(log_file, OUTAGE_LINE)[0]
+    assert_no_traceback(log_file.read_text(), server.log())
+
+
+@pytest.fixture
+def unreachable_app() -> Iterator[tuple[Flask, Cable]]:
+    """An app in this process whose database is a tarpit.
+
+    Built with create_app, not conftest's make_app: make_app empties the
+    tables of the first app it made after the test, which here would be one
+    more connect timeout and an error.
+    """
+    with cable() as tarpit:
+        app = create_app(
+            config_for(
+                tarpit_url(tarpit),
+                # psycopg rounds anything under 2 seconds up to 2.
+                DATABASE_CONNECT_TIMEOUT=1,
+                # The error handlers must run, as in production, not re-raise into the test.
+                PROPAGATE_EXCEPTIONS=False,
+            )
+        )
+        yield app, tarpit
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_unreachable_database_in_process(unreachable_app, caplog):
+    """The same, through Flask's test client: HTML and JSON, anonymous and logged in.
+
+    The test client lets us log someone in by writing the session directly.
+    Each failed page logs one ERROR, the health check a WARNING only.
+    """
+    app, tarpit = unreachable_app
+    client = app.test_client()
+    caplog.set_level(logging.WARNING, logger="app")
+
+    response = client.get("/explore")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    assert UNAVAILABLE in response.text
+    assert tarpit.connections() == 1
+
+    response = client.get("/explore", headers={"Accept": "application/json"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    assert (response.json["status"], response.json["error"]) == (503, UNAVAILABLE)
+    assert tarpit.connections() == 2
+
+    with client.session_transaction() as session:
+        session["_user_id"] = "1:whatever"
+    response = client.get("/")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    assert UNAVAILABLE in response.text
+    assert "Log in" in response.text
+    assert tarpit.connections() == 3  # one timeout, not a second one for the navigation
+
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json == {"status": "unavailable", "database": "unreachable"}
+    assert tarpit.connections() == 4
+
+    records = [(r.levelname, r.getMessage().partition(":")[0]) for r in caplog.records]
+    assert records == [("ERROR", "Database unavailable")] * 3 + [("WARNING", "Health check")]
+    assert all(record.exc_info is None for record in caplog.records)
+
+
+# --- A bug is not an outage ---------------------------------------------------
+
+
+def test_a_missing_table_is_a_500_not_a_503(fresh_database_url, caplog):
+    """A database without the blog's tables (the migrations never ran) is a bug.
+
+    The database answers, so it isn't "temporarily unavailable", and a retry
+    won't help: the 500 page, and the traceback in the log for whoever fixes
+    it. On SQLite "no such table" is an OperationalError, the same class as a
+    lost connection, so app/database.py's is_unavailable must tell them
+    apart; on PostgreSQL it is a ProgrammingError.
+    """
+    app = create_app(config_for(fresh_database_url, PROPAGATE_EXCEPTIONS=False))
+    try:
+        client = app.test_client()
+        response = client.get("/explore")
+        assert response.status_code == 500
+        assert SERVER_ERROR in response.text
+        assert "Retry-After" not in response.headers
+
+        with client.session_transaction() as session:
+            session["_user_id"] = "1:whatever"
+        response = client.get("/")  # loading the user fails first
+        assert response.status_code == 500
+        assert SERVER_ERROR in response.text
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+    assert "Database unavailable" not in caplog.text
+    unhandled = [record for record in caplog.records if record.exc_info]
+    assert [record.getMessage() for record in unhandled] == [
+        "Exception on /explore [GET]",
+        "Exception on / [GET]",
+    ]
