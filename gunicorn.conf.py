@@ -52,11 +52,17 @@ class AccessLogWithoutSecrets(Logger):
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
         for name in ("r", "U", "f"):  # request line, path, referer
-            atoms[name] = self.RESET_TOKEN.sub(r"\1[redacted]", atoms[name])
+            # gunicorn leaves some atoms None when it answers an error itself.
+            if isinstance(atoms.get(name), str):
+                atoms[name] = self.RESET_TOKEN.sub(r"\1[redacted]", atoms[name])
         return atoms
 
 
 logger_class = AccessLogWithoutSecrets
+
+# gunicorn 27's control socket (for `gunicornc`) isn't used here, and it would
+# need a writable home directory, which the systemd unit doesn't give.
+control_socket_disable = True
 
 # gunicorn's own error log goes to stderr, and the app attaches its log file
 # and error-mail handlers to the "gunicorn.error" logger too (app/logger.py,

@@ -32,6 +32,7 @@ from flask import (
 )
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
+from gunicorn.http.errors import ParseException
 from markupsafe import escape
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -174,7 +175,14 @@ def handle_database_unavailable(error: OperationalError | PoolTimeout):
     return response
 
 
+def handle_malformed_request(error: ParseException):
+    """A body gunicorn can't parse (a broken chunked upload) is the client's
+    fault: the 400 page, not a 500 and an error mail."""
+    return error_response(400, *ERRORS[400])
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ParseException, handle_malformed_request)
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(PoolTimeout, handle_database_unavailable)
     app.register_error_handler(HTTPException, handle_http_error)

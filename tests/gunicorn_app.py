@@ -6,6 +6,7 @@ so the real app never has these routes.
 
 import logging
 import os
+import time
 from logging.handlers import SMTPHandler
 
 from flask import request
@@ -54,3 +55,11 @@ if os.environ.get("BENCH_STDLIB_SMTPHANDLER"):
     for handler in [h for h in app.logger.handlers if h.name == "blog-mail"]:
         app.logger.removeHandler(handler)
     app.logger.addHandler(mail_handler)
+
+
+@app.route("/_test/sleep/<int:seconds>")
+def sleep_for(seconds: int):
+    """Hold the worker for `seconds`: longer than GUNICORN_TIMEOUT, it is killed
+    mid-request, for the worker-timeout test (tests/test_deploy.py)."""
+    time.sleep(seconds)
+    return "awake"
