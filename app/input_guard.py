@@ -26,10 +26,15 @@ def reject_nul_characters() -> None:
     sources = [request.args]
     if request.method in ("POST", "PUT", "PATCH"):
         sources.append(request.form)
-    # items(multi=True): every value of a repeated field (?q=a&q=b), not just the first.
-    values = [request.path] + [
-        text for source in sources for item in source.items(multi=True) for text in item
-    ]
+    try:
+        # items(multi=True): every value of a repeated field (?q=a&q=b), not just the first.
+        values = [request.path] + [
+            text for source in sources for item in source.items(multi=True) for text in item
+        ]
+    except UnicodeDecodeError:
+        # Raw bytes that aren't UTF-8 in the query string (gunicorn refuses
+        # them itself; other servers pass them on).
+        raise BadRequest() from None
     if any(NUL in value for value in values):
         raise NulCharacter()
 

@@ -1,10 +1,9 @@
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField, SubmitField, ValidationError
 from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from app.extensions import db
-from app.forms import USERNAME_TAKEN, normalize_name, username_is_taken, username_validators
+from app.forms import USERNAME_TAKEN, Form, normalize_name, username_is_taken, username_validators
 from app.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH, User
 
 # Not a column (only the hash is stored), but hashing a megabyte-long password
@@ -23,7 +22,7 @@ repeat_password_validators = [
 ]
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     username = StringField(
         _l("Username"),
         validators=[DataRequired(), Length(max=USERNAME_MAX_LENGTH)],
@@ -36,7 +35,7 @@ class LoginForm(FlaskForm):
     submit = SubmitField(_l("Log in"))
 
 
-class RegistrationForm(FlaskForm):
+class RegistrationForm(Form):
     username = StringField(_l("Username"), validators=username_validators, filters=[normalize_name])
     email = StringField(
         _l("Email"),
@@ -56,7 +55,7 @@ class RegistrationForm(FlaskForm):
             raise ValidationError(_l("Please use a different email address."))
 
 
-class ResetPasswordRequestForm(FlaskForm):
+class ResetPasswordRequestForm(Form):
     email = StringField(
         _l("Email"),
         validators=[DataRequired(), Length(max=EMAIL_MAX_LENGTH), Email()],
@@ -65,7 +64,7 @@ class ResetPasswordRequestForm(FlaskForm):
     submit = SubmitField(_l("Send me a reset link"))
 
 
-class ResetPasswordForm(FlaskForm):
+class ResetPasswordForm(Form):
     password = PasswordField(_l("New password"), validators=new_password_validators)
     password2 = PasswordField(_l("Repeat password"), validators=repeat_password_validators)
     submit = SubmitField(_l("Set password"))

@@ -42,7 +42,10 @@ def safe_next_url(target: str | None) -> str | None:
 
 def page_before() -> str | None:
     """The page on this site that the request came from (its Referer), or None."""
-    parts = urlsplit(request.referrer or "")
+    try:
+        parts = urlsplit(request.referrer or "")
+    except ValueError:  # a header the client made up, such as "http://["
+        return None
     if parts.netloc != request.host:
         return None
     return safe_next_url(parts.path + (f"?{parts.query}" if parts.query else ""))

@@ -1,8 +1,8 @@
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
+from app.forms import Form
 from app.models import POST_MAX_LENGTH
 
 
@@ -10,7 +10,7 @@ def strip(value: str | None) -> str | None:
     return value.strip() if value else value
 
 
-class PostForm(FlaskForm):
+class PostForm(Form):
     post = TextAreaField(
         _l("Say something"),
         validators=[DataRequired(), Length(max=POST_MAX_LENGTH)],

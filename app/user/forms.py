@@ -1,13 +1,12 @@
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import StringField, SubmitField, TextAreaField, ValidationError
 from wtforms.validators import Length
 
-from app.forms import USERNAME_TAKEN, normalize_name, username_is_taken, username_validators
+from app.forms import USERNAME_TAKEN, Form, normalize_name, username_is_taken, username_validators
 from app.models import ABOUT_ME_MAX_LENGTH, name_key
 
 
-class EditProfileForm(FlaskForm):
+class EditProfileForm(Form):
     username = StringField(_l("Username"), validators=username_validators, filters=[normalize_name])
     about_me = TextAreaField(_l("About me"), validators=[Length(max=ABOUT_ME_MAX_LENGTH)])
     submit = SubmitField(_l("Save"))
