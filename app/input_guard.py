@@ -23,10 +23,10 @@ class NulCharacter(BadRequest):
 
 def reject_nul_characters() -> None:
     """:raise NulCharacter: if the path, the query or a form field holds a NUL."""
-    sources = [request.args]
-    if request.method in ("POST", "PUT", "PATCH"):
-        sources.append(request.form)
     try:
+        sources = [request.args]
+        if request.method in ("POST", "PUT", "PATCH"):
+            sources.append(request.form)
         # items(multi=True): every value of a repeated field (?q=a&q=b), not just the first.
         values = [request.path] + [
             text for source in sources for item in source.items(multi=True) for text in item

@@ -1,0 +1,1145 @@
+"""Hostile input on every form and every URL parameter: a message or a 4xx, never a 500.
+
+What a visitor can send is not limited to what our forms let them type: very
+long strings, NUL and other control characters, bytes that are not UTF-8,
+right-to-left overrides, emoji, SQL and HTML. Whatever arrives, the blog must
+answer with the form and a message saying what is wrong, or with one of its
+own error pages (400, 404, 413...); never with a 500, and never by losing or
+changing what was saved before.
+
+PostgreSQL makes this matter more than SQLite: it refuses a string longer
+than its column (a DataError) and any NUL character in text, where SQLite
+stores both without a word. A form that forgets a limit works in development
+and fails in production, so every test here runs on both databases (see
+tests/conftest.py), and one section ("PostgreSQL's limits") tries every field
+of every form at its column's limit, one character past it, and with a NUL.
+
+Most tests are property-based (Hypothesis): instead of a handful of inputs we
+chose, Hypothesis generates many, aimed at the corners (empty, huge, exactly
+at a limit, one past it, control characters, invalid bytes), and checks that
+each answer has the *property* we want. When one fails, Hypothesis shrinks it
+to the smallest input that still fails and prints it.
+
+How to read these tests:
+
+- `FUZZ` holds the settings every property test shares. derandomize=True:
+  the same examples on every run, so CI is reproducible and a failure in CI
+  fails the same way on your machine.
+- A test's fixtures are made once for all its examples (not once per
+  example), so rows written by one example are still there for the next.
+  Every check is therefore relative: it measures the database before and
+  after its own request.
+- The fuzzed apps have rate limits off (`app` below): hundreds of failed
+  logins in a few seconds are what the limits exist to stop, and every one
+  would become a 429 instead of exercising the form. One test at the end
+  checks that the 429 page is a proper 4xx page too.
+- The last section keeps, as explicit tests, the inputs that these tests
+  found to be 500s (all fixed since): files and JSON where a form expects
+  text, a malformed Referer, raw bytes in the query string.
+"""
+
+import re
+from dataclasses import dataclass, replace
+from io import BytesIO
+from urllib.parse import quote, quote_from_bytes, urlsplit
+
+import pytest
+from conftest import PASSWORD, add_posts, add_user
+from databases import ON_POSTGRESQL
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, assume, event, example, given, note, settings
+from hypothesis import strategies as st
+from markupsafe import escape
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import DataError
+
+from app.auth.email import reset_token
+from app.extensions import db
+from app.models import (
+    ABOUT_ME_MAX_LENGTH,
+    EMAIL_MAX_LENGTH,
+    POST_MAX_LENGTH,
+    USERNAME_MAX_LENGTH,
+    Post,
+    User,
+    clean_name,
+)
+
+FUZZ = settings(
+    # Enough to reach the corners on every form, few enough that the whole
+    # file runs in well under a minute on each database.
+    max_examples=40,
+    # Timing is not the property under test: the first request of an app is
+    # slower (templates compile), and PostgreSQL is slower than SQLite.
+    deadline=None,
+    derandomize=True,
+    # Derandomized, there are no failures of earlier runs to remember and replay.
+    # (Hypothesis still keeps a cache in .hypothesis/, which git-ignores itself.)
+    database=None,
+    suppress_health_check=[
+        # One app and one database for all of a test's examples, on purpose (see above).
+        HealthCheck.function_scoped_fixture,
+        # Strings of 100,000 characters are slow to generate, and meant.
+        HealthCheck.too_slow,
+        HealthCheck.large_base_example,
+        HealthCheck.data_too_large,
+    ],
+)
+
+MAX_CONTENT_LENGTH = 1024 * 1024  # config.py's default
+MAX_FORM_MEMORY_SIZE = 500_000  # Flask's default: the largest multipart text field
+FORM = "application/x-www-form-urlencoded"
+# The titles of the site's error pages (app/errors.py) that bad input may earn.
+ERROR_TITLES = {
+    400: "Bad request",
+    404: "Page not found",
+    405: "Method not allowed",
+    413: "Request too large",
+    429: "Too many requests",
+}
+NUL_MESSAGE = "The request contained a character that isn't allowed (NUL)."
+INVALID_LOGIN = "Invalid username or password."
+# Look-alikes, written as escapes so that the source shows what they are.
+FULL_WIDTH_ADMIN = "\uff21\uff24\uff2d\uff29\uff2e"  # "ADMIN" in full-width letters
+FULL_WIDTH_ADMIN1 = "\uff41\uff44\uff4d\uff49\uff4e\uff11"  # "admin1", full width
+ARABIC_INDIC_ONE, FULL_WIDTH_ONE = "\u0661", "\uff11"
+
+
+@pytest.fixture
+def app(make_app) -> Flask:
+    """The blog with its rate limits off, and bugs answered with the 500 page.
+
+    PROPAGATE_EXCEPTIONS=False: in testing mode Flask re-raises a view's
+    exception in the test; we want what a visitor gets, the 500 page, so
+    that "no 500" is checked literally. The traceback is still logged, and
+    pytest shows it under "Captured log call" when a test fails.
+    """
+    return make_app(RATELIMIT_ENABLED=False, PROPAGATE_EXCEPTIONS=False)
+
+
+# --- Hostile input -------------------------------------------------------------------------
+
+# Values we want tried often: Hypothesis picks among them, besides drawing its own.
+SPECIALS = [
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\x00" * 3,
+    "\t\r\n\x0b\x0c",
+    "\x1b[31mred\x1b[0m",  # a terminal escape: mischief in logs
+    "\x7f\x80\x9f",  # DEL and C1 controls: not ASCII controls, not whitespace either
+    "\u0085\u2028\u2029",  # line breaks that only Unicode knows
+    "\u200b\u200d\ufeff",  # zero-width characters and a byte-order mark
+    "\ufffe\uffff",  # noncharacters
+    "'; DROP TABLE user; --",
+    "' OR '1'='1",
+    '" OR ""="',
+    "admin'--",
+    "%",
+    "_",  # the LIKE wildcards
+    "\\",
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(1)>',
+    "{{ 7*7 }}{% raw %}",  # template syntax must stay text
+    "\u202egnp.exe",  # a right-to-left override: "exe.png" on screen
+    "مرحبا بالعالم",
+    "שלום",
+    "😀" * 100,
+    "\U0001f469\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466",  # 1 emoji, 7 code points
+    "e\u0301" * 10,  # combining accents
+    f"\ufb00 \ufb01 \ufb03 {FULL_WIDTH_ADMIN} {FULL_WIDTH_ADMIN1}",  # NFKC makes these ASCII
+    "İstanbul ΐ ß",  # casefold() makes these longer
+    "x" * 100_000,
+    "é" * 100_000,
+    # 520 kB: over Flask's MAX_FORM_MEMORY_SIZE as a multipart field, and over
+    # MAX_CONTENT_LENGTH percent-encoded (12 bytes a character): a 413 either way.
+    "😀" * 130_000,
+]
+
+# A character repeated to just below, at and just past each limit the forms
+# enforce; in several widths: ASCII, two bytes, four bytes (PostgreSQL counts
+# characters, not bytes), and "ΐ", which casefold() turns into three.
+LIMITS = sorted({USERNAME_MAX_LENGTH, EMAIL_MAX_LENGTH, POST_MAX_LENGTH, ABOUT_ME_MAX_LENGTH, 128})
+at_the_limits = st.builds(
+    lambda char, length: char * length,
+    st.sampled_from(["a", "é", "😀", "ΐ", "\u202e"]),
+    st.sampled_from([n + delta for n in LIMITS for delta in (-1, 0, 1)]),
+)
+# Bytes that are not UTF-8: a lone continuation byte, bytes that never occur,
+# a truncated sequence, an encoded surrogate, an "overlong" NUL (Java's), a
+# code point past U+10FFFF.
+INVALID_UTF8 = [b"\x80", b"\xff\xfe", b"\xc3", b"\xed\xa0\x80", b"\xc0\x80", b"\xf4\x90\x80\x80"]
+invalid_utf8 = st.builds(
+    lambda before, bad, after: before + bad + after,
+    st.binary(max_size=20),
+    st.sampled_from(INVALID_UTF8),
+    st.binary(max_size=20),
+)
+hostile_text = st.one_of(
+    st.sampled_from(SPECIALS),
+    # Any Unicode text at all (every code point but surrogates, which UTF-8
+    # can't encode): control characters and NUL included.
+    st.text(),
+    at_the_limits,
+    # Something ordinary around something nasty.
+    st.builds(
+        lambda before, special, after: before + special + after,
+        st.text(max_size=20),
+        st.sampled_from(SPECIALS),
+        st.text(max_size=20),
+    ),
+)
+# What a field may carry: text (sent as UTF-8), or bytes that are not UTF-8.
+hostile = st.one_of(hostile_text, invalid_utf8)
+# Values the forms accept (mostly: a random name may be taken already, or change
+# under NFKC), in any script and up to the limit. A form gets valid values with
+# some fields (maybe none, maybe all) replaced by hostile ones: a form with one
+# bad field is checked on that field alone, and one with none reaches the
+# database, which is where PostgreSQL's limits bite.
+text_without_nul = st.characters(exclude_characters="\x00")  # nor surrogates (the default)
+valid_username = st.from_regex(r"[\w.-]{3,64}", fullmatch=True)
+valid_password = st.text(text_without_nul, min_size=8, max_size=128)
+SAME = object()  # for password2: the same as password
+hostile_email = st.one_of(
+    hostile,
+    st.builds(
+        "{}@{}".format,
+        hostile_text,
+        st.sampled_from(["example.com", "例え.jp", "xn--e1afmkfd.xn--p1ai", "[127.0.0.1]"]),
+    ),
+)
+
+
+@st.composite
+def forms(draw, valid: dict, hostile_fields: dict | None = None) -> dict:
+    """A form's fields: `valid` values, some of them replaced by hostile ones (from
+    `hostile_fields`, by default `hostile`)."""
+    spoiled = draw(st.sets(st.sampled_from(sorted(valid))))
+    hostile_fields = hostile_fields or {}
+    return {
+        name: draw(hostile_fields.get(name, hostile) if name in spoiled else strategy)
+        for name, strategy in valid.items()
+    }
+
+
+def with_password2(fields: dict) -> dict:
+    """`fields`, with SAME in password2 replaced by the password."""
+    if fields.get("password2") is SAME:
+        return {**fields, "password2": fields["password"]}
+    return fields
+
+
+# Fields nobody asked for, with hostile names (short ones: in a multipart body the name
+# is in the part's header, and a header of 500 kB is a 413 of its own, another story).
+hostile_names = st.one_of(
+    st.sampled_from([s for s in SPECIALS if len(s) < 200]), st.text(max_size=30)
+)
+extra_fields = st.lists(st.tuples(hostile_names, hostile), max_size=2)
+# How the body is sent: percent-encoded (what browsers do), multipart (forms
+# with enctype="multipart/form-data"), or urlencoded with raw, unescaped bytes.
+encodings = st.sampled_from(["urlencoded", "multipart", "raw"])
+
+
+# --- Sending a form and checking the answer -------------------------------------------------
+
+BOUNDARY = b"hostile-boundary-7MA4YWxkTrZu0gW"
+
+
+@dataclass
+class Sent:
+    """What the server gets to see of a form we sent."""
+
+    # The fields as the server decodes them; None for a value we can't
+    # predict exactly (bytes that are not UTF-8).
+    fields: dict[str, str | None]
+    nul: bool  # a NUL reaches the form: the answer must be the 400 page
+    too_big: bool  # over a size limit: the answer must be the 413 page
+
+
+def as_bytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def send_form(
+    client: FlaskClient,
+    url: str,
+    fields: dict[str, str | bytes],
+    encoding: str = "urlencoded",
+    extras: list[tuple[str, str | bytes]] = (),
+):
+    """POST `fields` (and `extras`) to `url` as `encoding`; return (response, Sent).
+
+    We build the body ourselves, because the test client would refuse or
+    re-encode what we want to send (bytes that aren't UTF-8).
+    """
+    items = [*fields.items(), *extras]
+    if encoding == "multipart":
+        # Names are in a header, where quotes and line breaks would break the
+        # part: send them percent-encoded. Values go as raw bytes.
+        parts = []
+        for name, value in items:
+            data = as_bytes(value)
+            assume(BOUNDARY not in data)
+            disposition = f'Content-Disposition: form-data; name="{quote(name, safe="")}"'
+            parts += [b"--" + BOUNDARY, disposition.encode(), b"", data]
+        body = b"\r\n".join([*parts, b"--" + BOUNDARY + b"--", b""])
+        content_type = f"multipart/form-data; boundary={BOUNDARY.decode()}"
+        # Werkzeug decodes a part with errors="replace".
+        seen = [
+            (quote(name, safe=""), as_bytes(value).decode("utf-8", "replace"))
+            for name, value in items
+        ]
+        too_big = any(len(as_bytes(value)) > MAX_FORM_MEMORY_SIZE for _, value in items)
+    else:
+        if encoding == "urlencoded":
+            encoded = [
+                (quote(name, safe=""), quote_from_bytes(as_bytes(v), safe="")) for name, v in items
+            ]
+        else:  # raw: unescaped bytes; only what would change the body's structure is escaped
+            encoded = [(quote(name, safe=""), raw_form_value(as_bytes(v))) for name, v in items]
+        body = "&".join(f"{name}={value}" for name, value in encoded).encode("latin-1")
+        content_type = FORM
+        if encoding == "raw" and not utf8(body):
+            # A urlencoded body that isn't UTF-8 is read as an empty form.
+            seen = []
+        else:
+            # Werkzeug leaves bytes that aren't UTF-8 percent-encoded; a NUL is decoded.
+            seen = [(name, as_bytes(value).decode("utf-8", "replace")) for name, value in items]
+        too_big = False
+    too_big = too_big or len(body) > MAX_CONTENT_LENGTH
+    nul = any("\x00" in name + value for name, value in seen)
+    # A field's value as the form gets it (the first one, if a name repeats).
+    exact = {
+        name: value if isinstance(value, str) and seen else None for name, value in fields.items()
+    }
+    note(f"POST {url} as {encoding}, {len(body)} bytes")
+    response = client.post(url, data=body, content_type=content_type)
+    return response, Sent(fields=exact, nul=nul, too_big=too_big)
+
+
+def raw_form_value(data: bytes) -> str:
+    """`data` as raw bytes in a urlencoded body (a latin-1 str stands for the bytes)."""
+    for char in b"%&=+":
+        data = data.replace(bytes([char]), b"%%%02X" % char)
+    return data.decode("latin-1")
+
+
+def utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def h1(response) -> str | None:
+    match = re.search(r"<h1>(.*?)</h1>", response.text, re.DOTALL)
+    return match and match.group(1).strip()
+
+
+def assert_error_page(response, status: int) -> None:
+    """`response` is the site's own page for `status`, in its layout, with its title."""
+    assert response.status_code == status, describe(response)
+    # A status the site doesn't word itself (say, 415) keeps Werkzeug's title.
+    assert h1(response) == ERROR_TITLES.get(status, h1(response) or "a title"), describe(response)
+    assert 'class="navbar-brand"' in response.text  # the site's layout, not a bare page
+
+
+def assert_form_shows_why(response) -> None:
+    """A form that came back (200) says what was wrong: under a field, or in a flash."""
+    assert response.status_code == 200, describe(response)
+    assert "invalid-feedback" in response.text or INVALID_LOGIN in response.text, describe(response)
+
+
+def check_form_answer(response, sent: Sent) -> bool:
+    """The property every form POST must have; return True if the form accepted it.
+
+    - never a 500;
+    - too large: the 413 page; a NUL anywhere: the 400 page, saying so;
+    - otherwise the form again, saying what is wrong (200), or accepted (302).
+    """
+    assert response.status_code < 500, describe(response)
+    # event(): `pytest --hypothesis-show-statistics` counts the outcomes, to
+    # check that the strategies reach every branch, acceptance included.
+    if sent.too_big:
+        event("413: too large")
+        assert_error_page(response, 413)
+        return False
+    if sent.nul:
+        event("400: NUL")
+        assert_error_page(response, 400)
+        assert NUL_MESSAGE in response.text
+        return False
+    if response.status_code == 302:
+        event("302: accepted")
+        return True
+    event("200: the form says why")
+    assert_form_shows_why(response)
+    return False
+
+
+def check_page_answer(response, allowed: tuple[int, ...] = (200, 302)) -> None:
+    """A GET (or a form-less POST) with bad input: a normal answer or an error page."""
+    assert response.status_code < 500, describe(response)
+    if response.status_code >= 400:
+        assert_error_page(response, response.status_code)
+    else:
+        assert response.status_code in allowed, describe(response)
+
+
+def describe(response) -> str:
+    """What to print when an assertion about `response` fails: the status, the page's
+    title and the messages on it (the start of a page is only its <head>)."""
+    messages = re.findall(r'(?:invalid-feedback[^>]*|role="alert")>([^<]*)<', response.text)
+    location = response.headers.get("Location")
+    return f"{response.status_code} <h1>{h1(response)!r} {messages} Location: {location!r}"
+
+
+# --- Reading the database ----------------------------------------------------------------
+
+
+def user_rows(app) -> dict[int, tuple]:
+    """Every user as the database holds them: id -> (username, email, password_hash, about_me)."""
+    with app.app_context():
+        stmt = select(User.id, User.username, User.email, User.password_hash, User.about_me)
+        return {row[0]: tuple(row[1:]) for row in db.session.execute(stmt)}
+
+
+def post_count(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Post))
+
+
+def newest_post_body(app) -> str:
+    with app.app_context():
+        return db.session.scalar(Post.newest_first().with_only_columns(Post.body).limit(1))
+
+
+# --- Every form, fuzzed ----------------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    fields=forms(
+        {
+            "username": valid_username,
+            "email": st.emails(),
+            "password": valid_password,
+            "password2": st.just(SAME),
+        },
+        {"email": hostile_email},
+    ),
+    extras=extra_fields,
+    encoding=encodings,
+)
+@example(  # the classic: a name that differs from a taken one only in width and case
+    fields={"username": FULL_WIDTH_ADMIN, "email": "x@example.com", "password": PASSWORD},
+    extras=[],
+    encoding="urlencoded",
+)
+@example(  # the longest name whose lookup key (casefolded) fills its column exactly
+    fields={"username": "ΐ" * 64, "email": "greek@example.com", "password": PASSWORD},
+    extras=[],
+    encoding="urlencoded",
+)
+def test_register(app, client, users, fields, extras, encoding):
+    """Registering: a form error, the 400/413 page, or one new user; others untouched."""
+    fields = with_password2({"password2": SAME, **fields})
+    before = user_rows(app)
+    response, sent = send_form(client, "/auth/register", fields, encoding, extras)
+    accepted = check_form_answer(response, sent)
+
+    after = user_rows(app)
+    # Nobody else's account changed: FULL_WIDTH_ADMIN must not become admin's new name.
+    assert {id_: after[id_] for id_ in before} == before
+    assert len(after) == len(before) + accepted
+    if accepted and None not in sent.fields.values():
+        (new,) = set(after) - set(before)
+        username, email, _, _ = after[new]
+        assert username == clean_name(sent.fields["username"])
+        assert email == clean_name(sent.fields["email"])
+
+
+@FUZZ
+@given(
+    fields=forms(
+        {
+            # admin's name, as typed in several ways that all mean admin.
+            "username": st.sampled_from(["admin", "ADMIN", " admin ", FULL_WIDTH_ADMIN]),
+            "password": st.just(PASSWORD),
+            "remember_me": st.sampled_from(["y", ""]),
+        }
+    ),
+    next_url=hostile_text,
+    extras=extra_fields,
+    encoding=encodings,
+)
+def test_login(app, client, users, fields, next_url, extras, encoding):
+    """Logging in: "invalid username or password", a form error, the 400/413 page, or in."""
+    url = f"/auth/login?next={quote(next_url, safe='')}"
+    response, sent = send_form(client, url, fields, encoding, extras)
+    # A NUL in the query string is refused like one in the body (unless the body is too large:
+    # reading it, to look for NULs, is what finds that out first).
+    sent = replace(sent, nul=sent.nul or "\x00" in next_url)
+    if check_form_answer(response, sent):
+        client.post("/auth/logout")  # for the next example
+
+
+# Ways to make "a path on this site" lead elsewhere in a browser.
+REDIRECT_TRICKS = [
+    "//evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "/\t/evil.example",
+    " //evil.example",
+    "\x01//evil.example",
+    "https://evil.example",
+    "https:evil.example",
+    "javascript:alert(1)",
+    "/%2F/evil.example",
+    "/\uff0f/evil.example",  # a full-width solidus
+    "/\x80evil",
+]
+
+
+@FUZZ
+@given(next_url=st.one_of(hostile_text, st.sampled_from(REDIRECT_TRICKS)))
+@example(next_url="/user/admin?page=2")
+def test_login_redirects_only_within_the_site(app, client, users, next_url):
+    """Whatever `next` says, a successful login lands on this site."""
+    url = f"/auth/login?next={quote(next_url, safe='')}"
+    response = client.post(url, data={"username": "admin", "password": PASSWORD})
+    if "\x00" in next_url:
+        assert_error_page(response, 400)
+        return
+    assert response.status_code == 302, describe(response)
+    client.post("/auth/logout")
+    # Read the Location the way a browser does (the WHATWG URL rules): it drops
+    # tabs and line breaks and leading controls, and takes "\" for "/".
+    location = response.headers["Location"]
+    for char in "\t\n\r":
+        location = location.replace(char, "")
+    location = location.lstrip("".join(map(chr, range(33)))).replace("\\", "/")
+    parts = urlsplit(location)
+    assert not location.startswith("//"), location
+    assert parts.scheme in ("", "http") and parts.netloc in ("", "localhost"), location
+
+
+@FUZZ
+@given(
+    fields=forms(
+        {"email": st.one_of(st.just("admin@example.com"), st.emails())}, {"email": hostile_email}
+    ),
+    extras=extra_fields,
+    encoding=encodings,
+)
+def test_reset_password_request(app, client, users, fields, extras, encoding):
+    """Asking for a reset link: a form error, the 400/413 page, or the same "on its way"."""
+    before = user_rows(app)
+    response, sent = send_form(client, "/auth/reset_password_request", fields, encoding, extras)
+    if check_form_answer(response, sent):
+        assert response.headers["Location"] == "/auth/login"
+    assert user_rows(app) == before
+
+
+@FUZZ
+@given(
+    fields=forms({"password": valid_password, "password2": st.just(SAME)}),
+    extras=extra_fields,
+    encoding=encodings,
+)
+@example(fields={"password": "😀" * 128, "password2": SAME}, extras=[], encoding="multipart")
+def test_reset_password(app, client, users, fields, extras, encoding):
+    """Setting a new password through a real reset link: it changes only if accepted."""
+    with app.app_context():
+        admin = db.session.get(User, users["admin"])
+        token = reset_token(admin)  # a new link each time: a used one stops working
+    # The link puts the token in the session and redirects to the form.
+    assert client.get(f"/auth/reset_password/{token}").status_code == 302
+    before = user_rows(app)
+    response, sent = send_form(
+        client, "/auth/reset_password", with_password2(fields), encoding, extras
+    )
+    accepted = check_form_answer(response, sent)
+
+    after = user_rows(app)
+    changed = {id_ for id_ in before if after[id_] != before[id_]}
+    assert changed == ({users["admin"]} if accepted else set())
+    if accepted and sent.fields["password"] is not None:
+        with app.app_context():
+            assert db.session.get(User, users["admin"]).check_password(sent.fields["password"])
+
+
+@pytest.fixture
+def admin_client(client, auth, users) -> FlaskClient:
+    """A client logged in as admin (once: it stays logged in for every example)."""
+    assert auth.login().status_code == 302
+    return client
+
+
+@FUZZ
+@given(
+    fields=forms({"post": st.text(text_without_nul, min_size=1, max_size=POST_MAX_LENGTH)}),
+    extras=extra_fields,
+    encoding=encodings,
+)
+@example(fields={"post": "<script>alert(1)</script>"}, extras=[], encoding="urlencoded")
+@example(fields={"post": "😀" * POST_MAX_LENGTH}, extras=[], encoding="urlencoded")
+@example(fields={"post": "😀" * (POST_MAX_LENGTH + 1)}, extras=[], encoding="multipart")
+def test_post(app, admin_client, fields, extras, encoding):
+    """Posting: one new post if accepted, none otherwise; and it is shown as text."""
+    before = post_count(app)
+    response, sent = send_form(admin_client, "/", fields, encoding, extras)
+    accepted = check_form_answer(response, sent)
+
+    assert post_count(app) == before + accepted
+    if accepted:
+        stored = newest_post_body(app)
+        if sent.fields["post"] is not None:
+            assert stored == sent.fields["post"].strip()
+        # The newest post is first on the explore page, escaped.
+        assert str(escape(stored)) in admin_client.get("/explore").text
+
+
+@FUZZ
+@given(
+    fields=forms(
+        {
+            "username": st.one_of(st.just("admin"), valid_username),
+            "about_me": st.text(text_without_nul, max_size=ABOUT_ME_MAX_LENGTH),
+        }
+    ),
+    extras=extra_fields,
+    encoding=encodings,
+)
+@example(fields={"username": "admin1", "about_me": "taken"}, extras=[], encoding="urlencoded")
+@example(
+    fields={"username": FULL_WIDTH_ADMIN1, "about_me": "taken, in full width"},
+    extras=[],
+    encoding="urlencoded",
+)
+@example(
+    fields={"username": "admin", "about_me": "é" * (ABOUT_ME_MAX_LENGTH + 1)},
+    extras=[],
+    encoding="multipart",
+)
+def test_edit_profile(app, admin_client, users, fields, extras, encoding):
+    """Editing the profile: the row changes only when the form accepts, and only ours."""
+    before = user_rows(app)
+    response, sent = send_form(admin_client, "/edit_profile", fields, encoding, extras)
+    accepted = check_form_answer(response, sent)
+
+    after = user_rows(app)
+    admin = users["admin"]
+    assert {id_: after[id_] for id_ in before if id_ != admin} == {
+        id_: row for id_, row in before.items() if id_ != admin
+    }, "another user's row changed"
+    assert after[admin][1:3] == before[admin][1:3], "email or password changed"
+    if not accepted:
+        assert after[admin] == before[admin]
+    elif None not in sent.fields.values():
+        name, _, _, about = after[admin]
+        assert (name, about) == (clean_name(sent.fields["username"]), sent.fields["about_me"])
+
+
+# --- Every URL parameter, fuzzed ----------------------------------------------------------
+
+# The pages that take ?page=, and who looks at them: admin has 15 posts, ten
+# a page, so pages 1 and 2 exist on each (the anonymous "/" is the explore page).
+PAGED = [
+    (path, logged_in)
+    for path in ("/", "/index", "/explore", "/user/admin")
+    for logged_in in (False, True)
+]
+
+
+@pytest.fixture
+def paged_clients(app, users) -> dict[bool, FlaskClient]:
+    """{logged_in: client}, with 15 posts by admin."""
+    with app.app_context():
+        add_posts(db.session.get(User, users["admin"]), 15)
+    anonymous, admin = app.test_client(), app.test_client()
+    login = admin.post("/auth/login", data={"username": "admin", "password": PASSWORD})
+    assert login.status_code == 302
+    return {False: anonymous, True: admin}
+
+
+def expected_page_status(page: str | bytes) -> int:
+    """Pages 1 and 2 exist; anything else that isn't a NUL is a page that doesn't (404)."""
+    if isinstance(page, bytes):
+        return 400 if b"\x00" in page else 404  # not UTF-8: never a number
+    if "\x00" in page:
+        return 400
+    return 200 if re.fullmatch(r"[0-9]{1,7}", page) and 1 <= int(page) <= 2 else 404
+
+
+# The values the issue names, and their cousins: signs, exponents, overflow,
+# other scripts' digits (str.isdigit() is True for them and for "²"; int() takes them).
+NAMED_PAGES = [
+    "-1", "0", "1e400", "99999999999999999999", "abc", "", " 1", "1 ", "+1", "1.0", "0x1",
+    "1_0", ARABIC_INDIC_ONE, "²", FULL_WIDTH_ONE, "NaN", "inf", "3", "1000001", "0000002", "%FF",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("page", NAMED_PAGES)
+def test_named_bad_pages(paged_clients, page):
+    """Each of the issue's page values, on every paged URL: a page or a 404, never a 500."""
+    expected = expected_page_status(page)
+    for path, logged_in in PAGED:
+        response = paged_clients[logged_in].get(path, query_string={"page": page})
+        where = f"{path}?page={page!r}, logged in: {logged_in}"
+        if expected == 200:
+            assert response.status_code == 200, f"{where}: {describe(response)}"
+        else:
+            assert response.status_code == expected, f"{where}: {describe(response)}"
+            assert_error_page(response, expected)
+
+
+@FUZZ
+@given(
+    where=st.sampled_from(PAGED),
+    page=st.one_of(hostile, st.integers().map(str), st.sampled_from(NAMED_PAGES)),
+    junk=st.lists(st.tuples(hostile_names, hostile_text), max_size=2),
+)
+def test_page_parameter(paged_clients, where, page, junk):
+    """Any ?page= (and any other parameter beside it): page 1 or 2, a 404, or the NUL 400."""
+    path, logged_in = where
+    query = "&".join(
+        f"{quote(name, safe='')}={quote_from_bytes(as_bytes(value), safe='')}"
+        for name, value in [("page", page), *junk]
+    )
+    response = paged_clients[logged_in].get(f"{path}?{query}")
+    event(f"{response.status_code}")
+    if any("\x00" in name + value for name, value in junk):
+        assert_error_page(response, 400)
+        return
+    expected = expected_page_status(page)
+    if expected == 200:
+        assert response.status_code == 200, describe(response)
+    else:
+        assert_error_page(response, expected)
+
+
+# URLs with a name (or a token) in their path, and the method each takes.
+NAMED_IN_PATH = [
+    ("GET", "/user/{}"),
+    ("POST", "/follow/{}"),
+    ("POST", "/unfollow/{}"),
+    ("GET", "/auth/reset_password/{}"),
+]
+
+
+# (A 100,000-character token goes into the session cookie, which Werkzeug warns is more
+# than a browser keeps; the browser then shows "invalid or expired link", which is right.)
+@FUZZ
+@given(
+    route=st.sampled_from(NAMED_IN_PATH),
+    name=st.one_of(hostile, st.sampled_from(["admin1", "ADMIN1", FULL_WIDTH_ADMIN1, ".", ".."])),
+    logged_in=st.booleans(),
+)
+@pytest.mark.filterwarnings("ignore:The 'session' cookie is too large")
+def test_names_in_the_path(app, users, route, name, logged_in):
+    """A hostile name in a URL's path: a page, a redirect, a 404 or the NUL 400."""
+    client = app.test_client()
+    if logged_in:
+        client.post("/auth/login", data={"username": "admin", "password": PASSWORD})
+    method, template = route
+    # In a path, a name must be percent-encoded ("/" included, or it splits the path).
+    path = template.format(quote_from_bytes(as_bytes(name), safe=""))
+    response = client.open(path, method=method, follow_redirects=method == "GET")
+    event(f"{method} {template}: {response.status_code}")
+    if b"\x00" in as_bytes(name):
+        assert_error_page(response, 400)
+    else:
+        check_page_answer(response, allowed=(200, 302))
+
+
+# --- Too large: the 413 page ------------------------------------------------------------------
+
+# Every URL that takes a POST, and whether it needs a logged-in user.
+POST_URLS = [
+    ("/auth/login", False),
+    ("/auth/register", False),
+    ("/auth/reset_password_request", False),
+    ("/auth/reset_password", False),
+    ("/", True),
+    ("/index", True),
+    ("/edit_profile", True),
+    ("/follow/admin1", True),
+    ("/unfollow/admin1", True),
+    ("/auth/logout", True),
+]
+
+
+def body_of_size(size: int) -> bytes:
+    """A urlencoded body of exactly `size` bytes."""
+    return b"post=" + b"x" * (size - len(b"post="))
+
+
+@pytest.mark.parametrize(("url", "logged_in"), POST_URLS)
+def test_a_body_over_the_limit_gets_the_413_page(make_app, url, logged_in):
+    """One byte over MAX_CONTENT_LENGTH: the 413 page; at the limit: not a 413."""
+    app = make_app(MAX_CONTENT_LENGTH=1000, RATELIMIT_ENABLED=False, PROPAGATE_EXCEPTIONS=False)
+    with app.app_context():
+        add_user("admin")
+        add_user("admin1")
+    client = app.test_client()
+    if logged_in:
+        client.post("/auth/login", data={"username": "admin", "password": PASSWORD})
+
+    response = client.post(url, data=body_of_size(1001), content_type=FORM)
+    assert_error_page(response, 413)
+    assert "What you sent is too large." in response.text
+    # multipart is counted the same way, before it is parsed.
+    files = {"post": "x" * 1000}
+    assert_error_page(client.post(url, data=files, content_type="multipart/form-data"), 413)
+    assert client.post(url, data=body_of_size(1000), content_type=FORM).status_code != 413
+
+
+def test_the_default_limit_is_one_mebibyte(app, client):
+    """At the default MAX_CONTENT_LENGTH (1 MiB): 1 MiB is read (and refused by the
+    form), 1 MiB + 1 byte is the 413 page."""
+    assert app.config["MAX_CONTENT_LENGTH"] == MAX_CONTENT_LENGTH
+    url = "/auth/register"
+    at_limit = client.post(url, data=body_of_size(MAX_CONTENT_LENGTH), content_type=FORM)
+    assert_form_shows_why(at_limit)
+    over = client.post(url, data=body_of_size(MAX_CONTENT_LENGTH + 1), content_type=FORM)
+    assert_error_page(over, 413)
+
+
+def test_a_multipart_field_over_the_form_memory_limit_gets_the_413_page(client):
+    """Under 1 MiB in all, but one text field over Flask's MAX_FORM_MEMORY_SIZE: 413 too."""
+    data = {"username": "x" * (MAX_FORM_MEMORY_SIZE + 1), "password": "x"}
+    response = client.post("/auth/login", data=data, content_type="multipart/form-data")
+    assert_error_page(response, 413)
+
+
+# --- User content is text, never markup ---------------------------------------------------
+
+PAYLOADS = [
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(1)>',
+    "'><svg onload=alert(1)>",
+    "</p></article><h1>fake</h1>",
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_posts_and_about_me_are_shown_as_text(app, admin_client, users, payload):
+    """Markup in a post or an about-me shows as text on every page that shows it."""
+    post = f"look: {payload}"
+    assert admin_client.post("/", data={"post": post}).status_code == 302
+    about_me = f"me: {payload}"
+    profile = {"username": "admin", "about_me": about_me}
+    assert admin_client.post("/edit_profile", data=profile).status_code == 302
+
+    for path in ("/", "/index", "/explore", "/user/admin"):
+        page = admin_client.get(path).text
+        assert str(escape(post)) in page, path
+        assert payload not in page, path
+    assert str(escape(about_me)) in admin_client.get("/user/admin").text
+
+
+# Markup without a "/": a name with one has no profile URL (the URL rule's
+# <username> stops at "/"), which isn't what this test is about.
+NAME_PAYLOADS = ["<img src=x onerror=alert(1)>", '"><svg onload=alert(1)>', "<b title='x'>b"]
+
+
+@pytest.mark.parametrize("payload", NAME_PAYLOADS)
+def test_a_username_with_markup_is_shown_as_text(app, admin_client, users, payload):
+    """The forms refuse such a name, but one stored by other means (an older version, a
+    script, a bulk import) must still show as text: in the profile, in the author of a
+    post, in the avatar's label and in the flash after following."""
+    with app.app_context():
+        add_posts(add_user(payload, email="markup@example.com"), 1)
+    profile_url = f"/user/{quote(payload, safe='')}"
+    pages = {
+        "explore": admin_client.get("/explore").text,
+        "profile": admin_client.get(profile_url).text,
+        "followed": admin_client.post(
+            f"/follow/{quote(payload, safe='')}", follow_redirects=True
+        ).text,
+        "timeline": admin_client.get("/").text,  # admin now follows them
+    }
+    for name, page in pages.items():
+        assert str(escape(payload)) in page, name
+        assert payload not in page, name
+
+
+@FUZZ
+@given(
+    before=st.text(max_size=50),
+    payload=st.sampled_from([*PAYLOADS, "{{ 7*7 }}", "&lt;already escaped&gt;"]),
+    after=st.text(max_size=50),
+)
+def test_any_accepted_post_is_shown_exactly_as_typed(app, admin_client, before, payload, after):
+    """Whatever text surrounds the markup, the page shows the post escaped, character for
+    character: no markup, no template evaluated ("{{ 7*7 }}" stays, no 49), no entity
+    decoded ("&lt;" shows as "&lt;")."""
+    body = before + payload + after
+    response = admin_client.post("/", data={"post": body})
+    if response.status_code != 302:  # refused, e.g. NUL or too long: not this test's point
+        assert response.status_code in (200, 400)
+        return
+    page = admin_client.get("/explore").text
+    assert str(escape(body.strip())) in page
+    if payload in PAYLOADS:
+        assert payload not in page
+
+
+# --- PostgreSQL's limits: a form error or a 400, never a DataError ---------------------------
+
+# Every field of every form: its URL, the rest of a valid form, the longest
+# value it accepts, and whether the user must be logged in. A value one
+# longer must get the form's error; the longest must be accepted: the form's
+# limit and the column's are the same.
+ASCII_EMAIL_254 = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com"
+NEW_PASSWORD = {"password": PASSWORD, "password2": PASSWORD}
+FIELDS = {
+    "register username": (
+        "/auth/register", "username", "é" * 64,
+        {"email": "new@example.com", **NEW_PASSWORD}, False,
+    ),
+    "register email": (
+        "/auth/register", "email", ASCII_EMAIL_254,
+        {"username": "newcomer", **NEW_PASSWORD}, False,
+    ),
+    "register password": (
+        "/auth/register", "password", "😀" * 128,
+        {"username": "newcomer", "email": "new@example.com", "password2": "😀" * 128}, False,
+    ),
+    "login username": ("/auth/login", "username", "é" * 64, {"password": "x"}, False),
+    "login password": ("/auth/login", "password", "😀" * 128, {"username": "admin"}, False),
+    "login remember_me": (
+        "/auth/login", "remember_me", "y", {"username": "admin", "password": "x"}, False,
+    ),
+    "reset request email": ("/auth/reset_password_request", "email", ASCII_EMAIL_254, {}, False),
+    "reset password": (
+        "/auth/reset_password", "password", "😀" * 128, {"password2": "😀" * 128}, False,
+    ),
+    "post": ("/", "post", "😀" * POST_MAX_LENGTH, {}, True),
+    "edit username": ("/edit_profile", "username", "ΐ" * 64, {"about_me": ""}, True),
+    "edit about_me": (
+        "/edit_profile", "about_me", "😀" * ABOUT_ME_MAX_LENGTH, {"username": "admin"}, True,
+    ),
+}  # fmt: skip
+# Fields with no length limit of their own (remember_me is a checkbox: only its NUL is tested).
+UNLIMITED = {"remember_me"}
+# Forms whose longest values are still refused as a whole (a wrong password): checked
+# for the absence of a length error instead.
+NEVER_ACCEPTED = {"/auth/login"}
+# WTForms' Length messages, and email_validator's.
+TOO_LONG = r"cannot be longer than|must be between \d+ and \d+ characters|too long"
+
+
+@pytest.fixture
+def form_client(app, users):
+    """Return client(url, logged_in): a client ready to post to `url`."""
+
+    def prepare(url: str, logged_in: bool) -> FlaskClient:
+        client = app.test_client()
+        if logged_in:
+            client.post("/auth/login", data={"username": "admin", "password": PASSWORD})
+        if url == "/auth/reset_password":
+            with app.app_context():
+                token = reset_token(db.session.get(User, users["admin"]))
+            client.get(f"/auth/reset_password/{token}")
+        return client
+
+    return prepare
+
+
+def post_with(client: FlaskClient, url: str, rest: dict, field: str, value: str):
+    """POST the form at `url` with `value` in `field` (and, for a new password, in its
+    repetition too: the same mistake typed twice, so that only `value` is wrong)."""
+    if field == "password" and "password2" in rest:
+        rest = {**rest, "password2": value}
+    return client.post(url, data={**rest, field: value})
+
+
+@pytest.mark.parametrize(
+    ("url", "field", "longest", "rest", "logged_in"),
+    [case for case in FIELDS.values() if case[1] not in UNLIMITED],
+    ids=[name for name, case in FIELDS.items() if case[1] not in UNLIMITED],
+)
+def test_one_character_too_many_is_a_form_error(
+    app, form_client, url, field, longest, rest, logged_in
+):
+    """One character over the column's length: the form's error (not PostgreSQL's
+    DataError, a 500), on both databases; and nothing is written."""
+    client = form_client(url, logged_in)
+    before, posts = user_rows(app), post_count(app)
+    response = post_with(client, url, rest, field, longest + longest[-1])
+
+    assert_form_shows_why(response)
+    assert re.search(TOO_LONG, response.text), describe(response)
+    assert (user_rows(app), post_count(app)) == (before, posts)
+
+
+@pytest.mark.parametrize(
+    ("url", "field", "longest", "rest", "logged_in"), FIELDS.values(), ids=FIELDS
+)
+def test_a_nul_in_any_field_is_the_400_page(app, form_client, url, field, longest, rest, logged_in):
+    """A NUL in an otherwise valid value: the 400 page that says so (PostgreSQL can't
+    store it), on both databases; and nothing is written."""
+    client = form_client(url, logged_in)
+    before, posts = user_rows(app), post_count(app)
+    response = post_with(client, url, rest, field, longest[:3] + "\x00" + longest[3:])
+
+    assert_error_page(response, 400)
+    assert NUL_MESSAGE in response.text
+    assert (user_rows(app), post_count(app)) == (before, posts)
+
+
+@pytest.mark.parametrize(
+    ("url", "field", "longest", "rest", "logged_in"), FIELDS.values(), ids=FIELDS
+)
+def test_every_field_accepts_its_longest_value(
+    app, form_client, url, field, longest, rest, logged_in
+):
+    """At exactly the limit, in characters of up to four bytes: accepted and stored whole
+    (PostgreSQL's varchar(n) counts characters, as the forms do, not bytes)."""
+    response = post_with(form_client(url, logged_in), url, rest, field, longest)
+    if url in NEVER_ACCEPTED:
+        assert_form_shows_why(response)  # the wrong password, but no length error
+        assert not re.search(TOO_LONG, response.text), describe(response)
+        return
+    assert response.status_code == 302, describe(response)
+    if url != "/auth/reset_password_request":  # the one form that stores nothing
+        assert stored(app, longest), f"{longest[:10]!r}... is not in the database"
+
+
+def stored(app, value: str) -> bool:
+    """Is `value` in the database, as a text column or as a user's password?"""
+    with app.app_context():
+        texts = [User.username, User.email, User.about_me, Post.body]
+        if any(db.session.scalar(select(column).where(column == value)) for column in texts):
+            return True
+        return any(user.check_password(value) for user in db.session.scalars(select(User)))
+
+
+def test_postgresql_really_refuses_these(app):
+    """Why the tests above matter: on PostgreSQL the database itself refuses a string one
+    over its column and a NUL (a 500, if a form let them through); SQLite stores both."""
+    too_long = "x" * (USERNAME_MAX_LENGTH + 1)
+    for n, username in enumerate([too_long, "a\x00b"]):
+        # Core, not the ORM: straight to the database, past every check of ours.
+        email = f"canary{n}@example.com"
+        row = {"username": username, "username_key": f"canary{n}", "email": email}
+        row |= {"email_key": email, "password_hash": "x", "about_me": ""}
+        with app.app_context():
+            if ON_POSTGRESQL:
+                with pytest.raises(DataError):
+                    db.session.execute(insert(User).values(row))
+                db.session.rollback()
+            else:
+                db.session.execute(insert(User).values(row))
+                db.session.commit()
+                stored = db.session.scalar(select(User.username).filter_by(email=email))
+                assert stored == username  # as long, and with its NUL: no error at all
+
+
+# --- Rate limits: a 4xx page too ----------------------------------------------------------
+
+
+def test_too_many_hostile_logins_get_the_429_page(make_app):
+    """With the limits on, hostile logins are counted like any other failure and end in
+    the 429 page: a 4xx in the site's layout, never a 500."""
+    app = make_app(
+        AUTH_RATE_LIMIT_PER_CLIENT="3 per minute",
+        AUTH_RATE_LIMIT_PER_ACCOUNT="3 per minute",
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    client = app.test_client()
+    names = ["'; DROP TABLE user; --", "<script>", "\u202egnp.exe", "😀" * 100]
+    statuses = [
+        client.post("/auth/login", data={"username": name, "password": "x"}).status_code
+        for name in names
+    ]
+    assert statuses == [200, 200, 200, 429]
+    response = client.post("/auth/login", data={"username": "x" * 100_000, "password": "x"})
+    assert_error_page(response, 429)
+
+
+# --- Inputs these tests once found to be 500s (see the module docstring) --------------------
+
+# A text field sent as a *file* part of a multipart body. Flask-WTF reads
+# request.files together with request.form, so the field's data was a
+# FileStorage, and the field's filter or validator (clean_name(), str.strip(),
+# len()) raised a TypeError; app.forms.Form reads the form body only.
+FILE_IN_A_TEXT_FIELD = {
+    "login": ("/auth/login", {"username": None, "password": "x"}, False),
+    "register": (
+        "/auth/register",
+        {"username": None, "email": "a@example.com", **NEW_PASSWORD},
+        False,
+    ),
+    "reset request": ("/auth/reset_password_request", {"email": None}, False),
+    "reset password": ("/auth/reset_password", {"password": None, "password2": "x"}, False),
+    "post": ("/", {"post": None}, True),
+    "edit profile": ("/edit_profile", {"username": None, "about_me": "x"}, True),
+}
+
+
+@pytest.mark.parametrize(
+    ("url", "data", "logged_in"), FILE_IN_A_TEXT_FIELD.values(), ids=FILE_IN_A_TEXT_FIELD
+)
+def test_a_file_in_a_text_field_is_a_form_error(form_client, url, data, logged_in):
+    """A file where text belongs: the form's error, as for a missing field (or a 4xx page)."""
+    data = {
+        name: (BytesIO(b"admin"), "a.txt") if value is None else value
+        for name, value in data.items()
+    }
+    response = form_client(url, logged_in).post(url, data=data, content_type="multipart/form-data")
+    check_page_answer(response, allowed=(200,))
+    if response.status_code == 200:
+        assert_form_shows_why(response)
+
+
+# JSON bodies. Flask-WTF fills a form from a JSON body too
+# (ImmutableMultiDict(request.get_json())). Values that aren't strings crashed
+# the filters, a body that isn't an object crashed the MultiDict, and strings
+# in it were never seen by the NUL guard (app/input_guard.py reads
+# request.form only): on PostgreSQL a NUL in a post was a DataError.
+# app.forms.Form reads the form body only.
+JSON_BODIES = {
+    "a number for a name": ("/auth/login", '{"username": 123, "password": "x"}', False),
+    "an object for a name": ("/auth/login", '{"username": {"a": 1}, "password": "x"}', False),
+    "a list, not an object": ("/auth/register", "[1, 2]", False),
+    "a string, not an object": ("/auth/reset_password_request", '"a@example.com"', False),
+    "a NUL in a post": ("/", '{"post": "a\\u0000b"}', True),
+    "a NUL in about_me": ("/edit_profile", '{"username": "admin", "about_me": "a\\u0000b"}', True),
+}
+
+
+@pytest.mark.parametrize(("url", "body", "logged_in"), JSON_BODIES.values(), ids=JSON_BODIES)
+def test_a_json_body_is_refused_or_checked_like_a_form(app, form_client, url, body, logged_in):
+    """A JSON body, from a client that isn't a browser: refused (a 4xx page) or read as an
+    empty form (its error); never a 500, and nothing written (with a NUL, nothing at all)."""
+    client = form_client(url, logged_in)
+    before, posts = user_rows(app), post_count(app)
+    response = client.post(url, data=body, content_type="application/json")
+    check_page_answer(response, allowed=(200,))
+    if response.status_code == 200:
+        assert_form_shows_why(response)
+    assert (user_rows(app), post_count(app)) == (before, posts)
+
+
+@pytest.mark.parametrize("referer", ["http://[", "http://[not-an-ip]/user/admin"])
+@pytest.mark.parametrize("url", ["/follow/admin", "/unfollow/admin"])
+def test_a_malformed_referer_sends_a_visitor_to_log_in(client, users, url, referer):
+    """Not logged in, with a Referer that isn't a URL: the login page, as without one."""
+    response = client.post(url, headers={"Referer": referer})
+    assert response.status_code == 302, describe(response)
+    assert urlsplit(response.headers["Location"]).path == "/auth/login"
+
+
+@pytest.mark.parametrize("query", ["page=\xff", "next=\xc3"])
+def test_raw_bytes_in_the_query_string_are_not_a_500(client, query):
+    """WSGI hands the app the query string's bytes as latin-1 text (PEP 3333): bytes that
+    aren't UTF-8 get the 400 page (or are read as "%FF" would be: a page "%FF", a 404)."""
+    response = client.get("/explore", environ_overrides={"QUERY_STRING": query})
+    check_page_answer(response, allowed=(200,))
