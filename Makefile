@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run debug test test-postgres lint format clean bench-errors
+.PHONY: run debug test test-postgres lint format clean bench-errors bench
 
 ## Serve the blog on http://127.0.0.1:5000 with demo data (SQLite by default).
 run: $(VENV)/.installed
@@ -39,6 +39,12 @@ test-postgres: $(VENV)/.installed-dev
 ## Measure the error path: 500-page latency with a dead mail server, storm control, log rotation.
 bench-errors: $(VENV)/.installed-dev
 	$(BIN)/python bench/errors.py
+
+## Measure the pages: req/s, latency, SQL statements and memory against a hello-world ceiling,
+## on SQLite, on PostgreSQL when one answers, and at 10x the posts (a few minutes; wrk if installed).
+## Options through ARGS, e.g. `make bench ARGS=--quick`.
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/pages.py $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
