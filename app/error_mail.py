@@ -171,6 +171,10 @@ class StormControl:
             self._connection = sqlite3.connect(
                 self.path, timeout=10, isolation_level=None, check_same_thread=False
             )
+            # WAL with synchronous=NORMAL: no disk flush on every count (a
+            # storm is many counts a second); a power cut may lose the last few.
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")
             self._connection.execute(self.SCHEMA)
         db = self._connection
         # IMMEDIATE takes the write lock up front, so two workers can't both
@@ -187,7 +191,7 @@ class StormControl:
 
 @dataclass(frozen=True)
 class ErrorReport:
-    """An error, captured in the request's thread, ready to be mailed later."""
+    """What an error mail says, redacted."""
 
     fingerprint: str
     subject: str
@@ -219,26 +223,31 @@ class ErrorMailHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            report = self.capture(record)
-            outbox.submit(lambda: self.deliver(report))
+            # Only what needs the request is read here, in the request's
+            # thread (the request is gone by the time the outbox runs); the
+            # rest waits for the outbox, so that the error page goes out first.
+            message = record.getMessage()
+            details = describe_request()
+            secrets = self.secrets + request_secrets()
+            outbox.submit(lambda: self.deliver(self.capture(record, message, details, secrets)))
         except Exception:
             # Never let reporting an error raise a second one in the request.
             self.handleError(record)
 
-    def capture(self, record: logging.LogRecord) -> ErrorReport:
-        """Copy out of `record` and the request everything the mail will say.
-
-        This runs in the request's thread because the request is gone by the
-        time the outbox gets to it. Every string is redacted here, once.
-        """
-        secrets = self.secrets + request_secrets()
-        details = describe_request()
+    def capture(
+        self,
+        record: logging.LogRecord,
+        message: str,
+        details: dict[str, str] | None,
+        secrets: list[str],
+    ) -> ErrorReport:
+        """Everything the mail will say about `record` (in the outbox), redacted once."""
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             headline = f"{type(error).__name__}: {error}"
             trace = "".join(traceback.format_exception(*record.exc_info))
         else:
-            headline = record.getMessage()
+            headline = message
             trace = record.stack_info or ""
         # Redacted before it is cut short: a secret cut in two no longer matches.
         headline = redact(headline, secrets).strip()
@@ -256,7 +265,7 @@ class ErrorMailHandler(logging.Handler):
             ("Module", Path(pathname).stem),
             ("Function", frame.name if frame else record.funcName or "-"),
             ("Time", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(record.created))),
-            ("Message", record.getMessage()),
+            ("Message", message),
         ]
         return ErrorReport(
             fingerprint=fingerprint(record),

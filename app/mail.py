@@ -22,6 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -153,6 +154,7 @@ class Outbox:
 
     _STOP = object()
     MAX_JOBS = 1000
+    SETTLE_TIME = 0.05  # seconds
 
     def __init__(self, drain_timeout: float = 30.0, idle_interval: float = 5.0):
         self.drain_timeout = drain_timeout
@@ -213,14 +215,22 @@ class Outbox:
 
     def _run(self) -> None:
         next_idle_run = time.monotonic() + self.idle_interval
-        while True:
+        stopping = False
+        while not stopping:
             try:
                 job = self._queue.get(timeout=max(0.0, next_idle_run - time.monotonic()))
             except queue.Empty:
                 job = None
-            if job is self._STOP:
-                return
-            tasks = [job] if job is not None else []
+            tasks = []
+            if job is not None:
+                # The request that queued this job is still sending its error
+                # page; working now would compete with it for the interpreter
+                # (one thread runs Python at a time). Let it finish, then take
+                # everything queued meanwhile in one go.
+                time.sleep(self.SETTLE_TIME)
+                jobs = [job, *self._take_queued()]
+                stopping = self._STOP in jobs
+                tasks = [j for j in jobs if j is not self._STOP]
             if time.monotonic() >= next_idle_run:
                 tasks += self._idle_tasks.values()
                 next_idle_run = time.monotonic() + self.idle_interval
@@ -231,6 +241,13 @@ class Outbox:
                     # A job's own failures are its business (see send_in_background);
                     # this only keeps a bug in one job from killing the thread.
                     log.exception("Mail job failed")
+
+    def _take_queued(self) -> list:
+        taken = []
+        with suppress(queue.Empty):
+            while True:
+                taken.append(self._queue.get_nowait())
+        return taken
 
 
 outbox = Outbox()

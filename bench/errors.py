@@ -39,6 +39,11 @@ from servers import (
 MAIL_TIMEOUT = 2
 
 
+def sqlite_url(folder: Path) -> str:
+    """A new SQLite database in `folder`: the error path doesn't depend on the database."""
+    return f"sqlite:///{folder / 'blog.sqlite'}"
+
+
 def get(url: str) -> float:
     """Request `url`, return the seconds it took (a 500 is the expected answer)."""
     start = time.perf_counter()
@@ -51,7 +56,7 @@ def get(url: str) -> float:
 
 def median_latency(tmp: Path, count: int, **settings) -> float:
     """Median seconds for `count` sequential 500 pages, under `settings`."""
-    env = production_env(tmp, ADMINS="admin@example.com", **settings)
+    env = production_env(tmp, sqlite_url(tmp), ADMINS="admin@example.com", **settings)
     with run_gunicorn(env, tmp, workers=2) as server:
         get(server.url + "/_test/fail")  # warm up both the worker and the mail path
         return statistics.median(get(server.url + "/_test/fail") for _ in range(count))
@@ -76,6 +81,7 @@ def mails_for_identical_errors(root: Path, errors: int = 1000, window: int = 5) 
     with smtp_server("plain", root) as smtp:
         env = production_env(
             root,
+            sqlite_url(root),
             ADMINS="admin@example.com",
             MAIL_ERROR_WINDOW=window,
             **env_settings(smtp.settings),
@@ -92,7 +98,7 @@ def mails_for_identical_errors(root: Path, errors: int = 1000, window: int = 5) 
 
 def lost_log_lines(root: Path, lines: int = 1000) -> tuple[int, int, int]:
     """Log `lines` numbered lines from 4 workers; return (lost, duplicated, files)."""
-    env = production_env(root, LOG_MAX_BYTES=10240, LOG_BACKUP_COUNT=500)
+    env = production_env(root, sqlite_url(root), LOG_MAX_BYTES=10240, LOG_BACKUP_COUNT=500)
     with run_gunicorn(env, root, workers=4) as server:
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda n: get(f"{server.url}/_test/log/{n}"), range(1, lines + 1)))
