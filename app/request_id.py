@@ -40,7 +40,7 @@ def add_request_id_header(response: Response) -> Response:
 
 
 def register_request_id(app: Flask) -> None:
-    # Registered before the blueprints, so the id exists before any other
-    # before-request function can fail.
+    # request_id() also makes the id on first use, so a request that fails in
+    # an earlier before-request function (CSRFProtect's) has one all the same.
     app.before_request(assign_request_id)
     app.after_request(add_request_id_header)
