@@ -1,6 +1,7 @@
 """Real servers for the tests, all on 127.0.0.1.
 
-- gunicorn serving the blog with its production config (`run_gunicorn`);
+- gunicorn serving the blog with its production config (`run_gunicorn`), and
+  a browser's worth of HTTP client for it (`Browser`);
 - an SMTP server, aiosmtpd, plain, with STARTTLS or with implicit TLS, its
   certificate made by a throwaway certificate authority (trustme)
   (`smtp_server`);
@@ -14,6 +15,7 @@ import gzip
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -21,12 +23,15 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
+from http.cookiejar import CookieJar
 from pathlib import Path
 
 import trustme
@@ -106,8 +111,12 @@ def run_gunicorn(
     workers: int = 2,
     preload: bool = False,
     upgrade: bool = True,
+    ready_path: str = "/explore",
 ) -> Iterator[Gunicorn]:
     """Run `flask db upgrade`, then gunicorn, until the block ends.
+
+    gunicorn is ready when `ready_path` answers; for an app whose database
+    never answers, pass ``upgrade=False`` and a static file.
 
     `app` defaults to tests/gunicorn_app.py: the real blog plus routes that
     fail or log on demand.
@@ -138,7 +147,7 @@ def run_gunicorn(
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(server.url + "/explore", timeout=2).close()
+                urllib.request.urlopen(server.url + ready_path, timeout=2).close()
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
@@ -149,6 +158,45 @@ def run_gunicorn(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+class Browser:
+    """Just enough of a browser: cookies, no automatic redirects, CSRF tokens from forms."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base_url: str, timeout: float = 30):
+        self.base_url = base_url
+        self.timeout = timeout  # generous: requests may queue for busy workers
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(CookieJar()), self._NoRedirect
+        )
+
+    def request(
+        self, path: str, data: dict | None = None, headers: dict | None = None
+    ) -> tuple[int, dict, str]:
+        """GET `path` (POST `data` if given); return status, headers and page."""
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        request = urllib.request.Request(self.base_url + path, data=body, headers=headers or {})
+        try:
+            with self.opener.open(request, timeout=self.timeout) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+    def csrf_token(self, path: str) -> str:
+        """GET the page with the form and return its CSRF token."""
+        status, _, page = self.request(path)
+        assert status == 200, page
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+        assert token, "the form has no CSRF token"
+        return token.group(1)
+
+    def submit(self, path: str, fields: dict) -> tuple[int, dict, str]:
+        """GET the page with the form, then POST it with its CSRF token."""
+        return self.request(path, {"csrf_token": self.csrf_token(path), **fields})
 
 
 class Mailbox:

@@ -17,23 +17,18 @@ assert only what must hold whatever the interleaving: one winner, nineteen
 polite refusals, no error page, no data lost.
 """
 
-import re
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
 from conftest import PASSWORD, add_posts, add_user, config_for
 from databases import fresh_database
 from flask import Flask
-from servers import Gunicorn, production_env, run_gunicorn
+from servers import Browser, Gunicorn, production_env, run_gunicorn
 from sqlalchemy import func, select
 
 from app import create_app
@@ -43,44 +38,6 @@ from app.models import Post, User, name_key
 RACERS = 20  # clients sending the same request at once
 WORKERS = 4  # gunicorn worker processes: up to four requests truly in flight
 USERNAME_TAKEN = "Please use a different username."
-
-
-class Browser:
-    """Just enough of a browser: cookies, no automatic redirects, CSRF tokens from forms.
-
-    A copy of the one in test_production.py (test modules don't import each
-    other), with a longer timeout: twenty requests queue for four workers.
-    """
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    def __init__(self, base_url: str):
-        self.base_url = base_url
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(CookieJar()), self._NoRedirect
-        )
-
-    def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        try:
-            with self.opener.open(self.base_url + path, data=body, timeout=30) as response:
-                return response.status, dict(response.headers), response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read().decode()
-
-    def csrf_token(self, path: str) -> str:
-        """GET the page with the form and return its CSRF token."""
-        status, _, page = self.request(path)
-        assert status == 200, page
-        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
-        assert token, "the form has no CSRF token"
-        return token.group(1)
-
-    def submit(self, path: str, fields: dict) -> tuple[int, dict, str]:
-        """GET the page with the form, then POST it with its CSRF token."""
-        return self.request(path, {"csrf_token": self.csrf_token(path), **fields})
 
 
 @dataclass

@@ -34,16 +34,10 @@ import logging
 import re
 import socket
 import sqlite3
-import subprocess
 import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
@@ -52,11 +46,9 @@ from databases import ON_POSTGRESQL, SERVER_URL
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 from servers import (
-    BIN,
-    ROOT,
+    Browser,
     Gunicorn,
     env_settings,
-    free_port,
     production_env,
     run_gunicorn,
     smtp_server,
@@ -239,86 +231,6 @@ def tarpit_url(wire: Cable) -> str:
 
 
 # --- A browser, and gunicorn without a database -----------------------------------
-
-
-class Browser:
-    """Just enough of a browser: cookies, no automatic redirects, CSRF tokens from forms.
-
-    A copy of the one in test_production.py (test modules don't import each
-    other), plus request headers.
-    """
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    def __init__(self, base_url: str):
-        self.base_url = base_url
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(CookieJar()), self._NoRedirect
-        )
-
-    def request(
-        self, path: str, data: dict | None = None, headers: dict | None = None
-    ) -> tuple[int, dict, str]:
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        request = urllib.request.Request(self.base_url + path, data=body, headers=headers or {})
-        try:
-            with self.opener.open(request, timeout=30) as response:
-                return response.status, dict(response.headers), response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read().decode()
-
-    def submit(self, path: str, fields: dict) -> tuple[int, dict, str]:
-        """GET the page with the form, then POST it with its CSRF token."""
-        status, _, page = self.request(path)
-        assert status == 200, page
-        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
-        assert token, "the form has no CSRF token"
-        return self.request(path, {"csrf_token": token.group(1), **fields})
-
-
-@contextmanager
-def run_gunicorn_without_database(env: dict[str, str], tmp_path: Path) -> Iterator[Gunicorn]:
-    """gunicorn (2 workers) for an app whose database never answers.
-
-    servers.run_gunicorn can't start this one: it runs `flask db upgrade`
-    first, and waits for /explore to answer 200, which it never will here. So
-    this one waits for a static file instead, which needs no database.
-    (A candidate for servers.py: run_gunicorn(..., ready_path=...).)
-    """
-    port = free_port()
-    command = [
-        BIN / "gunicorn",
-        "--workers",
-        "2",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--pythonpath",
-        str(ROOT / "tests"),
-        "--no-control-socket",
-        "blog:app",
-    ]
-    output = tmp_path / f"gunicorn-{port}.out"
-    with open(output, "w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Gunicorn(f"http://127.0.0.1:{port}", process, output)
-    ready = f"{server.url}/bootstrap/static/css/bootstrap.min.css"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(ready, timeout=2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"gunicorn did not start:\n{server.log()}") from None
-                time.sleep(0.1)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def two_at_once(base_url: str, path: str) -> list[tuple[int, dict, str]]:
@@ -588,7 +500,10 @@ def test_unreachable_database_under_gunicorn(tmp_path):
     """
     with cable() as tarpit:
         env = production_env(tmp_path, tarpit_url(tarpit), DATABASE_CONNECT_TIMEOUT=2)
-        with run_gunicorn_without_database(env, tmp_path) as server:
+        # No `flask db upgrade` (it would wait for the database too), and ready
+        # when a static file answers: no page that needs the database ever will.
+        ready = "/bootstrap/static/css/bootstrap.min.css"
+        with run_gunicorn(env, tmp_path, app="blog:app", upgrade=False, ready_path=ready) as server:
             visitor = Browser(server.url)
             assert tarpit.connections() == 0
 

@@ -3,45 +3,9 @@ built by `flask db upgrade`, and a client that goes through the forms (CSRF
 tokens included) the way a browser does.
 """
 
-import re
-import urllib.error
-import urllib.parse
-import urllib.request
-from http.cookiejar import CookieJar
-
 import pytest
 from databases import fresh_database
-from servers import production_env, run_gunicorn
-
-
-class Browser:
-    """Just enough of a browser: cookies, no automatic redirects, CSRF tokens from forms."""
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    def __init__(self, base_url: str):
-        self.base_url = base_url
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(CookieJar()), self._NoRedirect
-        )
-
-    def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        try:
-            with self.opener.open(self.base_url + path, data=body, timeout=10) as response:
-                return response.status, dict(response.headers), response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read().decode()
-
-    def submit(self, path: str, fields: dict) -> tuple[int, dict, str]:
-        """GET the page with the form, then POST it with its CSRF token."""
-        status, _, page = self.request(path)
-        assert status == 200, page
-        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
-        assert token, "the form has no CSRF token"
-        return self.request(path, {"csrf_token": token.group(1), **fields})
+from servers import Browser, production_env, run_gunicorn
 
 
 @pytest.fixture(scope="module")
