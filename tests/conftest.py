@@ -25,11 +25,15 @@ Fixtures and helpers for new test modules:
   ``flask`` command in a subprocess, a database a test breaks or deletes.
   Several in one test, or one for a whole module: the context manager
   ``databases.fresh_database(folder)``.
+- ``restore_logging``: for modules that call init_logger/init_email
+  (``pytestmark = pytest.mark.usefixtures("restore_logging")``): puts the
+  process-global loggers and the mail outbox back after each test.
 - ``databases.ON_POSTGRESQL``: for the few assertions that differ by backend;
   ``databases.bug_on_postgresql(reason)``: mark a test failing because of a
   known app bug on PostgreSQL (a strict xfail there, a normal test on SQLite).
 """
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -45,12 +49,14 @@ from databases import (
     upgrade_database,
 )
 from flask import Flask
+from flask.logging import default_handler
 from flask.testing import FlaskClient
 from sqlalchemy import text
 from werkzeug.security import generate_password_hash
 
 from app import create_app
 from app.extensions import db
+from app.mail import outbox
 from app.models import Post, User, now_utc
 from config import TestingConfig
 
@@ -205,3 +211,36 @@ class AuthActions:
 @pytest.fixture
 def auth(client) -> AuthActions:
     return AuthActions(client)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Leave the process-global loggers and the mail outbox as they were.
+
+    init_logger and init_email attach handlers to loggers that outlive any app
+    ("app", "blog.mail", "sqlalchemy"...), set their levels, and tune the one
+    `outbox` of the process; left behind, one test's handler would write into
+    the next test's log file, or mail its errors. Test modules that call them
+    use this fixture.
+    """
+    ours = {"blog-log", "blog-mail"}
+    watched = ["app", "blog.mail", "sqlalchemy", "gunicorn.error", "some.library"]
+    saved = {
+        name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in watched
+    }
+    had_default_handler = default_handler in logging.getLogger("app").handlers
+    saved_outbox = (outbox.idle_interval, outbox.drain_timeout)
+    yield
+    outbox.drain()  # queued mails may still log through the handlers below
+    outbox.on_idle("error-mail-summaries", lambda: None)  # forget this test's handler
+    outbox.idle_interval, outbox.drain_timeout = saved_outbox
+    loggers = [logging.getLogger(), *map(logging.getLogger, logging.Logger.manager.loggerDict)]
+    for logger in loggers:
+        for handler in [h for h in logger.handlers if h.name in ours]:
+            logger.removeHandler(handler)
+            handler.close()  # LogFileHandler.close() survives a full disk
+    for name, (level, propagate) in saved.items():
+        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).propagate = propagate
+    if had_default_handler:
+        logging.getLogger("app").addHandler(default_handler)

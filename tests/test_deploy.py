@@ -13,7 +13,6 @@ failing (tests/servers.py's `wait_until`).
 """
 
 import http.client
-import logging
 import re
 import secrets
 import shutil
@@ -30,7 +29,6 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, add_user, config_for
 from databases import fresh_database, upgrade_database
-from flask.logging import default_handler
 from servers import (
     BIN,
     ROOT,
@@ -52,7 +50,6 @@ from app.security import security_headers
 from config import database_url as sqlalchemy_url
 
 ADMIN = "admin@example.com"
-OUR_HANDLERS = {"blog-log", "blog-mail"}
 # The settings `flask check-deploy` wants, besides a key and a database.
 GOOD_SETTINGS = {
     "SESSION_COOKIE_SECURE": "1",
@@ -68,37 +65,11 @@ ACCESS_LINE = re.compile(
     r'"(?P<referer>[^"]*)" "[^"]*" \d+ms request_id=(?P<request_id>\S+)$'
 )
 
+# init_logger and init_email change process-global state: conftest restores it.
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
 
 # --- Fixtures and helpers -----------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def restore_logging_and_outbox() -> Iterator[None]:
-    """Leave the process-global loggers and the mail outbox as they were.
-
-    init_logger and init_email attach handlers to loggers that outlive the
-    app ("app", "blog.mail", "sqlalchemy"); left there, one test's handler
-    would write into the next test's log file, or mail its errors.
-    """
-    watched = ["app", "blog.mail", "sqlalchemy"]
-    saved = {
-        name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in watched
-    }
-    had_default_handler = default_handler in logging.getLogger("app").handlers
-    saved_outbox = (outbox.idle_interval, outbox.drain_timeout)
-    yield
-    outbox.drain()  # queued mails may still log through the handlers below
-    outbox.on_idle("error-mail-summaries", lambda: None)  # forget this test's handler
-    outbox.idle_interval, outbox.drain_timeout = saved_outbox
-    for name in watched:
-        logger = logging.getLogger(name)
-        for handler in [h for h in logger.handlers if h.name in OUR_HANDLERS]:
-            logger.removeHandler(handler)
-            handler.close()
-        logger.setLevel(saved[name][0])
-        logger.propagate = saved[name][1]
-    if had_default_handler:
-        logging.getLogger("app").addHandler(default_handler)
 
 
 def deploy_env(tmp_path: Path, database_url: str, **settings: object) -> dict[str, str]:

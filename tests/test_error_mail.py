@@ -16,7 +16,6 @@ The in-process tests build the app with `make_app` and call `init_logger`
 and `init_email` themselves, as `create_app` does in production.
 """
 
-import logging
 import re
 import subprocess
 import threading
@@ -31,7 +30,6 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from flask import Flask, request
-from flask.logging import default_handler
 from servers import (
     BIN,
     ROOT,
@@ -54,45 +52,18 @@ PREFIX = "[博客异常]"  # non-ASCII on purpose: the subject must arrive intac
 SECRET_KEY = "error-mail-test-secret-key-nobody-may-read"
 TYPED_PASSWORD = "hunter2-typed-into-the-form"
 BROWSER = "Mozilla/5.0 (error-mail test browser)"
-OUR_HANDLERS = {"blog-log", "blog-mail"}
 HELD_BACK = "held back"
 
 # The SSL server requires AUTH over implicit TLS, which aiosmtpd does not
 # count as TLS, so it warns about "AUTH without TLS": not so here.
-pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS"),
+    # init_logger and init_email change process-global state: conftest restores it.
+    pytest.mark.usefixtures("restore_logging"),
+]
 
 
 # --- Fixtures and helpers -----------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def restore_logging_and_outbox() -> Iterator[None]:
-    """Leave the process-global loggers and the outbox as they were.
-
-    init_logger and init_email attach handlers to loggers that outlive the app
-    ("app", "blog.mail", "sqlalchemy") and tune the one `outbox` of the
-    process; left behind, one test's handler would mail into the next test.
-    """
-    watched = ["app", "blog.mail", "sqlalchemy"]
-    saved = {
-        name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in watched
-    }
-    had_default_handler = default_handler in logging.getLogger("app").handlers
-    saved_outbox = (outbox.idle_interval, outbox.drain_timeout)
-    yield
-    # Finish queued mails first: they may still log through the handlers below.
-    outbox.drain()
-    outbox.on_idle("error-mail-summaries", lambda: None)  # forget this test's handler
-    outbox.idle_interval, outbox.drain_timeout = saved_outbox
-    for name in watched:
-        logger = logging.getLogger(name)
-        for handler in [h for h in logger.handlers if h.name in OUR_HANDLERS]:
-            logger.removeHandler(handler)
-            handler.close()
-        logger.setLevel(saved[name][0])
-        logger.propagate = saved[name][1]
-    if had_default_handler:
-        logging.getLogger("app").addHandler(default_handler)
 
 
 def add_failing_routes(app: Flask) -> None:

@@ -15,15 +15,12 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
 from conftest import PASSWORD
 from flask import Flask, request
-from flask.logging import default_handler
 from servers import ROOT, clean_env, production_env, run_gunicorn, wait_until
 
 from app.logger import extra_loggers, init_logger
@@ -38,39 +35,12 @@ LINE = re.compile(
 )
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex
 SECRET_KEY = "a-test-secret-key-nobody-may-read"
-OUR_HANDLERS = {"blog-log", "blog-mail"}
+
+# init_logger changes process-global loggers: conftest puts them back after each test.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 # --- Fixtures and helpers -----------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def restore_loggers() -> Iterator[None]:
-    """Take our handlers off the process-global loggers after each test.
-
-    init_logger attaches handlers to loggers that outlive the app ("app",
-    "blog.mail", "sqlalchemy"...), and sets their levels; left there, one
-    test's handler would write into the next test's files.
-    """
-    watched = ["app", "blog.mail", "sqlalchemy", "gunicorn.error", "some.library"]
-    saved = {
-        name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in watched
-    }
-    had_default_handler = default_handler in logging.getLogger("app").handlers
-    yield
-    loggers = [logging.getLogger(), *map(logging.getLogger, logging.Logger.manager.loggerDict)]
-    for logger in loggers:
-        for handler in [h for h in logger.handlers if h.name in OUR_HANDLERS]:
-            logger.removeHandler(handler)
-            # A handler whose writes failed (the disk-full test) still holds
-            # the unwritten bytes, and closing it tries to write them again.
-            with suppress(OSError):
-                handler.close()
-    for name, (level, propagate) in saved.items():
-        logging.getLogger(name).setLevel(level)
-        logging.getLogger(name).propagate = propagate
-    if had_default_handler:
-        logging.getLogger("app").addHandler(default_handler)
 
 
 def add_logging_routes(app: Flask) -> None:
