@@ -52,6 +52,7 @@ statements each page ran.
 """
 
 import argparse
+import html
 import os
 import platform
 import re
@@ -413,12 +414,12 @@ def seed(env: dict[str, str], posts: int) -> tuple[float, str, str]:
 
 
 def count_statements_per_page(
-    database_url: str, username: str, password: str, paths: list[str]
-) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Log in with Flask's test client and count the statements of one GET of each path.
+    database_url: str, username: str, password: str, pages: list["BlogPage"]
+) -> dict[str, list[str]]:
+    """Log in with Flask's test client, find each page's URL, and count the
+    statements of one GET of it; return the statements per URL.
 
-    Returns the statements per path, and the paths that had to change: a
-    page DEEP_PAGE past the end of the list is replaced by the last page.
+    A page reached by its links gets its `path` filled in here (see BlogPage).
     """
     # Imported here, not at the top: app code, which the load generators and
     # the hello-world part don't need.
@@ -441,38 +442,40 @@ def count_statements_per_page(
     if login.status_code != 302:
         raise RunFailed(f"logging in with the test client answered {login.status_code}")
 
-    replaced = {}
     counted = {}
     try:
-        for wanted in paths:
-            path = replaced[wanted] = last_page_if_missing(client, wanted)
+        for page in pages:
+            if page.clicks:
+                follow_older_links(client, page)
             # The first request after logging in also writes last_seen (at most
             # once a minute); count the second, a reader's ordinary request.
-            client.get(path)
-            status, statements = statements_for_get(app, client, path)
+            client.get(page.path)
+            status, statements = statements_for_get(app, client, page.path)
             if status != 200:
-                raise RunFailed(f"{path} answered {status} to the test client")
-            counted[path] = statements
+                raise RunFailed(f"{page.path} answered {status} to the test client")
+            counted[page.path] = statements
     finally:
         with app.app_context():
             db.engine.dispose()  # PostgreSQL can't drop a database we're still connected to
-    return counted, {old: new for old, new in replaced.items() if old != new}
+    return counted
 
 
-def last_page_if_missing(client, path: str) -> str:
-    """`path` if it exists; for a ?page=N past the end, the last page instead."""
-    found = re.fullmatch(r"(.*[?&]page=)(\d+)", path)
-    if not found or client.get(path).status_code != 404:
-        return path
-    # Page 1 always exists; past the end is a 404 (app/pagination.py). Bisect.
-    low, high = 1, int(found.group(2))
-    while high - low > 1:
-        middle = (low + high) // 2
-        if client.get(f"{found.group(1)}{middle}").status_code == 200:
-            low = middle
-        else:
-            high = middle
-    return f"{found.group(1)}{low}"
+def follow_older_links(client, page: "BlogPage") -> None:
+    """Click "Older posts" page.clicks times from page.start, as a reader would, and
+    set page.path to where that lands: the URL with the cursor of page DEEP_PAGE.
+
+    If the list ends first, the last page is measured instead, and page.note says so.
+    """
+    path = page.start
+    for clicks in range(page.clicks):
+        older = re.search(
+            r'<a class="page-link" href="([^"#]+)">[^<]*Older posts', client.get(path).text
+        )
+        if older is None:
+            page.note = f"page {DEEP_PAGE} doesn't exist: measured page {clicks + 1}, the last"
+            break
+        path = html.unescape(older.group(1))
+    page.path = path
 
 
 def log_in_over_http(base_url: str, username: str, password: str) -> str:
@@ -497,14 +500,36 @@ def log_in_over_http(base_url: str, username: str, password: str) -> str:
     return "; ".join(f"{cookie.name}={cookie.value}" for cookie in cookies)
 
 
-def blog_pages(large: bool) -> list[tuple[str, str]]:
-    """(label, path) of each page to load."""
-    pages = [("index, page 1", "/"), (f"index, page {DEEP_PAGE}", f"/?page={DEEP_PAGE}")]
+@dataclass
+class BlogPage:
+    """A page to load. `start` is its URL, or for a deep page the first page of its
+    list, from which a reader clicks "Older posts" `clicks` times to reach it."""
+
+    label: str
+    start: str
+    clicks: int = 0
+    path: str = ""
+    note: str = ""
+
+    def __post_init__(self):
+        self.path = self.path or self.start
+
+
+def blog_pages(large: bool) -> list[BlogPage]:
+    """The pages to load. Page DEEP_PAGE is reached through its links, which carry a
+    cursor (app/pagination.py); typed as ?page=N it is read with OFFSET, also measured."""
+    deep = DEEP_PAGE - 1
+    pages = [
+        BlogPage("index, page 1", "/"),
+        BlogPage(f"index, page {DEEP_PAGE}", "/", clicks=deep),
+        BlogPage(f"index, ?page={DEEP_PAGE} typed", f"/?page={DEEP_PAGE}"),
+    ]
     if not large:
         pages += [
-            ("explore, page 1", "/explore"),
-            (f"explore, page {DEEP_PAGE}", f"/explore?page={DEEP_PAGE}"),
-            (f"profile ({PROFILE_USER}), page 1", f"/user/{PROFILE_USER}"),
+            BlogPage("explore, page 1", "/explore"),
+            BlogPage(f"explore, page {DEEP_PAGE}", "/explore", clicks=deep),
+            BlogPage(f"explore, ?page={DEEP_PAGE} typed", f"/explore?page={DEEP_PAGE}"),
+            BlogPage(f"profile ({PROFILE_USER}), page 1", f"/user/{PROFILE_USER}"),
         ]
     return pages
 
@@ -519,16 +544,13 @@ def measure_blog(
     print_title(f"{table.title} (flask seed: {seconds:.1f} s)")
 
     pages = blog_pages(large)
-    counted, replaced = count_statements_per_page(
-        database_url, username, password, [path for _, path in pages]
-    )
+    counted = count_statements_per_page(database_url, username, password, pages)
     with run_gunicorn(env, tmp, app="blog:app", workers=WORKERS, upgrade=False) as server:
         cookie = log_in_over_http(server.url, username, password)
-        for label, path in pages:
-            row = measure_page(server, label, replaced.get(path, path), cookie, args, tmp)
+        for page in pages:
+            row = measure_page(server, page.label, page.path, cookie, args, tmp)
             row.statements = len(counted[row.path])
-            if path in replaced:
-                row.note = f"page {DEEP_PAGE} doesn't exist: measured {row.path}, the last page"
+            row.note = row.note or page.note
             table.rows.append(row)
             print_row(row, hello)
             if args.show_sql:

@@ -166,28 +166,103 @@ def paged_client(make_app):
 PAGED = ["/explore", "/", "/user/admin"]
 
 
+def pager_link(response, label: str) -> str | None:
+    """The URL behind the "Newer posts" or "Older posts" link, or None if it is disabled."""
+    match = re.search(rf'<a class="page-link" href="([^"]*)">[^<]*{label}', response.text)
+    assert match, f"no {label} link on the page"
+    url = html.unescape(match.group(1))
+    return None if url == "#" else url
+
+
+def posts_on(response) -> list[str]:
+    return re.findall(r"post \d+ by admin", page_text(response))
+
+
 @pytest.mark.parametrize("path", PAGED)
-def test_pagination(paged_client, path):
-    response = paged_client.get(path)
-    text = page_text(response)
-    assert_in_order(text, "post 7 by admin", "post 6 by admin", "post 5 by admin")
-    assert "post 4 by admin" not in text
-    assert f'href="{path}?page=2">' in text  # Older posts
-    assert f'href="{path}?page=0"' not in text  # no Newer posts on the first page
+def test_pagination_by_its_links(paged_client, path):
+    """Older posts all the way down, then Newer posts all the way back up."""
+    first = paged_client.get(path)
+    assert posts_on(first) == ["post 7 by admin", "post 6 by admin", "post 5 by admin"]
+    assert pager_link(first, "Newer posts") is None
 
-    text = page_text(paged_client.get(f"{path}?page=2"))
-    assert_in_order(text, "post 4 by admin", "post 3 by admin", "post 2 by admin")
-    assert f'href="{path}?page=1">' in text
-    assert f'href="{path}?page=3">' in text
+    second = paged_client.get(pager_link(first, "Older posts"))
+    assert posts_on(second) == ["post 4 by admin", "post 3 by admin", "post 2 by admin"]
 
-    response = paged_client.get(f"{path}?page=3")
-    assert response.status_code == 200
-    text = page_text(response)
-    assert "post 1 by admin" in text
-    assert "post 2 by admin" not in text
-    assert f'href="{path}?page=4"' not in text  # no Older posts on the last page
+    last = paged_client.get(pager_link(second, "Older posts"))
+    assert posts_on(last) == ["post 1 by admin"]
+    assert pager_link(last, "Older posts") is None
 
+    back = paged_client.get(pager_link(last, "Newer posts"))
+    assert posts_on(back) == posts_on(second)
+    assert pager_link(back, "Older posts") == pager_link(second, "Older posts")
+    assert pager_link(back, "Newer posts") == path  # page 1 is the list's own URL
+    assert posts_on(paged_client.get(pager_link(back, "Newer posts"))) == posts_on(first)
+
+
+@pytest.mark.parametrize("path", PAGED)
+def test_page_numbers_typed_by_hand_still_work(paged_client, path):
+    """?page=N from a bookmark or an older link: the same pages, and a 404 past the end."""
+    assert posts_on(paged_client.get(f"{path}?page=2")) == [
+        "post 4 by admin",
+        "post 3 by admin",
+        "post 2 by admin",
+    ]
+    assert posts_on(paged_client.get(f"{path}?page=3")) == ["post 1 by admin"]
     response = paged_client.get(f"{path}?page=4")
+    assert response.status_code == 404
+    assert "Page not found" in page_text(response)
+
+
+@pytest.mark.parametrize("path", PAGED)
+def test_a_new_post_does_not_push_posts_onto_the_next_page(paged_client, path):
+    """Reading page 1, then Older: a post written in between doesn't show "post 5" twice
+    (with OFFSET paging, page 2 would start at the post page 1 ended with)."""
+    older = pager_link(paged_client.get(path), "Older posts")
+    paged_client.post("/", data={"post": "post 8 by admin"})
+    assert posts_on(paged_client.get(older)) == [
+        "post 4 by admin",
+        "post 3 by admin",
+        "post 2 by admin",
+    ]
+
+
+def test_posts_written_in_the_same_instant_are_neither_skipped_nor_repeated(make_app):
+    """Seven posts with one timestamp, three a page: the id decides their order."""
+    app = make_app(POSTS_PER_PAGE=3)
+    with app.app_context():
+        author = add_user("admin")
+        moment = now_utc() - timedelta(minutes=5)
+        db.session.add_all(
+            Post(body=f"post {n} by admin", author=author, timestamp=moment) for n in range(1, 8)
+        )
+        db.session.commit()
+    client = app.test_client()
+    seen, url = [], "/explore"
+    while url:
+        response = client.get(url)
+        seen += posts_on(response)
+        url = pager_link(response, "Older posts")
+    assert seen == [f"post {n} by admin" for n in range(7, 0, -1)]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "before=abc",
+        "before=",
+        "before=12",
+        "before=-12",
+        "after=12-",
+        "before=1.5-2",
+        "before=1-99999999999999999999",  # more than any id column holds
+        "before=1-9223372036854775808",  # one more than the largest 64-bit id
+        "before=999999999999999999-1",  # past the year 9999
+        "page=2&before=0-1",  # before the first post ever: a page past the end
+    ],
+)
+@pytest.mark.parametrize("path", PAGED)
+def test_a_bad_cursor_is_not_found(paged_client, path, query):
+    response = paged_client.get(f"{path}?{query}")
     assert response.status_code == 404
     assert "Page not found" in page_text(response)
 
