@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run debug test test-postgres lint format clean bench-errors bench
+.PHONY: run debug test test-postgres lint format clean bench-errors bench profile
 
 ## Serve the blog on http://127.0.0.1:5000 with demo data (SQLite by default).
 run: $(VENV)/.installed
@@ -45,6 +45,10 @@ bench-errors: $(VENV)/.installed-dev
 ## Options through ARGS, e.g. `make bench ARGS=--quick`.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/pages.py $(ARGS)
+
+## Where the hot pages' time goes: pyinstrument's call tree for the index, explore and a profile.
+profile: $(VENV)/.installed-dev
+	$(BIN)/python bench/profile.py $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
