@@ -10,7 +10,10 @@ What it measures, all on 127.0.0.1, in one run:
 2. The blog's pages on SQLite with 1,000 users, 50,000 posts and 50 follows
    per user (`flask seed`), logged in as the demo user: the index (the posts
    of the people you follow) at page 1 and page 200, explore (every post) at
-   page 1 and page 200, and a profile. Each page gets about 10 seconds of load
+   page 1 and page 200, and a profile. Page 200 is the one a reader reaches
+   by clicking "Older posts" 199 times (its URL carries a cursor); the same
+   page typed as ?page=200, which the app reads with OFFSET, gets a row of
+   its own. Each page gets about 10 seconds of load
    at concurrency 16 from `wrk` when it is installed (Debian: `apt-get install
    wrk`), else from a small Python load generator in this file.
 3. The same pages on PostgreSQL, when a server answers (TEST_DATABASE_URL, by
