@@ -24,8 +24,15 @@ except ConfigError as error:
     sys.exit(3)
 
 if __name__ == "__main__":
-    # Werkzeug's debugger and reloader, unless EXTERNAL_DEBUGGER is on: then
+    # Werkzeug's debugger and reloader in debug mode only (the debugger runs
+    # any Python a visitor types), and not with EXTERNAL_DEBUGGER: then
     # exceptions and restarts are left to the IDE's debugger (VS Code,
-    # PyCharm), which can't work beside them. The seeds' DEBUG_WITH_APTANA.
-    use_werkzeug_tools = not app.config["EXTERNAL_DEBUGGER"]
-    app.run(use_debugger=use_werkzeug_tools, use_reloader=use_werkzeug_tools)
+    # PyCharm), which can't work beside them. Passing True here would switch
+    # the debugger on even with FLASK_DEBUG=0.
+    use_werkzeug_tools = app.debug and not app.config["EXTERNAL_DEBUGGER"]
+    # The same address settings as `flask run` reads.
+    host = os.environ.get("FLASK_RUN_HOST", "127.0.0.1")
+    port = os.environ.get("FLASK_RUN_PORT", "5000")
+    if not port.isdigit():
+        sys.exit(f"Configuration error: FLASK_RUN_PORT={port!r} is not a port number")
+    app.run(host, int(port), use_debugger=use_werkzeug_tools, use_reloader=use_werkzeug_tools)

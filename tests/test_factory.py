@@ -3,8 +3,11 @@
 """
 
 import os
+import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -14,6 +17,7 @@ from click.testing import Result
 from conftest import config_for
 from databases import fresh_database
 from flask import Flask
+from servers import free_port, wait_until
 from sqlalchemy import func, select
 
 import config
@@ -485,3 +489,44 @@ def test_production_refuses_debug_mode(fresh_database_url):
     assert result.returncode == 3
     assert "Debug mode is on" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flask_debug", "console_status"),
+    [(None, 200), ("1", 200), ("0", 404)],
+)
+def test_python_blog_py_has_the_debugger_only_in_debug_mode(
+    fresh_database_url, flask_debug, console_status
+):
+    """`python blog.py` turns debug mode on by default; with FLASK_DEBUG=0 it must
+    not bring Werkzeug's debugger (a Python console at /console) along anyway."""
+    port = free_port()
+    settings = {"FLASK_DEBUG": flask_debug} if flask_debug else {}
+    env = clean_env(DATABASE_URL=fresh_database_url, FLASK_RUN_PORT=str(port), **settings)
+    # Its own process group: the reloader runs the server in a child process.
+    server = subprocess.Popen(
+        [sys.executable, "blog.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_status(f"{base}/healthz") == 200, message="python blog.py")
+        assert http_status(f"{base}/console") == console_status
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def http_status(url: str) -> int | None:
+    """The status of a GET, or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
