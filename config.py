@@ -19,6 +19,11 @@ from limits import parse_many
 BASE_DIR = Path(__file__).resolve().parent
 load_dotenv(BASE_DIR / ".env")
 
+# The languages the blog is translated into, named as in Babel ("zh_CN"). Each
+# but English has a catalogue in app/translations, in the folder of Babel's
+# full name for it (zh_Hans_CN: see app/translate.py).
+LANGUAGES = ["en", "zh_CN"]
+
 # Only ever used by the development and testing configs; production refuses it.
 DEV_SECRET_KEY = "dev-only-insecure-secret-key"
 
@@ -133,6 +138,9 @@ class Config:
     # A CA bundle to trust instead of the system's, for a mail relay with a
     # private certificate. Certificates are always verified.
     MAIL_CA_FILE = os.environ.get("MAIL_CA_FILE")
+    # The language of the error mails and of `flask test-email`: the admins',
+    # whatever language the visitor who hit the error reads. One of LANGUAGES.
+    ADMIN_LOCALE = (os.environ.get("ADMIN_LOCALE") or "en").strip()
     # Error mails start with this; any language works ("[博客异常]"), it is sent as UTF-8.
     MAIL_SUBJECT_PREFIX = os.environ.get("MAIL_SUBJECT_PREFIX") or "[Blog]"
     # Storm control: the same error is mailed at most once per window (seconds);
@@ -195,6 +203,10 @@ class Config:
     # failing every login with a 500.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
 
+    # Where Flask-Babel finds the catalogues, and where `flask translate` writes
+    # them: absolute, so both work from any directory.
+    BABEL_TRANSLATION_DIRECTORIES = str(BASE_DIR / "app" / "translations")
+
     # `python blog.py` with this on leaves exceptions and reloading to an IDE's
     # debugger (VS Code, PyCharm) instead of Werkzeug's.
     EXTERNAL_DEBUGGER = env_bool("EXTERNAL_DEBUGGER")
@@ -206,6 +218,11 @@ class Config:
             raise ConfigError("\n".join(invalid_settings))
         if cls.LOG_LEVEL not in logging.getLevelNamesMapping():
             raise ConfigError(f"LOG_LEVEL={cls.LOG_LEVEL!r} is not a logging level, e.g. INFO.")
+        if cls.ADMIN_LOCALE not in LANGUAGES:
+            raise ConfigError(
+                f"ADMIN_LOCALE={cls.ADMIN_LOCALE!r} is not a language the blog speaks: "
+                f"use one of {', '.join(LANGUAGES)}."
+            )
         for name in ("AUTH_RATE_LIMIT_PER_CLIENT", "AUTH_RATE_LIMIT_PER_ACCOUNT"):
             # A typo here would otherwise be a 500 on every login, not a startup error.
             try:

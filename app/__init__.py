@@ -1,6 +1,6 @@
 """The application factory: read it as the table of contents of the app."""
 
-from flask import Flask, request, session
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import models  # noqa: F401  (Flask-Migrate's autogenerate needs the models registered)
@@ -9,6 +9,7 @@ from app.commands import register_commands
 from app.database import configure_database
 from app.errors import register_error_handlers
 from app.extensions import babel, bootstrap, csrf, db, login, migrate
+from app.i18n import register_i18n, select_locale
 from app.input_guard import register_input_guard
 from app.logger import init_email, init_logger, init_sentry
 from app.main import bp as main_bp
@@ -18,7 +19,6 @@ from app.templating import register_template_helpers
 from app.user import bp as user_bp
 from config import BASE_DIR, Config
 
-LANGUAGES = ["en"]
 MIGRATIONS_DIR = BASE_DIR / "migrations"
 
 
@@ -52,6 +52,7 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     register_error_handlers(app)
     register_security(app)
     register_template_helpers(app)
+    register_i18n(app)
     register_commands(app)
 
     # Production logging and error reports. Not in debug mode (the debugger
@@ -61,8 +62,3 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         init_email(app)
         init_sentry(app)
     return app
-
-
-def select_locale() -> str | None:
-    """The user's language: their own choice, else their browser's, else English."""
-    return session.get("locale") or request.accept_languages.best_match(LANGUAGES)

@@ -1,6 +1,7 @@
 """Command-line tools: `flask seed` fills an empty database with demo data;
 `flask test-email` and `flask test-error` check error reporting before you rely
-on it; `flask check-deploy` lists what is unsafe in a production configuration."""
+on it; `flask check-deploy` lists what is unsafe in a production configuration;
+`flask translate` (app/translate.py) keeps the translation catalogues up to date."""
 
 import logging
 import os
@@ -17,6 +18,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from flask_babel import force_locale
+from flask_babel import gettext as _
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import generate_password_hash
@@ -26,6 +29,7 @@ from app.error_mail import ErrorMailHandler
 from app.extensions import db
 from app.mail import MailError, MailSettings, build_message, outbox, send
 from app.models import Post, User, followers, name_key, now_utc
+from app.translate import translate_command
 from config import DEV_SECRET_KEY, env_bool
 
 DEMO_PASSWORD = "demo-password"
@@ -160,12 +164,17 @@ def test_email_command() -> None:
         f"Sending from {settings.sender} to {', '.join(config['ADMINS'])} "
         f"via {settings.server}:{settings.port} ({mode})..."
     )
-    message = build_message(
-        settings,
-        config["ADMINS"],
-        f"{config['MAIL_SUBJECT_PREFIX']} Test mail",
-        "This is a test mail from `flask test-email`: error mails will arrive like this one.",
-    )
+    # In the error mails' language, so that it shows how they will arrive.
+    with force_locale(config["ADMIN_LOCALE"]):
+        message = build_message(
+            settings,
+            config["ADMINS"],
+            config["MAIL_SUBJECT_PREFIX"] + " " + _("Test mail"),
+            _(
+                "This is a test mail from `flask test-email`: "
+                "error mails will arrive like this one."
+            ),
+        )
     try:
         send(settings, message)
     except MailError as error:
@@ -293,6 +302,12 @@ def database_problems() -> list[str]:
 
 
 def register_commands(app: Flask) -> None:
-    commands = (seed_command, test_email_command, test_error_command, check_deploy_command)
+    commands = (
+        seed_command,
+        test_email_command,
+        test_error_command,
+        check_deploy_command,
+        translate_command,
+    )
     for command in commands:
         app.cli.add_command(command)

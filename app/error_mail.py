@@ -8,6 +8,12 @@ whether to mail it, and mails it.
 Storm control answers seed 001's warning: when many users hit the same bug,
 error mails become overwhelming, and an inbox full of copies hides the one new
 error that matters. Sentry groups duplicates; we do the small version of it.
+
+The mail is in the admins' language (``ADMIN_LOCALE``), never the visitor's:
+it is written in the outbox, long after the request, inside the
+`in_admin_language` context that app/logger.py passes in. Only the words are
+translated; what the app, Python and the database said (the exception, the
+traceback, log messages) stays as they said it.
 """
 
 import hashlib
@@ -17,16 +23,30 @@ import os
 import sqlite3
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from app.log_context import describe_request, redact, request_secrets
 from app.mail import MailError, MailSettings, build_message, log, outbox, send
 
 # Frames from these files are "this app's code" when fingerprinting.
 APP_DIR = str(Path(__file__).resolve().parent)
+
+# The labels of app/log_context.py's describe_request(), as the mail shows them.
+REQUEST_LABELS = {
+    "Method": _l("Method"),
+    "URL": _l("URL"),
+    "Endpoint": _l("Endpoint"),
+    "User": _l("User"),
+    "Remote address": _l("Remote address"),
+    "User agent": _l("User agent"),
+    "Request id": _l("Request id"),
+}
 
 
 def origin(record: logging.LogRecord) -> traceback.FrameSummary | None:
@@ -211,6 +231,7 @@ class ErrorMailHandler(logging.Handler):
         subject_prefix: str,
         storm: StormControl,
         secrets: list[str],
+        in_admin_language: Callable[[], AbstractContextManager] = nullcontext,
     ):
         super().__init__(logging.ERROR)
         self.settings = settings
@@ -218,6 +239,8 @@ class ErrorMailHandler(logging.Handler):
         self.subject_prefix = subject_prefix
         self.storm = storm
         self.secrets = secrets
+        # Entered around everything the outbox writes (app.i18n.in_language).
+        self.in_admin_language = in_admin_language
         # What happened to the last error, for `flask test-error` to print.
         self.last_outcome: str | None = None
 
@@ -229,7 +252,12 @@ class ErrorMailHandler(logging.Handler):
             message = record.getMessage()
             details = describe_request()
             secrets = self.secrets + request_secrets()
-            outbox.submit(lambda: self.deliver(self.capture(record, message, details, secrets)))
+
+            def write_and_send() -> None:
+                with self.in_admin_language():
+                    self.deliver(self.capture(record, message, details, secrets))
+
+            outbox.submit(write_and_send)
         except Exception:
             # Never let reporting an error raise a second one in the request.
             self.handleError(record)
@@ -252,7 +280,7 @@ class ErrorMailHandler(logging.Handler):
         # Redacted before it is cut short: a secret cut in two no longer matches.
         headline = redact(headline, secrets).strip()
         headline = headline.splitlines()[0][:150] if headline else record.levelname
-        reference = f" (error {details['Request id']})" if details else ""
+        reference = " " + _("(error %(id)s)", id=details["Request id"]) if details else ""
         # Where it went wrong: where the exception was raised, if there is one,
         # rather than where it was logged (Flask logs every 500 from one line).
         frame = origin(record)
@@ -260,18 +288,22 @@ class ErrorMailHandler(logging.Handler):
             (frame.filename, frame.lineno) if frame else (record.pathname, record.lineno)
         )
         fields = [
-            ("Message type", record.levelname),
-            ("Location", f"{pathname}:{lineno}"),
-            ("Module", Path(pathname).stem),
-            ("Function", frame.name if frame else record.funcName or "-"),
-            ("Time", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(record.created))),
-            ("Message", message),
+            (_("Message type"), record.levelname),
+            (_("Location"), f"{pathname}:{lineno}"),
+            (_("Module"), Path(pathname).stem),
+            (_("Function"), frame.name if frame else record.funcName or "-"),
+            (_("Time"), time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(record.created))),
+            (_("Message"), message),
         ]
         return ErrorReport(
             fingerprint=fingerprint(record),
             subject=redact(f"{self.subject_prefix} {headline}{reference}", secrets),
             fields=[(label, redact(value, secrets)) for label, value in fields],
-            request={k: redact(v, secrets) for k, v in details.items()} if details else None,
+            request=(
+                {str(REQUEST_LABELS.get(k, k)): redact(v, secrets) for k, v in details.items()}
+                if details
+                else None
+            ),
             traceback=redact(trace, secrets),
             created=record.created,
         )
@@ -283,7 +315,10 @@ class ErrorMailHandler(logging.Handler):
             self.last_outcome = "held back: the same error was mailed less than a window ago"
             return
         note = (
-            f"This error also happened {earlier} more times since the last mail about it."
+            _(
+                "This error also happened %(count)d more times since the last mail about it.",
+                count=earlier,
+            )
             if earlier
             else ""
         )
@@ -295,12 +330,16 @@ class ErrorMailHandler(logging.Handler):
     def send_summaries(self) -> None:
         """Mail the counts of errors whose storm-control window has closed."""
         for key, subject, repeats in self.storm.closed_windows(time.time()):
-            text = (
-                f"This error happened {repeats} more times that were not mailed one by "
-                f"one (at most one mail per error every {self.storm.window:g} seconds). "
-                f"The log file has every occurrence.\n\n{subject}\n"
-            )
-            if not self.send(f"{subject} [repeated {repeats} times]", text, None):
+            with self.in_admin_language():
+                summary = _(
+                    "This error happened %(count)d more times that were not mailed one by one "
+                    "(at most one mail per error every %(window)s seconds). "
+                    "The log file has every occurrence.",
+                    count=repeats,
+                    window=f"{self.storm.window:g}",
+                )
+                repeated = _("[repeated %(count)d times]", count=repeats)
+            if not self.send(f"{subject} {repeated}", f"{summary}\n\n{subject}\n", None):
                 self.storm.mail_failed(key, time.time(), unreported=repeats)
 
     def send(self, subject: str, text: str, body_html: str | None) -> bool:
@@ -320,9 +359,9 @@ class ErrorMailHandler(logging.Handler):
 
 def render_report(report: ErrorReport, note: str) -> tuple[str, str]:
     """The mail's plain-text and HTML bodies (seeds 000 and 003's layout)."""
-    sections = [("Error", report.fields)]
+    sections = [(_("Error"), report.fields)]
     if report.request:
-        sections.append(("Request", list(report.request.items())))
+        sections.append((_("Request"), list(report.request.items())))
     text_parts = [note] if note else []
     html_parts = [f"<p><strong>{html.escape(note)}</strong></p>"] if note else []
     for title, rows in sections:
@@ -335,5 +374,6 @@ def render_report(report: ErrorReport, note: str) -> tuple[str, str]:
         html_parts.append(f"<h2>{html.escape(title)}</h2><table>{cells}</table>")
     if report.traceback:
         text_parts.append(report.traceback)
-        html_parts.append(f"<h2>Traceback</h2><pre>{html.escape(report.traceback)}</pre>")
+        heading = html.escape(_("Traceback"))
+        html_parts.append(f"<h2>{heading}</h2><pre>{html.escape(report.traceback)}</pre>")
     return "\n\n".join(text_parts) + "\n", "\n".join(html_parts)

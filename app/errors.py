@@ -65,13 +65,17 @@ ERRORS = {
         _l("Something went wrong on our side. The administrators have been told."),
     ),
 }
+# The last resort, when even the 500 template failed. Both languages, written
+# out: a broken catalogue may be why we are here, so nothing is translated.
 FALLBACK_500_PAGE = """<!doctype html>
 <html lang="en"><meta charset="utf-8"><title>Server error</title>
 <h1>An unexpected error has occurred</h1>
 <p>Something went wrong on our side. The administrators have been told.</p>
 <p>Error reference: <code>{reference}</code>. Please quote it when you contact us.</p>
-<p><a href="/">Back to the home page</a></p></html>
-"""
+<p><a href="/">Back to the home page</a></p>
+<p lang="zh-CN">发生意外错误，已通知管理员。错误编号：<code>{reference}</code>，联系我们时请提供。
+<a href="/">返回首页</a></p></html>
+"""  # noqa: RUF001 (Chinese punctuation: full-width commas and colons are right here)
 # What the 503 page tells clients (and crawlers) about when to come back.
 RETRY_AFTER_SECONDS = 30
 CSRF_MESSAGE = _l(

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 
 import sentry_sdk
@@ -22,6 +23,7 @@ from flask.logging import default_handler
 from sentry_sdk.integrations.flask import FlaskIntegration
 
 from app.error_mail import ErrorMailHandler, StormControl
+from app.i18n import in_language
 from app.log_context import (
     config_secrets,
     current_user_label,
@@ -188,6 +190,8 @@ def init_email(app: Flask) -> ErrorMailHandler | None:
         subject_prefix=app.config["MAIL_SUBJECT_PREFIX"],
         storm=storm,
         secrets=config_secrets(app.config),
+        # The admins' language, whoever's request failed: the outbox has no request.
+        in_admin_language=partial(in_language, app, app.config["ADMIN_LOCALE"]),
     )
     handler.name = "blog-mail"
     # A worker that stops finishes what it queued, within two timeouts.

@@ -36,6 +36,8 @@ USERNAME_MAX_LENGTH = 64
 EMAIL_MAX_LENGTH = 254
 ABOUT_ME_MAX_LENGTH = 280
 POST_MAX_LENGTH = 280
+# A Babel locale name such as "en" or "zh_CN", with room for "zh_Hant_TW".
+LOCALE_MAX_LENGTH = 16
 # casefold() can make a string longer ("ß" becomes "ss", "ΐ" three code points),
 # never by more than this factor, so the key columns are this much wider.
 CASEFOLD_MAX_GROWTH = 3
@@ -123,6 +125,9 @@ class User(UserMixin, db.Model):
     about_me: Mapped[str] = mapped_column(String(ABOUT_ME_MAX_LENGTH), default="")
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
+    # The language the user picked with the switch in the navigation ("zh_CN"),
+    # or None if they never did and their browser's Accept-Language decides.
+    locale: Mapped[str | None] = mapped_column(String(LOCALE_MAX_LENGTH))
 
     # Write-only collections are never loaded whole by accident (a popular
     # user may have thousands of posts); they are read with explicit queries.

@@ -7,7 +7,7 @@ hash, so it stops working as soon as it has been used once.
 """
 
 from flask import current_app, render_template, url_for
-from flask_babel import _
+from flask_babel import _, force_locale, get_locale
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.extensions import db
@@ -65,11 +65,14 @@ def send_password_reset_email(user: User) -> None:
     link = external_url("auth.reset_password_link", token=reset_token(user))
     minutes = current_app.config["RESET_TOKEN_MAX_AGE"] // 60
     context = {"user": user, "link": link, "minutes": minutes}
-    message = build_message(
-        settings,
-        [user.email],
-        _("Reset your password"),
-        render_template("email/reset_password.txt", **context),
-        render_template("email/reset_password.html", **context),
-    )
+    # In the language the account's owner chose, if they did; else in the
+    # language of the page the link was asked for on.
+    with force_locale(user.locale or get_locale()):
+        message = build_message(
+            settings,
+            [user.email],
+            _("Reset your password"),
+            render_template("email/reset_password.txt", **context),
+            render_template("email/reset_password.html", **context),
+        )
     send_in_background(settings, message)

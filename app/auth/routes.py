@@ -1,5 +1,3 @@
-from urllib.parse import urlsplit
-
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_babel import _
 from flask_login import current_user, login_url, login_user, logout_user
@@ -15,40 +13,10 @@ from app.extensions import db
 from app.extensions import login as login_manager  # `login` is the view below
 from app.forms import commit_or_show_conflict
 from app.models import User
+from app.redirects import page_before, safe_next_url
 from app.security import limit_auth_attempts, login_failed
 
 bp = Blueprint("auth", __name__)
-
-
-def safe_next_url(target: str | None) -> str | None:
-    """Return `target` if it is a path on this site, else None.
-
-    The usual ``urlsplit(target).netloc == ""`` test is not enough: browsers
-    read ``/\\evil.example`` and ``///evil.example`` as other hosts, and
-    ``https:evil.example`` has no netloc but a scheme. So we accept only a
-    single leading slash, no backslash, no scheme, and no whitespace or control
-    characters (browsers drop tabs and newlines, which turns ``/\\t/evil`` into
-    ``//evil``).
-    """
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return None
-    if "\\" in target or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in target):
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return None
-    return target
-
-
-def page_before() -> str | None:
-    """The page on this site that the request came from (its Referer), or None."""
-    try:
-        parts = urlsplit(request.referrer or "")
-    except ValueError:  # a header the client made up, such as "http://["
-        return None
-    if parts.netloc != request.host:
-        return None
-    return safe_next_url(parts.path + (f"?{parts.query}" if parts.query else ""))
 
 
 @login_manager.unauthorized_handler

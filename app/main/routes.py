@@ -1,4 +1,14 @@
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import _
 from flask_login import current_user
 from sqlalchemy import text
@@ -9,6 +19,8 @@ from app.extensions import db
 from app.main.forms import PostForm
 from app.models import Post, now_utc
 from app.pagination import paginate
+from app.redirects import page_before, safe_next_url
+from config import LANGUAGES
 
 bp = Blueprint("main", __name__)
 
@@ -52,6 +64,26 @@ def explore():
     """Show every post, newest first."""
     page = paginate(Post.newest_first(), current_app.config["POSTS_PER_PAGE"])
     return render_template("main/explore.html", title=_("Explore"), page=page)
+
+
+@bp.route("/language/<code>", methods=["POST"])
+def set_language(code: str):
+    """Switch the site to another language, then go back to the same page.
+
+    POST, with the CSRF token the navigation's form carries, so that no other
+    site can switch it for you. The choice goes into the session, where every
+    page reads it without the database, and for a logged-in user onto their
+    account too, where the next login finds it (app/i18n.py).
+    """
+    if code not in LANGUAGES:
+        abort(404)
+    session["locale"] = code
+    if current_user.is_authenticated and current_user.locale != code:
+        current_user.locale = code
+        db.session.commit()
+    # The form says which page it was on; the Referer is the next best guess.
+    back = safe_next_url(request.form.get("next")) or page_before()
+    return redirect(back or url_for("main.index"))
 
 
 @bp.route("/healthz")
