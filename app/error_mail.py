@@ -5,7 +5,7 @@ thread it only *captures* the error (the request is still there to describe);
 the background outbox of app/mail.py then decides, with `StormControl`,
 whether to mail it, and mails it.
 
-Storm control answers seed 001's warning: when many users hit the same bug,
+Storm control answers a well-known warning: when many users hit the same bug,
 error mails become overwhelming, and an inbox full of copies hides the one new
 error that matters. Sentry groups duplicates; we do the small version of it.
 

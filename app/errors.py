@@ -62,7 +62,7 @@ ERRORS = {
     ),
     500: (
         _l("An unexpected error has occurred"),
-        _l("Something went wrong on our side. The administrators have been told."),
+        _l("Something went wrong on our side. It has been logged for us to look into."),
     ),
 }
 # The last resort, when even the 500 template failed. Both languages, written
@@ -70,10 +70,10 @@ ERRORS = {
 FALLBACK_500_PAGE = """<!doctype html>
 <html lang="en"><meta charset="utf-8"><title>Server error</title>
 <h1>An unexpected error has occurred</h1>
-<p>Something went wrong on our side. The administrators have been told.</p>
+<p>Something went wrong on our side. It has been logged for us to look into.</p>
 <p>Error reference: <code>{reference}</code>. Please quote it when you contact us.</p>
 <p><a href="/">Back to the home page</a></p>
-<p lang="zh-CN">发生意外错误，已通知管理员。错误编号：<code>{reference}</code>，联系我们时请提供。
+<p lang="zh-CN">发生意外错误，错误已记录。错误编号：<code>{reference}</code>，联系我们时请提供。
 <a href="/">返回首页</a></p></html>
 """  # noqa: RUF001 (Chinese punctuation: full-width commas and colons are right here)
 # What the 503 page tells clients (and crawlers) about when to come back.
@@ -155,7 +155,7 @@ def handle_internal_error(error: InternalServerError):
 def handle_database_unavailable(error: OperationalError | PoolTimeout):
     """Say "temporarily unavailable" (503) when the database can't be reached.
 
-    A handler chosen by the exception's class, as seed 004 describes: the
+    A handler chosen by the exception's class, as Flask's docs describe: the
     database driver's connection errors arrive as SQLAlchemy's
     OperationalError (and a full connection pool as its TimeoutError),
     whichever view was running. The app recovers by itself when the database

@@ -1,8 +1,8 @@
 """Logging and error reporting for production: the log file, error mail, Sentry.
 
 `create_app` calls these when the app is neither in debug nor in testing
-mode (``not app.debug and not app.testing``: seed 000's
-``not (app.debug and app.testing)`` is true almost always, so its mails went
+mode (``not app.debug and not app.testing``: the look-alike
+``not (app.debug and app.testing)`` found in tutorials is true almost always, so its mails went
 out from the developer's laptop). Tests call them directly.
 
 Each function only reads ``app.config``, and calling it again replaces what
@@ -35,7 +35,7 @@ from app.mail import MailSettings, outbox
 from app.mail import log as mail_log
 from app.request_id import request_id
 
-# Seed 002's format, extended with the request: the id a user can quote, and
+# The Mega-Tutorial's format, extended with the request: the id a user can quote, and
 # who asked for what.
 LOG_FORMAT = (
     "%(asctime)s %(levelname)s: %(message)s [in %(pathname)s:%(lineno)d] "
@@ -144,7 +144,7 @@ def make_log_handler(app: Flask) -> logging.Handler:
 def extra_loggers(app: Flask) -> list[logging.Logger]:
     """The other libraries' loggers named in LOG_EXTRA_LOGGERS, levels set.
 
-    Seed 004's advice: attach handlers to the loggers you care about, rather
+    Flask's logging advice: attach handlers to the loggers you care about, rather
     than configuring the root logger, which belongs to whoever runs the app.
     """
     setting = app.config["LOG_EXTRA_LOGGERS"]

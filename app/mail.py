@@ -4,11 +4,11 @@ Both the error mails (app/error_mail.py) and the password-reset mail use it.
 It is plain smtplib, with no Flask in it, so that it works in a background
 thread where there is no app or request context.
 
-Why not the standard `logging.handlers.SMTPHandler`, as in the seeds? It
+Why not the standard `logging.handlers.SMTPHandler`, as most tutorials use? It
 connects to the mail server in the request's own thread, for every record, so
 a slow or dead server holds the user's error page for the whole timeout; it
 has no implicit-TLS mode, which 163.com, 126.com and QQ Mail require on port
-465 (seed 000 had to rewrite its emit()); it never verifies the server's
+465 (tutorials end up rewriting its emit()); it never verifies the server's
 certificate; and it leaves the connection open when sending fails.
 """
 
@@ -123,7 +123,8 @@ def send(settings: MailSettings, message: EmailMessage) -> None:
 def failure_reason(error: Exception) -> str:
     """Say in a word or two why sending failed."""
     # smtplib reports a server that never answers as "Connection unexpectedly
-    # closed: timed out" (seed 000's error), with the timeout as its context.
+    # closed: timed out" (what the wrong port or TLS mode gives), with the
+    # timeout as its context.
     if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
         return "timed out"
     if isinstance(error, smtplib.SMTPAuthenticationError):

@@ -277,7 +277,10 @@ class Post(db.Model):
         SQLite takes each author's newest posts and stops after a page's worth
         per author; PostgreSQL chooses by its statistics between that and
         walking the timestamp index. Either way a page costs the same with
-        50,000 posts or 500,000 (bench/pages.py measures it).
+        50,000 posts or 500,000 (bench/pages.py measures it). What it does grow
+        with is the number of people followed: on SQLite, someone following
+        thousands would be better served by the timestamp walk, which SQLite
+        can't choose per user.
         """
         authors = select(followers.c.followed_id).where(followers.c.follower_id == user.id)
         authors = authors.union_all(select(literal(user.id, Integer)))

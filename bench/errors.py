@@ -5,8 +5,8 @@ prints, side by side, from one run:
 
 1. the median time to serve a 500 page with no mail configured, with the mail
    server a tarpit (accepts connections, never answers), and with the
-   standard logging.handlers.SMTPHandler against the same tarpit (the seeds'
-   approach), and the ratio of each to the first (goal for ours: <= 1.2);
+   standard logging.handlers.SMTPHandler against the same tarpit (the usual
+   tutorial approach), and the ratio of each to the first (goal for ours: <= 1.2);
 2. how many mails 1,000 identical errors at concurrency 8 produce (goal: 1,
    plus one summary);
 3. how many log lines are lost when 4 workers log 1,000 numbered lines into a

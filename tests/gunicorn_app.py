@@ -42,7 +42,7 @@ def log_line(number: int):
 
 
 if os.environ.get("BENCH_STDLIB_SMTPHANDLER"):
-    # For bench/errors.py only: the seeds' approach, the standard SMTPHandler
+    # For bench/errors.py only: the tutorials' approach, the standard SMTPHandler
     # attached to the app logger, to compare against app/error_mail.py.
     mail_handler = SMTPHandler(
         (app.config["MAIL_SERVER"], app.config["MAIL_PORT"]),

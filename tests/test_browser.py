@@ -535,12 +535,6 @@ def test_every_page_fits_the_screen_and_needs_no_other_site(page, traffic, reque
         look(path, "zh")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: a 64-character username (allowed) makes the page scroll sideways, at "
-    "375 px and even at 1280 px: the post's author link, the profile's heading and the "
-    "home page's greeting don't wrap (the post body has text-break, they don't)",
-)
 def test_the_longest_username_fits_a_phone(page, traffic):
     """A name may be 64 characters with no space in it: the pages that show it
     must wrap it, not scroll sideways."""

@@ -228,7 +228,7 @@ def test_last_resort_page_when_the_500_template_fails(app, caplog):
             "/boom",
             500,
             ERROR_500,
-            "Something went wrong on our side. The administrators have been told.",
+            "Something went wrong on our side. It has been logged for us to look into.",
         ),
     ],
 )

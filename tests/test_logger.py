@@ -25,7 +25,7 @@ from servers import ROOT, clean_env, production_env, run_gunicorn, wait_until
 
 from app.logger import extra_loggers, init_logger
 
-# One log line: seed 002's "%(asctime)s %(levelname)s: %(message)s [in path:line]",
+# One log line: the Mega-Tutorial's "%(asctime)s %(levelname)s: %(message)s [in path:line]",
 # then the request: its id, and inside a request who asked for what.
 LINE = re.compile(
     r"(?P<asctime>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (?P<level>[A-Z]+): (?P<message>.*) "
