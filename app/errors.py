@@ -30,6 +30,7 @@ from flask import (
     render_template,
     request,
 )
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from gunicorn.http.errors import ParseException
@@ -65,6 +66,7 @@ ERRORS = {
         _l("Something went wrong on our side. It has been logged for us to look into."),
     ),
 }
+UNWORDED_ERROR = _l("The request could not be completed.")
 # The last resort, when even the 500 template failed. Both languages, written
 # out: a broken catalogue may be why we are here, so nothing is translated.
 FALLBACK_500_PAGE = """<!doctype html>
@@ -110,8 +112,9 @@ def error_response(
 
 def handle_http_error(error: HTTPException):
     """Show any HTTP error (400, 403, 404, 405, 413, ...) in the site's layout."""
-    # A status we don't word ourselves keeps Werkzeug's English wording.
-    title, message = ERRORS.get(error.code, (error.name, error.description))
+    # A status we don't word ourselves (401, 415, ...) still gets a page in the
+    # reader's language; Werkzeug's wording is English only.
+    title, message = ERRORS.get(error.code, (_("Error %(code)s", code=error.code), UNWORDED_ERROR))
     template = "errors/404.html" if error.code == 404 else "errors/error.html"
     response = error_response(error.code, title, message, template)
     # Keep what Werkzeug put on the response: 405's Allow header, 429's Retry-After.

@@ -24,6 +24,7 @@ from flask import Flask, Response, has_request_context, request, session
 from flask_babel import force_locale, get_locale
 from flask_login import user_loaded_from_cookie, user_logged_in
 
+from app.extensions import db
 from app.models import User
 from app.redirects import current_page
 from config import LANGUAGES
@@ -89,13 +90,21 @@ def html_lang() -> str:
 
 
 def remember_language(sender: Flask, user: User, **extra) -> None:
-    """Put the language a user saved on their account back into the session.
+    """At login, reconcile the language chosen in this browser with the account's.
 
-    Connected to Flask-Login's signals for logging in with the form and for a
-    remember-me cookie: either way the user is already loaded, so this costs
-    no query, and every later page reads the choice from the session.
+    The latest choice wins: a language picked with the switch just before
+    logging in is saved on the account; otherwise the one saved on the
+    account is put back into the session. Connected to Flask-Login's signals
+    for logging in with the form and with a remember-me cookie: either way the
+    user is already loaded, so reading it costs no query, and every later
+    page reads the choice from the session.
     """
-    if user.locale in LANGUAGES:
+    chosen = session.get("locale") if session.pop("locale_chosen", False) else None
+    if chosen in LANGUAGES:
+        if user.locale != chosen:
+            user.locale = chosen
+            db.session.commit()
+    elif user.locale in LANGUAGES:
         session["locale"] = user.locale
 
 

@@ -7,7 +7,7 @@ thread where there is no app or request context.
 Why not the standard `logging.handlers.SMTPHandler`, as most tutorials use? It
 connects to the mail server in the request's own thread, for every record, so
 a slow or dead server holds the user's error page for the whole timeout; it
-has no implicit-TLS mode, which 163.com, 126.com and QQ Mail require on port
+has no implicit-TLS mode, which 163.com and 126.com require on port
 465 (tutorials end up rewriting its emit()); it never verifies the server's
 certificate; and it leaves the connection open when sending fails.
 """

@@ -55,8 +55,12 @@ def avatar(user: User, size: int = 48) -> Markup:
 
 
 def time_ago(moment: datetime) -> Markup:
-    """ "3 minutes ago", with the exact date and time shown on hover."""
-    exact = format_datetime(moment, "medium")
+    """ "3 minutes ago", with the exact date and time shown on hover.
+
+    The exact time is in UTC and says so ("long" includes the zone): readers
+    are in many zones, and a bare "4:18 AM" would be eight hours off in Beijing.
+    """
+    exact = format_datetime(moment, "long")
     relative = format_timedelta(moment - now_utc(), add_direction=True)
     return Markup(
         f'<time datetime="{moment.isoformat()}" title="{escape(exact)}">{escape(relative)}</time>'

@@ -70,7 +70,8 @@ def catalogue_folder(language: str) -> str:
 def extract(pot_file: Path) -> None:
     """Collect every translatable string of the code and templates into `pot_file`.
 
-    ``_l`` is lazy_gettext, used where a string is defined at import time.
+    ``_l`` is lazy_gettext, used where a string is defined at import time;
+    Babel knows ``_``, ``gettext`` and ``ngettext`` already.
     """
     pybabel(
         "extract",
@@ -78,6 +79,10 @@ def extract(pot_file: Path) -> None:
         str(BABEL_CONFIG),
         "--keyword",
         "_l",
+        "--keyword",
+        "lazy_gettext",
+        "--keyword",
+        "lazy_ngettext:1,2",
         "--project",
         "Blog",
         "--sort-by-file",

@@ -73,7 +73,7 @@ def test_register_creates_user_and_redirects_to_login(app, client, auth):
         ("a" * 65, "a@example.com", PASSWORD, PASSWORD, "between 3 and 64 characters"),
         ("a b", "a@example.com", PASSWORD, PASSWORD, "Use only letters, digits, dots"),
         ("a/b", "a@example.com", PASSWORD, PASSWORD, "Use only letters, digits, dots"),
-        ("alice", "not-an-email", PASSWORD, PASSWORD, "Invalid email address."),
+        ("alice", "not-an-email", PASSWORD, PASSWORD, "Please enter a valid email address."),
         ("alice", "a" * 243 + "@example.com", PASSWORD, PASSWORD, "longer than 254 characters"),
         ("alice", "a@example.com", "short", "short", "between 8 and 128 characters"),
         ("alice", "a@example.com", "x" * 129, "x" * 129, "between 8 and 128 characters"),

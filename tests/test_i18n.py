@@ -120,8 +120,10 @@ def test_the_login_form_in_chinese_with_wtforms_own_messages(zh_client):
     # WTForms' built-in messages, translated by WTForms' own catalogue.
     response = zh_client.post("/auth/login", data={"username": "", "password": ""})
     assert text(response).count("该字段是必填字段。") == 2
+
+    # Ours, where WTForms' wording ("Email") wouldn't match the form's label (电子邮箱).
     response = zh_client.post("/auth/reset_password_request", data={"email": "not-an-address"})
-    assert "无效的 Email 地址。" in text(response)
+    assert "请输入有效的电子邮箱地址。" in text(response)
 
 
 def test_our_own_validation_messages_in_chinese(zh_client, users):
@@ -146,7 +148,7 @@ def test_flash_messages_in_chinese(app, zh_client, users):
     response = zh_client.post("/", data={"post": "你好，世界"}, follow_redirects=True)  # noqa: RUF001
     page = text(response)
     assert "您的文章已发布！" in page  # noqa: RUF001
-    assert "admin，你好！" in page  # noqa: RUF001
+    assert "admin，您好！" in page  # noqa: RUF001
     assert "你好，世界" in page  # noqa: RUF001
     assert "发布" in page  # the post form's button
 
@@ -205,7 +207,7 @@ def test_relative_times_and_dates_in_chinese(app, zh_client, users):
     page = text(zh_client.get("/explore"))
     moment = re.search(r'<time datetime="[^"]+" title="([^"]+)">([^<]+)</time>', page)
     assert moment.group(2) == "3分钟前"
-    assert re.fullmatch(r"\d{4}年\d{1,2}月\d{1,2}日 \d{1,2}:\d\d:\d\d", moment.group(1))
+    assert re.fullmatch(r"\d{4}年\d{1,2}月\d{1,2}日 UTC \d{1,2}:\d\d:\d\d", moment.group(1))
 
     page = text(zh_client.get("/user/admin"))
     assert re.search(r"最后在线：<time [^>]+>2天前</time>", page)  # noqa: RUF001
@@ -314,7 +316,7 @@ def test_a_users_choice_follows_them_to_a_new_browser(app, client, users):
     assert html_lang(other.get("/explore")) == "en"
     response = AuthActions(other).login()
     page = text(other.get(response.headers["Location"]))
-    assert "admin，你好！" in page  # noqa: RUF001
+    assert "admin，您好！" in page  # noqa: RUF001
     assert "退出" in page
 
     # Switching back is saved too.
@@ -332,7 +334,45 @@ def test_a_remember_me_cookie_brings_the_choice_back(app, client, users):
     other = app.test_client()
     other.set_cookie("remember_token", remember_token)
     page = text(other.get("/"))
-    assert "admin，你好！" in page  # noqa: RUF001
+    assert "admin，您好！" in page  # noqa: RUF001
+
+
+def test_a_choice_made_just_before_logging_in_wins_and_is_saved(app, client, users):
+    """The account says English; this visitor clicks 中文, then logs in: Chinese it is."""
+    with app.app_context():
+        db.session.get(User, users["admin"]).locale = "en"
+        db.session.commit()
+    switch_language(client, "zh_CN")
+    response = AuthActions(client).login()
+    assert "admin，您好！" in text(client.get(response.headers["Location"]))  # noqa: RUF001
+    with app.app_context():
+        assert db.session.get(User, users["admin"]).locale == "zh_CN"
+
+
+def test_a_choice_made_logged_out_follows_the_account_to_a_new_browser(app, client, users):
+    """No language saved yet: the one picked before logging in is saved at login."""
+    switch_language(client, "zh_CN")
+    AuthActions(client).login()
+
+    other = app.test_client()
+    response = AuthActions(other).login()
+    assert "admin，您好！" in text(other.get(response.headers["Location"]))  # noqa: RUF001
+
+
+def test_the_accounts_language_wins_over_an_old_choice_in_the_browser(app, users):
+    """A choice made in an earlier visit, not just now, doesn't overwrite the account's."""
+    with app.app_context():
+        db.session.get(User, users["admin"]).locale = "en"
+        db.session.commit()
+    client = app.test_client()
+    switch_language(client, "zh_CN")
+    auth = AuthActions(client)
+    auth.login("admin1")  # the choice is saved on admin1's account at this login...
+    auth.logout()
+    response = auth.login("admin")  # ...so admin, logging in next, gets their own
+    assert "Hi, admin!" in text(client.get(response.headers["Location"]))
+    with app.app_context():
+        assert db.session.get(User, users["admin"]).locale == "en"
 
 
 # --- Mail ------------------------------------------------------------------------
@@ -409,9 +449,10 @@ def test_a_chinese_visitors_500_is_mailed_to_the_admins_in_english(failing_app, 
     response = client.get("/fail")
     assert response.status_code == 500
     assert "<h1>发生意外错误</h1>" in text(response)  # the visitor reads Chinese...
+    request_id = response.headers["X-Request-ID"]
+    assert f"错误编号：<code>{request_id}</code>。联系我们时请提供此编号。" in text(response)  # noqa: RUF001
 
     subject, body = admin_mail(mail_server)  # ...the admins English
-    request_id = response.headers["X-Request-ID"]
     assert subject == f"[Blog] ZeroDivisionError: division by zero (error {request_id})"
     for label in ("Message type:", "Location:", "Request id:", "User agent:"):
         assert label in body
@@ -577,13 +618,15 @@ def test_the_chinese_catalogue_is_complete_current_and_compiled(tmp_path):
         catalog = read_po(f)
     in_the_catalogue = {m.id for m in catalog if m.id}
 
-    assert not in_the_code - in_the_catalogue, "missing: run `flask translate update`"
-    assert not in_the_catalogue - in_the_code, "no longer in the code: `flask translate update`"
+    missing = sorted(in_the_code - in_the_catalogue)
+    assert not missing, f"missing (run `flask translate update`): {missing}"
+    leftovers = sorted(in_the_catalogue - in_the_code)
+    assert not leftovers, f"no longer in the code (`flask translate update`): {leftovers}"
     assert not catalog.obsolete, "obsolete entries: `flask translate update`"
     untranslated = [
         m.id for m in catalog if m.id and not all(m.string if m.pluralizable else [m.string])
     ]
-    assert not untranslated, "untranslated"
+    assert not untranslated, f"untranslated: {untranslated}"
     assert not [m.id for m in catalog if m.id and m.fuzzy], "fuzzy: check them, then unmark"
     assert not catalog.fuzzy
     problems = [(m.id, errors) for m, errors in catalog.check()]

@@ -11,6 +11,14 @@ from app.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH, User
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 
+# An email address: when registering, and when asking for a reset link. Our own
+# message, in the words the form's label uses ("Email"), in every language.
+email_validators = [
+    DataRequired(),
+    Length(max=EMAIL_MAX_LENGTH),
+    Email(message=_l("Please enter a valid email address.")),
+]
+
 # Choosing a password: when registering, and when resetting it.
 new_password_validators = [
     DataRequired(),
@@ -39,7 +47,7 @@ class RegistrationForm(Form):
     username = StringField(_l("Username"), validators=username_validators, filters=[normalize_name])
     email = StringField(
         _l("Email"),
-        validators=[DataRequired(), Length(max=EMAIL_MAX_LENGTH), Email()],
+        validators=email_validators,
         filters=[normalize_name],
     )
     password = PasswordField(_l("Password"), validators=new_password_validators)
@@ -58,7 +66,7 @@ class RegistrationForm(Form):
 class ResetPasswordRequestForm(Form):
     email = StringField(
         _l("Email"),
-        validators=[DataRequired(), Length(max=EMAIL_MAX_LENGTH), Email()],
+        validators=email_validators,
         filters=[normalize_name],
     )
     submit = SubmitField(_l("Send me a reset link"))

@@ -78,7 +78,9 @@ def set_language(code: str):
     if code not in LANGUAGES:
         abort(404)
     session["locale"] = code
-    if current_user.is_authenticated and current_user.locale != code:
+    if not current_user.is_authenticated:
+        session["locale_chosen"] = True  # logging in next saves it (app/i18n.py)
+    elif current_user.locale != code:
         current_user.locale = code
         db.session.commit()
     # The form says which page it was on; the Referer is the next best guess.
