@@ -17,7 +17,7 @@ import pytest
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po, write_po
 from conftest import PASSWORD, AuthActions, add_user, config_for
-from flask import Flask
+from flask import Flask, abort
 from flask.testing import FlaskClient
 from servers import BIN, ROOT, clean_env, smtp_server
 
@@ -167,6 +167,18 @@ def test_the_404_page_in_chinese(zh_client):
 
     response = zh_client.get("/no/such/page", headers={"Accept": "application/json"})
     assert response.json["error"] == "页面未找到"
+
+
+def test_a_status_we_have_no_words_for_is_still_in_chinese(make_app):
+    """Werkzeug words every status in English only; ours says "Error 418" in Chinese."""
+    app = make_app()
+    app.add_url_rule("/teapot", "teapot", lambda: abort(418))
+    response = chinese_client(app).get("/teapot")
+    assert response.status_code == 418
+    page = text(response)
+    assert "<h1>错误 418</h1>" in page
+    assert "无法完成该请求。" in page
+    assert "I'm a teapot" not in page  # Werkzeug's English name for 418
 
 
 def test_the_429_page_in_chinese(make_app, users):
