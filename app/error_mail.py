@@ -358,7 +358,8 @@ class ErrorMailHandler(logging.Handler):
 
 
 def render_report(report: ErrorReport, note: str) -> tuple[str, str]:
-    """The mail's plain-text and HTML bodies (seeds 000 and 003's layout)."""
+    """The mail's plain-text and HTML bodies: what went wrong and where, the
+    request it happened in, then the traceback."""
     sections = [(_("Error"), report.fields)]
     if report.request:
         sections.append((_("Request"), list(report.request.items())))

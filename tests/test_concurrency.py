@@ -96,6 +96,23 @@ def race(browsers: list[Browser], path: str, forms: list[dict]) -> list[tuple[in
         return list(pool.map(send, range(len(browsers))))
 
 
+def one_winner(answers: list[tuple[int, dict, str]], redirected_to: str) -> int:
+    """Check that one racer was saved and the others were told the name is taken;
+    return the winner's number.
+
+    One save (a redirect), nineteen forms shown again; no 500, and no 503
+    (what SQLite's "database is locked" would become).
+    """
+    statuses = [status for status, _, _ in answers]
+    assert Counter(statuses) == {302: 1, 200: RACERS - 1}, statuses
+    winner = statuses.index(302)
+    assert answers[winner][1]["Location"] == redirected_to
+    for number, (_, _, page) in enumerate(answers):
+        if number != winner:
+            assert USERNAME_TAKEN in page, f"racer {number} was not told why"
+    return winner
+
+
 def assert_logs_are_clean(blog: Blog) -> None:
     """No unhandled exception, no outage, no lock error, in gunicorn's output or the app's log.
 
@@ -146,15 +163,7 @@ def test_twenty_users_rename_themselves_to_the_same_name_at_once(blog):
         [{"username": name, "about_me": f"I am {name}"} for name in wanted],
     )
 
-    # One save (a redirect), nineteen forms shown again; no 500, and no 503
-    # (what SQLite's "database is locked" would become).
-    statuses = [status for status, _, _ in answers]
-    assert Counter(statuses) == {302: 1, 200: RACERS - 1}, statuses
-    winner = statuses.index(302)
-    assert answers[winner][1]["Location"] == "/edit_profile"
-    for number, (_, _, page) in enumerate(answers):
-        if number != winner:
-            assert USERNAME_TAKEN in page, f"racer {number} was not told why"
+    winner = one_winner(answers, "/edit_profile")
 
     # The winner's save is real: the redirect leads to the confirmation.
     _, _, page = browsers[winner].request("/edit_profile")
@@ -197,15 +206,7 @@ def test_twenty_people_register_the_same_username_at_once(blog):
     ]
     answers = race(browsers, "/auth/register", forms)
 
-    # One save (a redirect), nineteen forms shown again; no 500, and no 503
-    # (what SQLite's "database is locked" would become).
-    statuses = [status for status, _, _ in answers]
-    assert Counter(statuses) == {302: 1, 200: RACERS - 1}, statuses
-    winner = statuses.index(302)
-    assert answers[winner][1]["Location"] == "/auth/login"
-    for number, (_, _, page) in enumerate(answers):
-        if number != winner:
-            assert USERNAME_TAKEN in page, f"visitor {number} was not told why"
+    winner = one_winner(answers, "/auth/login")
 
     with blog.app.app_context():
         keys = [name_key(form["email"]) for form in forms]

@@ -170,6 +170,16 @@ def wait_for_outbox() -> None:
     assert done.wait(30), "the outbox is stuck"
 
 
+def assert_serves_and_holds_the_repeat_back(client, handler) -> None:
+    """After a mail that couldn't be sent: the app still serves, and the same error
+    again is held back, as a failing mail server is tried again only after
+    StormControl.RETRY_AFTER."""
+    assert client.get("/fail").status_code == 500
+    assert client.get("/explore").status_code == 200
+    wait_for_outbox()
+    assert handler.last_outcome.startswith(HELD_BACK)
+
+
 @contextmanager
 def outbox_held() -> Iterator[None]:
     """Keep the outbox busy until the block ends: mails queued inside wait."""
@@ -403,12 +413,7 @@ def test_a_hung_mail_server_does_not_hold_the_error_page(build_app, log_dir):
         wait_until(lambda: handler.last_outcome is not None, message="the mail's outcome")
         assert handler.last_outcome.startswith("not sent: timed out")
 
-        # The app still serves, and the repeat is held back: a dead mail
-        # server is tried again only after StormControl.RETRY_AFTER.
-        assert client.get("/fail").status_code == 500
-        assert client.get("/explore").status_code == 200
-        wait_for_outbox()
-        assert handler.last_outcome.startswith(HELD_BACK)
+        assert_serves_and_holds_the_repeat_back(client, handler)
         # Every queued job is done: had the failure line been mailed, that
         # mail would have timed out too and written a second one.
         outbox.drain()
@@ -436,12 +441,7 @@ def test_an_undeliverable_error_mail_is_logged_once(build_app, tmp_path, log_dir
         wait_until(lambda: handler.last_outcome is not None, message="the mail's outcome")
         assert handler.last_outcome.startswith(f"not sent: {reason}")
 
-        # The app still serves, and the repeat is held back: a failing mail
-        # server is tried again only after StormControl.RETRY_AFTER.
-        assert client.get("/fail").status_code == 500
-        assert client.get("/explore").status_code == 200
-        wait_for_outbox()
-        assert handler.last_outcome.startswith(HELD_BACK)
+        assert_serves_and_holds_the_repeat_back(client, handler)
         outbox.drain()
     # One line, from the "blog.mail" logger, which has no mail handler: had it
     # one, mailing the failure would fail and log a second line.

@@ -17,7 +17,7 @@ from click.testing import Result
 from conftest import config_for
 from databases import fresh_database
 from flask import Flask
-from servers import free_port, wait_until
+from servers import clean_env, free_port, wait_until
 from sqlalchemy import func, select
 
 import config
@@ -157,10 +157,7 @@ def test_a_typo_in_a_setting_stops_the_real_process_cleanly(tmp_path):
         MAIL_USE_SSL="ture",
         DATABASE_URL=f"sqlite:///{tmp_path / 'blog.sqlite'}",
     )
-    result = run([FLASK, "routes"], env)
-    assert result.returncode == 3
-    assert "Configuration error: MAIL_USE_SSL='ture' is not a boolean" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_refused_at_startup(env, "Configuration error: MAIL_USE_SSL='ture' is not a boolean")
 
 
 @pytest.mark.parametrize(
@@ -257,19 +254,16 @@ def test_mail_tls_or_ssl_alone_is_accepted(tls, ssl):
 # --- The real process ----------------------------------------------------------------
 
 
-def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without the blog's settings, plus `settings`."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("SECRET_KEY", "DATABASE_URL") and not key.startswith(("FLASK_", "MAIL_"))
-    }
-    env.update(settings)
-    return env
-
-
 def run(args: list, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def assert_refused_at_startup(env: dict[str, str], message: str) -> None:
+    """`flask routes` with `env` stops with exit status 3 and says `message`, no traceback."""
+    result = run([FLASK, "routes"], env)
+    assert result.returncode == 3
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_production_without_secret_key_does_not_start():
@@ -485,10 +479,7 @@ def test_production_refuses_debug_mode(fresh_database_url):
         SECRET_KEY="a-real-production-secret-key",
         DATABASE_URL=fresh_database_url,
     )
-    result = run([FLASK, "routes"], env)
-    assert result.returncode == 3
-    assert "Debug mode is on" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_refused_at_startup(env, "Debug mode is on")
 
 
 @pytest.mark.parametrize(
