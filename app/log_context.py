@@ -8,11 +8,12 @@ parsed it.
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlencode
+from urllib.parse import unquote_plus, urlencode
 
 from flask import g, has_request_context, request, session
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
+from werkzeug.datastructures import iter_multi_items
 
 from app.request_id import request_id
 
@@ -31,7 +32,10 @@ def current_user_label() -> str:
         # query the database; inspect() reads what is loaded without doing so.
         state = inspect(user)
         return state.dict.get("username") or f"id {state.identity[0]}"
-    user_id = session.get("_user_id") if has_request_context() else None
+    # The session holds "id:digest" (User.get_id); the digest is part of the
+    # session's credentials, not of a log line.
+    user_id = str(session.get("_user_id") or "") if has_request_context() else ""
+    user_id = user_id.partition(":")[0]
     return f"id {user_id}" if user_id else "-"
 
 
@@ -82,8 +86,17 @@ def request_secrets() -> list[str]:
     # Only a body the view has already parsed: parsing it here could fail
     # (too large, malformed), and an unparsed body can't have leaked anyway.
     form = vars(request._get_current_object()).get("form", {})
+    # Every value of a repeated name (?token=a&token=b), not only the first.
     for source in (form, request.args, request.view_args or {}):
-        secrets += [value for name, value in source.items() if SENSITIVE_NAME.search(name)]
+        secrets += [
+            value for name, value in iter_multi_items(source) if SENSITIVE_NAME.search(name)
+        ]
+    # And each as the query string spells it ("correct+horse"): Sentry
+    # reports the query string as it came.
+    for pair in request.query_string.decode("latin-1").split("&"):
+        name, _, value = pair.partition("=")
+        if SENSITIVE_NAME.search(unquote_plus(name)):
+            secrets.append(value)
     return [str(secret) for secret in secrets if secret]
 
 
