@@ -10,6 +10,7 @@ import pytest
 from conftest import PASSWORD, PASSWORD_HASH, AuthActions
 from flask import session
 from flask_login import current_user
+from pages import alerts, form_errors
 from sqlalchemy import func, insert, select
 
 from app.auth import forms as auth_forms
@@ -21,6 +22,16 @@ FULLWIDTH_ADMIN = "\uff41\uff44\uff4d\uff49\uff4e"
 
 # The CSRF token as Flask-WTF renders it, and as base.html's logout form does.
 CSRF_TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+# The messages under a form's fields, word for word as the user reads them.
+REQUIRED = "This field is required."
+USERNAME_LENGTH = "Field must be between 3 and 64 characters long."
+USERNAME_CHARACTERS = "Use only letters, digits, dots, dashes and underscores."
+PASSWORD_LENGTH = "Field must be between 8 and 128 characters long."
+INVALID_EMAIL = "Please enter a valid email address."
+USERNAME_TAKEN = "Please use a different username."
+EMAIL_TAKEN = "Please use a different email address."
+INVALID_LOGIN = "Invalid username or password."
 
 
 def page_text(response) -> str:
@@ -59,51 +70,66 @@ def test_register_creates_user_and_redirects_to_login(app, client, auth):
         assert user.check_password(PASSWORD)  # ...and it is the hash of the password
 
     response = client.get("/auth/login")
-    assert "Congratulations, you are now a registered user!" in page_text(response)
+    assert alerts(response) == [
+        ("success", "Congratulations, you are now a registered user! Please sign in.")
+    ]
 
 
 @pytest.mark.parametrize(
-    ("username", "email", "password", "password2", "message"),
+    ("username", "email", "password", "password2", "errors"),
     [
-        ("", "a@example.com", PASSWORD, PASSWORD, "This field is required."),
-        ("alice", "", PASSWORD, PASSWORD, "This field is required."),
-        ("alice", "a@example.com", "", "", "This field is required."),
-        ("   ", "a@example.com", PASSWORD, PASSWORD, "This field is required."),
-        ("al", "a@example.com", PASSWORD, PASSWORD, "between 3 and 64 characters"),
-        ("a" * 65, "a@example.com", PASSWORD, PASSWORD, "between 3 and 64 characters"),
-        ("a b", "a@example.com", PASSWORD, PASSWORD, "Use only letters, digits, dots"),
-        ("a/b", "a@example.com", PASSWORD, PASSWORD, "Use only letters, digits, dots"),
-        ("alice", "not-an-email", PASSWORD, PASSWORD, "Please enter a valid email address."),
-        ("alice", "a" * 243 + "@example.com", PASSWORD, PASSWORD, "longer than 254 characters"),
-        ("alice", "a@example.com", "short", "short", "between 8 and 128 characters"),
-        ("alice", "a@example.com", "x" * 129, "x" * 129, "between 8 and 128 characters"),
-        ("alice", "a@example.com", PASSWORD, PASSWORD + "!", "The passwords don't match."),
+        ("", "a@example.com", PASSWORD, PASSWORD, {"username": [REQUIRED]}),
+        ("alice", "", PASSWORD, PASSWORD, {"email": [REQUIRED]}),
+        ("alice", "a@example.com", "", "", {"password": [REQUIRED], "password2": [REQUIRED]}),
+        ("   ", "a@example.com", PASSWORD, PASSWORD, {"username": [REQUIRED]}),
+        ("al", "a@example.com", PASSWORD, PASSWORD, {"username": [USERNAME_LENGTH]}),
+        ("a" * 65, "a@example.com", PASSWORD, PASSWORD, {"username": [USERNAME_LENGTH]}),
+        ("a b", "a@example.com", PASSWORD, PASSWORD, {"username": [USERNAME_CHARACTERS]}),
+        ("a/b", "a@example.com", PASSWORD, PASSWORD, {"username": [USERNAME_CHARACTERS]}),
+        ("alice", "not-an-email", PASSWORD, PASSWORD, {"email": [INVALID_EMAIL]}),
+        (
+            "alice",
+            "a" * 243 + "@example.com",
+            PASSWORD,
+            PASSWORD,
+            # Too long, and (its part before the @ being over 64 characters) invalid too.
+            {"email": ["Field cannot be longer than 254 characters.", INVALID_EMAIL]},
+        ),
+        ("alice", "a@example.com", "short", "short", {"password": [PASSWORD_LENGTH]}),
+        ("alice", "a@example.com", "x" * 129, "x" * 129, {"password": [PASSWORD_LENGTH]}),
+        (
+            "alice",
+            "a@example.com",
+            PASSWORD,
+            PASSWORD + "!",
+            {"password2": ["The passwords don't match."]},
+        ),
     ],
 )
-def test_register_validates_input(app, client, username, email, password, password2, message):
+def test_register_validates_input(app, client, username, email, password, password2, errors):
     data = {"username": username, "email": email, "password": password, "password2": password2}
     response = client.post("/auth/register", data=data)
     assert response.status_code == 200
-    assert message in page_text(response)
+    assert form_errors(response) == errors
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(User)) == 0
 
 
 @pytest.mark.parametrize(
-    ("username", "email", "message"),
+    ("username", "email", "errors"),
     [
-        ("Admin", "new@example.com", "Please use a different username."),
-        ("admin1 ", "new@example.com", "Please use a different username."),  # spaces trimmed
-        (FULLWIDTH_ADMIN, "new@example.com", "Please use a different username."),  # full-width
-        ("newcomer", "ADMIN@example.com", "Please use a different email address."),
-        ("newcomer", FULLWIDTH_ADMIN + "@example.com", "Please use a different email address."),
+        ("Admin", "new@example.com", {"username": [USERNAME_TAKEN]}),
+        ("admin1 ", "new@example.com", {"username": [USERNAME_TAKEN]}),  # spaces trimmed
+        (FULLWIDTH_ADMIN, "new@example.com", {"username": [USERNAME_TAKEN]}),  # full-width
+        ("newcomer", "ADMIN@example.com", {"email": [EMAIL_TAKEN]}),
+        ("newcomer", FULLWIDTH_ADMIN + "@example.com", {"email": [EMAIL_TAKEN]}),
     ],
 )
-def test_register_refuses_taken_name_or_email(app, users, auth, username, email, message):
+def test_register_refuses_taken_name_or_email(app, users, auth, username, email, errors):
     """A taken name or address is refused however it is typed: case, spaces, full-width."""
     response = auth.register(username=username, email=email)
     assert response.status_code == 200
-    assert message in page_text(response)
+    assert form_errors(response) == errors
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(User)) == 2
 
@@ -157,7 +183,7 @@ def test_register_race_shows_form_error(app, auth, monkeypatch):
     response = auth.register(username="bob", email="second-bob@example.com")
     assert other_worker_done
     assert response.status_code == 200
-    assert "Please use a different username." in page_text(response)
+    assert form_errors(response) == {"username": [USERNAME_TAKEN]}
     assert count_users(app, "bob") == 1
     with app.app_context():
         bob = db.session.scalar(User.by_username("bob"))
@@ -175,7 +201,7 @@ def test_register_then_login_with_non_ascii_name(client, auth):
 def test_register_refuses_non_ascii_name_differing_only_in_case(app, auth):
     auth.register(username="Émile")
     response = auth.register(username="émile", email="other-emile@example.com")
-    assert "Please use a different username." in page_text(response)
+    assert form_errors(response) == {"username": [USERNAME_TAKEN]}
     assert count_users(app, "émile") == 1
 
 
@@ -209,23 +235,25 @@ def test_login_failure_does_not_tell_which_part_was_wrong(users, client, auth, u
     with client:
         response = auth.login(username, password)
         assert response.status_code == 200
-        assert "Invalid username or password." in page_text(response)
+        assert alerts(response) == [("danger", INVALID_LOGIN)]
+        assert form_errors(response) == {}  # no field is to blame
         assert "_user_id" not in session
 
 
 @pytest.mark.parametrize(
-    ("username", "password", "message"),
+    ("username", "password", "errors"),
     [
-        ("", PASSWORD, "This field is required."),
-        ("admin", "", "This field is required."),
-        ("a" * 65, PASSWORD, "longer than 64 characters"),
-        ("admin", "x" * 129, "longer than 128 characters"),
+        ("", PASSWORD, {"username": [REQUIRED]}),
+        ("admin", "", {"password": [REQUIRED]}),
+        ("a" * 65, PASSWORD, {"username": ["Field cannot be longer than 64 characters."]}),
+        ("admin", "x" * 129, {"password": ["Field cannot be longer than 128 characters."]}),
     ],
 )
-def test_login_validates_input(users, auth, username, password, message):
+def test_login_validates_input(users, auth, username, password, errors):
     response = auth.login(username, password)
     assert response.status_code == 200
-    assert message in page_text(response)
+    assert form_errors(response) == errors
+    assert alerts(response) == []  # the form is not even checked against the accounts
 
 
 def test_remember_me_sets_cookie(users, client, auth):
@@ -273,7 +301,7 @@ def test_login_required(users, client, auth):
     assert response.headers["Location"] == "/auth/login?next=%2Fedit_profile"
 
     response = client.get(response.headers["Location"])
-    assert "Please log in to access this page." in page_text(response)
+    assert alerts(response) == [("info", "Please log in to access this page.")]
 
     response = auth.login(next_url="%2Fedit_profile")
     assert response.headers["Location"] == "/edit_profile"
@@ -290,8 +318,9 @@ def test_logout(users, client, auth):
         assert response.headers["Location"] == "/"
         assert "_user_id" not in session
 
-    text = page_text(client.get("/"))
-    assert "You have been logged out." in text
+    response = client.get("/")
+    assert alerts(response) == [("info", "You have been logged out.")]
+    text = page_text(response)
     assert "Log in" in text
     assert "Profile (admin)" not in text
 

@@ -15,12 +15,25 @@ twenty threads until every one of them is ready, then lets them all go at
 once. Which requests overlap is up to the operating system, so the tests
 assert only what must hold whatever the interleaving: one winner, nineteen
 polite refusals, no error page, no data lost.
+
+Left to chance, every loser might be stopped by the form's own check, and the
+unique constraint would never be tested. So while the racers run, the test
+holds the user table's write lock on a connection of its own, as a long
+transaction in another process would: the racers check the name (reads are
+not blocked) and then wait to write it. The test lets go once two of them are
+waiting, which it sees in the blog's log: the blog runs with SQLAlchemy's
+statement log on (``LOG_EXTRA_LOGGERS``), and a statement is logged before it
+is sent. Two racers that both passed the check, one name in the database: the
+unique index refused the other. The log's count of such statements proves it
+after the race.
 """
 
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +41,8 @@ import pytest
 from conftest import PASSWORD, add_posts, add_user, config_for
 from databases import fresh_database
 from flask import Flask
-from servers import Browser, Gunicorn, production_env, run_gunicorn
+from pages import form_errors
+from servers import Browser, Gunicorn, production_env, run_gunicorn, wait_until
 from sqlalchemy import func, select
 
 from app import create_app
@@ -38,6 +52,10 @@ from app.models import Post, User, name_key
 RACERS = 20  # clients sending the same request at once
 WORKERS = 4  # gunicorn worker processes: up to four requests truly in flight
 USERNAME_TAKEN = "Please use a different username."
+# The statements that write the contested name, as SQLAlchemy logs them
+# (the table's name is quoted on PostgreSQL, where "user" is a reserved word).
+REGISTER = re.compile(r'INSERT INTO "?user"? \(username, ')
+RENAME = re.compile(r'UPDATE "?user"? SET username=')
 
 
 @dataclass
@@ -53,7 +71,16 @@ def blog(tmp_path_factory) -> Iterator[Blog]:
     tmp_path = tmp_path_factory.mktemp("concurrency")
     # The database outlives gunicorn: it is dropped only once the workers are gone.
     with fresh_database(tmp_path) as url:
-        env = production_env(tmp_path, url)
+        # gunicorn's errors, as by default, and every SQL statement the engine
+        # sends (values hidden: hide_parameters in production) rather than only
+        # SQLAlchemy's warnings: not both, or each statement would be logged twice
+        # (once per logger). One file, never rotated, so that the tests read all of it.
+        env = production_env(
+            tmp_path,
+            url,
+            LOG_EXTRA_LOGGERS="sqlalchemy.engine.Engine:INFO,gunicorn.error",
+            LOG_MAX_BYTES=0,
+        )
         with run_gunicorn(env, tmp_path, app="blog:app", workers=WORKERS) as server:
             app = create_app(config_for(url))
             try:
@@ -76,16 +103,48 @@ def spelling(name: str, number: int) -> str:
     )
 
 
-def race(browsers: list[Browser], path: str, forms: list[dict]) -> list[tuple[int, dict, str]]:
-    """POST forms[i] from browsers[i] to `path`, all at the same moment.
+def logged_writes(blog: Blog, statement: re.Pattern) -> int:
+    """How many times the blog's log shows `statement` (sent or about to be)."""
+    return sum(1 for line in blog.log_file.read_text().splitlines() if statement.search(line))
+
+
+@contextmanager
+def writes_to_users_held(app: Flask) -> Iterator[None]:
+    """Hold the user table's write lock on a connection of our own until the block ends.
+
+    Reading goes on; a request that writes to the table waits (on SQLite, up to
+    the busy timeout, 5 s; on PostgreSQL, until we let go).
+    """
+    with app.app_context(), db.engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # the database's one write lock
+        else:
+            # Blocks INSERT, UPDATE and DELETE on the table, not SELECT.
+            connection.exec_driver_sql('LOCK TABLE "user" IN SHARE ROW EXCLUSIVE MODE')
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def race(
+    blog: Blog, browsers: list[Browser], path: str, forms: list[dict], write: re.Pattern
+) -> tuple[list[tuple[int, dict, str]], int]:
+    """POST forms[i] from browsers[i] to `path`, all at the same moment, and make
+    sure that at least two of them are past the form's check before any can save.
 
     Everything slow (loading the form for its CSRF token, starting threads)
     happens first; the barrier then releases all the POSTs together, so that
     they reach gunicorn's four workers as closely together as the machine allows.
-    Returns each browser's (status, headers, body), in order.
+    The user table's write lock, held meanwhile, is released once the log shows
+    two racers about to `write` the name.
+
+    Returns each browser's (status, headers, body), in order, and how many
+    racers tried to write the name (passed the form's check).
     """
     tokens = [browser.csrf_token(path) for browser in browsers]
-    barrier = threading.Barrier(len(browsers))
+    barrier = threading.Barrier(len(browsers) + 1)  # the racers, and this thread
+    writes_before = logged_writes(blog, write)
 
     def send(number: int) -> tuple[int, dict, str]:
         # The timeout only ends a test that is already broken (a thread that died).
@@ -93,7 +152,15 @@ def race(browsers: list[Browser], path: str, forms: list[dict]) -> list[tuple[in
         return browsers[number].request(path, {"csrf_token": tokens[number], **forms[number]})
 
     with ThreadPoolExecutor(max_workers=len(browsers)) as pool:
-        return list(pool.map(send, range(len(browsers))))
+        with writes_to_users_held(blog.app):
+            answers = [pool.submit(send, number) for number in range(len(browsers))]
+            barrier.wait(timeout=60)
+            wait_until(
+                lambda: logged_writes(blog, write) - writes_before >= 2,
+                message="two racers past the form's check, waiting to save",
+            )
+        answers = [answer.result() for answer in answers]
+    return answers, logged_writes(blog, write) - writes_before
 
 
 def one_winner(answers: list[tuple[int, dict, str]], redirected_to: str) -> int:
@@ -109,8 +176,16 @@ def one_winner(answers: list[tuple[int, dict, str]], redirected_to: str) -> int:
     assert answers[winner][1]["Location"] == redirected_to
     for number, (_, _, page) in enumerate(answers):
         if number != winner:
-            assert USERNAME_TAKEN in page, f"racer {number} was not told why"
+            assert form_errors(page) == {"username": [USERNAME_TAKEN]}, f"racer {number}"
     return winner
+
+
+def assert_the_unique_index_decided(tried_to_write: int) -> None:
+    """Each racer that tried to write the name had passed the form's check; one
+    row holds the name (checked by the caller), so the database refused all the
+    others. Those the form stopped never tried."""
+    refused_by_the_index = tried_to_write - 1
+    assert 1 <= refused_by_the_index <= RACERS - 1, tried_to_write
 
 
 def assert_logs_are_clean(blog: Blog) -> None:
@@ -157,10 +232,12 @@ def test_twenty_users_rename_themselves_to_the_same_name_at_once(blog):
         assert (status, headers["Location"]) == (302, "/")
 
     wanted = [spelling("champion", number) for number in range(RACERS)]
-    answers = race(
+    answers, tried_to_write = race(
+        blog,
         browsers,
         "/edit_profile",
         [{"username": name, "about_me": f"I am {name}"} for name in wanted],
+        RENAME,
     )
 
     winner = one_winner(answers, "/edit_profile")
@@ -180,6 +257,7 @@ def test_twenty_users_rename_themselves_to_the_same_name_at_once(blog):
                 assert (user.username, user.about_me) == (f"racer{number:02d}", "")
         # Renaming moves no post: they follow the user's id, not the name.
         assert post_counts() == posts_before
+    assert_the_unique_index_decided(tried_to_write)
     assert_logs_are_clean(blog)
 
 
@@ -189,10 +267,8 @@ def test_twenty_people_register_the_same_username_at_once(blog):
     Each uses their own email address, so only the username can clash.
     Exactly one account is created (a redirect to the login page); the
     nineteen others see "Please use a different username." on the form, no
-    error page, and no half-made account is left behind. Registering hashes
-    the password between the form's check and the commit, which keeps the
-    window of the race open for a while: this is where the unique constraint
-    does the work.
+    error page, and no half-made account is left behind, including for those
+    whose INSERT the unique index refused.
     """
     browsers = [Browser(blog.server.url) for _ in range(RACERS)]
     forms = [
@@ -204,7 +280,7 @@ def test_twenty_people_register_the_same_username_at_once(blog):
         }
         for number in range(RACERS)
     ]
-    answers = race(browsers, "/auth/register", forms)
+    answers, tried_to_write = race(blog, browsers, "/auth/register", forms, REGISTER)
 
     winner = one_winner(answers, "/auth/login")
 
@@ -221,6 +297,7 @@ def test_twenty_people_register_the_same_username_at_once(blog):
         "/auth/login", {"username": "newcomer", "password": "a-good-password"}
     )
     assert (status, headers["Location"]) == (302, "/")
+    assert_the_unique_index_decided(tried_to_write)
     assert_logs_are_clean(blog)
 
 

@@ -19,6 +19,7 @@ from babel.messages.pofile import read_po, write_po
 from conftest import PASSWORD, AuthActions, add_user, config_for
 from flask import Flask, abort
 from flask.testing import FlaskClient
+from pages import alerts, form_errors
 from servers import BIN, ROOT, clean_env, smtp_server
 
 from app import create_app
@@ -36,6 +37,7 @@ ZH_PO = TRANSLATIONS / "zh_Hans_CN" / "LC_MESSAGES" / "messages.po"
 ZH_MO = TRANSLATIONS / "zh_Hans_CN" / "LC_MESSAGES" / "messages.mo"
 CHINESE = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}  # what Chrome in China sends
 HAN = re.compile(r"[\u4e00-\u9fff]")  # any Chinese character
+REQUIRED_ZH = "该字段是必填字段。"  # WTForms' "This field is required."
 
 
 def text(response) -> str:
@@ -119,11 +121,11 @@ def test_the_login_form_in_chinese_with_wtforms_own_messages(zh_client):
 
     # WTForms' built-in messages, translated by WTForms' own catalogue.
     response = zh_client.post("/auth/login", data={"username": "", "password": ""})
-    assert text(response).count("该字段是必填字段。") == 2
+    assert form_errors(response) == {"username": [REQUIRED_ZH], "password": [REQUIRED_ZH]}
 
     # Ours, where WTForms' wording ("Email") wouldn't match the form's label (电子邮箱).
     response = zh_client.post("/auth/reset_password_request", data={"email": "not-an-address"})
-    assert "请输入有效的电子邮箱地址。" in text(response)
+    assert form_errors(response) == {"email": ["请输入有效的电子邮箱地址。"]}
 
 
 def test_our_own_validation_messages_in_chinese(zh_client, users):
@@ -136,24 +138,30 @@ def test_our_own_validation_messages_in_chinese(zh_client, users):
             "password2": PASSWORD + "-typo",
         },
     )
-    page = text(response)
-    assert "该用户名已被使用，请换一个。" in page  # noqa: RUF001
-    assert "两次输入的密码不一致。" in page
+    assert form_errors(response) == {
+        "username": ["该用户名已被使用，请换一个。"],  # noqa: RUF001
+        "password2": ["两次输入的密码不一致。"],
+    }
     response = zh_client.post("/auth/register", data={"username": "a b c"})
-    assert "只能使用字母、数字、点、短横线和下划线。" in text(response)
+    assert form_errors(response) == {
+        "username": ["只能使用字母、数字、点、短横线和下划线。"],
+        "email": [REQUIRED_ZH],
+        "password": [REQUIRED_ZH],
+        "password2": [REQUIRED_ZH],
+    }
 
 
 def test_flash_messages_in_chinese(app, zh_client, users):
     AuthActions(zh_client).login()
     response = zh_client.post("/", data={"post": "你好，世界"}, follow_redirects=True)  # noqa: RUF001
+    assert alerts(response) == [("success", "您的文章已发布！")]  # noqa: RUF001
     page = text(response)
-    assert "您的文章已发布！" in page  # noqa: RUF001
     assert "admin，您好！" in page  # noqa: RUF001
     assert "你好，世界" in page  # noqa: RUF001
     assert "发布" in page  # the post form's button
 
     response = zh_client.post("/auth/logout", follow_redirects=True)
-    assert "您已退出登录。" in text(response)
+    assert alerts(response) == [("info", "您已退出登录。")]
 
 
 def test_the_404_page_in_chinese(zh_client):
@@ -186,7 +194,7 @@ def test_the_429_page_in_chinese(make_app, users):
     client = chinese_client(app)
     for _ in range(2):
         response = client.post("/auth/login", data={"username": "admin", "password": "wrong"})
-        assert "用户名或密码错误。" in text(response)
+        assert alerts(response) == [("danger", "用户名或密码错误。")]
     response = client.post("/auth/login", data={"username": "admin", "password": "wrong"})
     assert response.status_code == 429
     assert "<h1>请求过于频繁</h1>" in text(response)

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from conftest import PASSWORD, add_user
+from pages import alerts, form_errors
 from servers import free_port, smtp_server, wait_until
 
 from app.auth.email import reset_token
@@ -14,6 +15,10 @@ from app.mail import outbox
 from app.models import User
 
 NEW_PASSWORD = "a-brand-new-password"
+# The flashed messages, word for word.
+ON_ITS_WAY = ("info", "If that address has an account, a mail with a reset link is on its way.")
+RESET_DONE = ("success", "Your password has been reset. You can log in with it now.")
+LINK_REFUSED = ("warning", "That reset link is invalid or has expired. Please ask for a new one.")
 
 
 @pytest.fixture
@@ -64,7 +69,7 @@ def test_reset_password_end_to_end(client, auth, alice, mail_server):
 
     response = request_reset(client, "alice@example.com")  # any case finds the account
     assert response.headers["Location"] == "/auth/login"
-    assert "a mail with a reset link is on its way" in client.get("/auth/login").text
+    assert alerts(client.get("/auth/login")) == [ON_ITS_WAY]
 
     message = mail_server.mailbox.wait_for(1)[0]
     assert message["To"] == "Alice@Example.com"
@@ -77,20 +82,24 @@ def test_reset_password_end_to_end(client, auth, alice, mail_server):
     assert path.rpartition("/")[2] not in page.text  # the token is in no page or address
     response = set_password(client, path)
     assert response.headers["Location"] == "/auth/login"
-    assert "Your password has been reset" in client.get("/auth/login").text
+    assert alerts(client.get("/auth/login")) == [RESET_DONE]
 
-    assert "Invalid username or password." in auth.login("alice", PASSWORD).text
+    assert alerts(auth.login("alice", PASSWORD)) == [("danger", "Invalid username or password.")]
     assert auth.login("alice", NEW_PASSWORD).headers["Location"] == "/"
 
 
-def test_a_reset_link_works_only_once(client, alice, mail_server):
+def test_a_reset_link_works_only_once(app, client, alice, mail_server):
     request_reset(client, "alice@example.com")
     path = reset_link(mail_server.mailbox.wait_for(1)[0])
     assert set_password(client, path).headers["Location"] == "/auth/login"
+    assert alerts(client.get("/auth/login")) == [RESET_DONE]
 
     response = set_password(client, path, "yet-another-password")
     assert response.headers["Location"] == "/auth/reset_password_request"
-    assert "invalid or has expired" in client.get("/auth/reset_password_request").text
+    # Refused when the link is opened, and again when the form is sent all the same.
+    assert alerts(client.get("/auth/reset_password_request")) == [LINK_REFUSED, LINK_REFUSED]
+    with app.app_context():
+        assert db.session.get(User, alice).check_password(NEW_PASSWORD)
 
 
 def test_unknown_address_gets_the_same_answer_and_no_mail(client, alice, mail_server):
@@ -102,19 +111,44 @@ def test_unknown_address_gets_the_same_answer_and_no_mail(client, alice, mail_se
 
 
 @pytest.mark.parametrize(
-    ("password", "password2", "message"),
+    ("password", "password2", "errors"),
     [
-        ("short", "short", "Field must be between 8 and 128 characters long."),
-        (NEW_PASSWORD, "something-else", "The passwords don&#39;t match."),
-        ("", "", "This field is required."),
+        ("short", "short", {"password": ["Field must be between 8 and 128 characters long."]}),
+        ("x" * 129, "x" * 129, {"password": ["Field must be between 8 and 128 characters long."]}),
+        (NEW_PASSWORD, "something-else", {"password2": ["The passwords don't match."]}),
+        (
+            "",
+            "",
+            {"password": ["This field is required."], "password2": ["This field is required."]},
+        ),
     ],
 )
-def test_new_password_is_validated(app, client, alice, password, password2, message):
+def test_new_password_is_validated(app, client, alice, password, password2, errors):
     with app.app_context():
         path = f"/auth/reset_password/{reset_token(db.session.get(User, alice))}"
     response = set_password(client, path, password, password2)
     assert response.status_code == 200
-    assert message in response.text
+    assert form_errors(response) == errors
+    # The password is unchanged: the old one still works.
+    with app.app_context():
+        assert db.session.get(User, alice).check_password(PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("email", "errors"),
+    [
+        ("", {"email": ["This field is required."]}),
+        ("alice", {"email": ["Please enter a valid email address."]}),
+        ("alice@", {"email": ["Please enter a valid email address."]}),
+    ],
+)
+def test_the_address_is_validated_and_nothing_is_sent(client, alice, mail_server, email, errors):
+    response = request_reset(client, email)
+    assert response.status_code == 200
+    assert form_errors(response) == errors
+    assert alerts(response) == []  # not "...on its way": nothing is
+    outbox.drain()
+    assert mail_server.mailbox.messages == []
 
 
 def tamper(token: str) -> str:
@@ -150,7 +184,7 @@ def test_an_expired_link_is_refused(make_app, alice):
     client = app.test_client()
     response = open_link(client, f"/auth/reset_password/{token}")
     assert response.headers["Location"] == "/auth/reset_password_request"
-    assert "invalid or has expired" in client.get("/auth/reset_password_request").text
+    assert alerts(client.get("/auth/reset_password_request")) == [LINK_REFUSED]
 
 
 def test_logged_in_users_are_sent_home(client, auth, users):
@@ -211,7 +245,7 @@ def test_a_mail_failure_is_logged_and_the_user_sees_the_same_answer(make_app, al
         client = app.test_client()
         response = request_reset(client, "alice@example.com")
         assert response.headers["Location"] == "/auth/login"
-        assert "a mail with a reset link is on its way" in client.get("/auth/login").text
+        assert alerts(client.get("/auth/login")) == [ON_ITS_WAY]
         wait_until(lambda: records.messages, message="the failure to be logged")
         assert len(records.messages) == 1
         assert "Alice@Example.com" in records.messages[0]

@@ -20,6 +20,7 @@ import pytest
 from conftest import PASSWORD, AuthActions, add_posts, add_user
 from flask import Flask
 from flask.testing import FlaskClient
+from pages import alerts, form_errors
 from servers import production_env, run_gunicorn
 
 from config import ConfigError
@@ -35,6 +36,10 @@ OTHER_CLIENT = {"REMOTE_ADDR": "10.0.0.2"}
 THIRD_CLIENT = {"REMOTE_ADDR": "10.0.0.3"}
 JSON = {"Accept": "application/json"}
 INVALID_LOGIN = "Invalid username or password."
+REQUIRED = "This field is required."
+INVALID_EMAIL = "Please enter a valid email address."
+# What the login page shows for a wrong name or password: a flashed message, no field to blame.
+WRONG_LOGIN = ({}, [("danger", INVALID_LOGIN)])
 
 
 @pytest.fixture
@@ -62,7 +67,7 @@ def fail_logins(client: FlaskClient, username: str, times: int, **kwargs) -> Non
     for _ in range(times):
         response = login(client, username, **kwargs)
         assert response.status_code == 200
-        assert INVALID_LOGIN in response.text
+        assert alerts(response) == [("danger", INVALID_LOGIN)]
 
 
 def assert_too_many_requests(response, limit_seconds: int = 60) -> None:
@@ -252,7 +257,7 @@ def test_other_accounts_from_the_same_client_until_the_client_limit(client, user
     # admin1 is not limited: its owner can still log in from here.
     fail_logins(client, "admin1", 2)
     assert login(client, "admin1", PASSWORD).status_code == 302
-    client.post("/auth/logout")
+    client.post("/auth/logout", follow_redirects=True)  # as a browser does: read its message
 
     # The client has failed PER_CLIENT - 1 times so far: one more, then it is refused
     # for every account, even one it never tried.
@@ -281,7 +286,7 @@ def test_logging_in_successfully_does_not_count(client, users):
     """A classroom can log in to the demo account from one address."""
     for _ in range(PER_CLIENT + 1):
         assert login(client, "admin", PASSWORD).status_code == 302
-        client.post("/auth/logout")
+        client.post("/auth/logout", follow_redirects=True)  # as a browser does: read its message
     fail_logins(client, "admin", PER_ACCOUNT)
 
 
@@ -339,43 +344,91 @@ def test_showing_the_reset_form_does_not_count(client):
 # --- Bad input: a message or a 4xx, never a 500 ------------------------------------------
 
 FORM = "application/x-www-form-urlencoded"
-# A body, its content type, and the limit that stops it: the account's if the
-# body names one, otherwise the client's (a request naming no account can't
-# guess anyone's password, but it still counts).
+# A body, its content type, what the form then shows ({field: messages}, flashed
+# messages), and the limit that stops it: the account's if the body names one,
+# otherwise the client's (a request naming no account can't guess anyone's
+# password, but it still counts). A body that isn't valid UTF-8, or isn't a
+# form at all, reads as an empty form.
+NOTHING_TYPED = ({"username": [REQUIRED], "password": [REQUIRED]}, [])
+NAME_TOO_LONG = ({"username": ["Field cannot be longer than 64 characters."]}, [])
 MALFORMED = {
-    "no username": ({"password": "x"}, None, PER_CLIENT),
-    "no fields at all": ({}, None, PER_CLIENT),
-    "a 10,000-character username": ({"username": "a" * 10_000, "password": "x"}, None, PER_ACCOUNT),
+    "no username": ({"password": "x"}, None, ({"username": [REQUIRED]}, []), PER_CLIENT),
+    "no fields at all": ({}, None, NOTHING_TYPED, PER_CLIENT),
+    "a 10,000-character username": (
+        {"username": "a" * 10_000, "password": "x"},
+        None,
+        NAME_TOO_LONG,
+        PER_ACCOUNT,
+    ),
     "a 10,000-character username, multipart": (
         {"username": "a" * 10_000, "password": "x"},
         "multipart/form-data",
+        NAME_TOO_LONG,
         PER_ACCOUNT,
     ),
-    "invalid UTF-8 bytes": (b"username=\xff\xfe\xfdadmin&password=\xc3", FORM, PER_CLIENT),
-    "invalid UTF-8, percent-encoded": ("username=%ff%feadmin&password=%c3", FORM, PER_ACCOUNT),
-    "a username given twice": ("username=admin&username=admin1&password=x", FORM, PER_ACCOUNT),
-    "JSON, not a form": ('{"username": "admin", "password": "x"}', "application/json", PER_CLIENT),
-    "not even a body": (b"", FORM, PER_CLIENT),
+    "invalid UTF-8 bytes": (
+        b"username=\xff\xfe\xfdadmin&password=\xc3",
+        FORM,
+        NOTHING_TYPED,
+        PER_CLIENT,
+    ),
+    "invalid UTF-8, percent-encoded": (
+        "username=%ff%feadmin&password=%c3",
+        FORM,
+        WRONG_LOGIN,
+        PER_ACCOUNT,
+    ),
+    "a username given twice": (
+        "username=admin&username=admin1&password=x",
+        FORM,
+        WRONG_LOGIN,
+        PER_ACCOUNT,
+    ),
+    "JSON, not a form": (
+        '{"username": "admin", "password": "x"}',
+        "application/json",
+        NOTHING_TYPED,
+        PER_CLIENT,
+    ),
+    "not even a body": (b"", FORM, NOTHING_TYPED, PER_CLIENT),
 }
 
 
-@pytest.mark.parametrize("body, content_type, limit", MALFORMED.values(), ids=MALFORMED.keys())
-def test_malformed_logins_never_500(client, users, body, content_type, limit):
-    """Each is shown the form again, until a limit is reached: then 429."""
+@pytest.mark.parametrize(
+    "body, content_type, shown, limit", MALFORMED.values(), ids=MALFORMED.keys()
+)
+def test_malformed_logins_never_500(client, users, body, content_type, shown, limit):
+    """Each is shown the form again with what was wrong, until its limit: then the 429 page."""
     kwargs = {"data": body} | ({"content_type": content_type} if content_type else {})
-    statuses = [client.post("/auth/login", **kwargs).status_code for _ in range(limit + 1)]
-    assert statuses == [200] * limit + [429]
+    for _ in range(limit):
+        response = client.post("/auth/login", **kwargs)
+        assert response.status_code == 200
+        assert (form_errors(response), alerts(response)) == shown
+    assert_too_many_requests(client.post("/auth/login", **kwargs))
 
 
 @pytest.mark.parametrize(
-    "body",
-    [{}, {"email": "a" * 10_000 + "@example.com"}, b"email=\xff\xfe@example.com"],
+    ("body", "errors", "limit"),
+    [
+        ({}, {"email": [REQUIRED]}, PER_CLIENT),
+        (
+            {"email": "a" * 10_000 + "@example.com"},
+            {"email": ["Field cannot be longer than 254 characters.", INVALID_EMAIL]},
+            PER_ACCOUNT,
+        ),
+        # Not valid UTF-8: it reads as an empty form, which names no account.
+        (b"email=\xff\xfe@example.com", {"email": [REQUIRED]}, PER_CLIENT),
+    ],
     ids=["no email", "a 10,000-character email", "invalid UTF-8 bytes"],
 )
-def test_malformed_reset_requests_never_500(client, body):
-    for _ in range(PER_CLIENT + 1):
+def test_malformed_reset_requests_never_500(client, body, errors, limit):
+    """Each is shown the form with its error, until its limit: then, and only then, the 429 page."""
+    for _ in range(limit):
         response = client.post("/auth/reset_password_request", data=body, content_type=FORM)
-        assert response.status_code in (200, 429)
+        assert response.status_code == 200
+        assert form_errors(response) == errors
+    response = client.post("/auth/reset_password_request", data=body, content_type=FORM)
+    assert_too_many_requests(response)
 
 
 def test_a_body_over_the_size_limit_is_a_413(client):
@@ -510,7 +563,7 @@ def test_as_deployed(tmp_path, fresh_database_url):
 
         for _ in range(5):
             status, _, page = attacker.submit("/auth/login", guess("victim"))
-            assert (status, INVALID_LOGIN in page) == (200, True)
+            assert (status, alerts(page)) == (200, [("danger", INVALID_LOGIN)])
         right = {"username": "victim", "password": PASSWORD}
         status, headers, page = attacker.submit("/auth/login", right)
         assert status == 429

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from conftest import PASSWORD, add_posts, add_user
 from flask.testing import FlaskClient
+from pages import alerts, form_errors
 from sqlalchemy import event, insert, select
 
 from app.extensions import db
@@ -41,6 +42,18 @@ def csrf_token(page: str) -> str:
     match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
     assert match, "the page has no form with a CSRF token"
     return match.group(1)
+
+
+def heading(page: str) -> str:
+    """The page's <h1>: on a profile, the user's name as stored."""
+    return html.unescape(re.search(r"<h1>(.*?)</h1>", page).group(1))
+
+
+def post_bodies(page: str) -> list[str]:
+    """The text of each post listed on the page, top to bottom."""
+    return [
+        html.unescape(body) for body in re.findall(r'<p class="mb-0 text-break">(.*?)</p>', page)
+    ]
 
 
 def counts(page: str) -> tuple[int, int]:
@@ -108,11 +121,19 @@ def test_profile_shows_only_that_users_posts(app, client, users):
     assert "post 1 by admin1" in client.get("/user/admin1").text
 
 
-@pytest.mark.parametrize("path", ["/user/ADMIN", "/user/Admin", "/user/admin"])
-def test_profile_lookup_ignores_case(client, users, path):
+@pytest.mark.parametrize(
+    "path", ["/user/ADMIN", "/user/Admin", "/user/admin", "/user/\uff41\uff44\uff4d\uff49\uff4e"]
+)
+def test_profile_lookup_ignores_case(app, client, users, path):
+    """Any spelling of the name opens that user's page: their name as stored, their
+    posts and no one else's (admin1, whose name starts the same, has one too)."""
+    with app.app_context():
+        add_posts(db.session.get(User, users["admin"]), 2)
+        add_posts(db.session.get(User, users["admin1"]), 1)
     response = client.get(path)
     assert response.status_code == 200
-    assert "<h1>admin</h1>" in response.text
+    assert heading(response.text) == "admin"
+    assert post_bodies(response.text) == ["post 2 by admin", "post 1 by admin"]
 
 
 def test_unknown_user_is_404(client, users):
@@ -121,10 +142,17 @@ def test_unknown_user_is_404(client, users):
     assert "Page not found" in response.text
 
 
-def test_profile_of_a_name_with_a_non_ascii_capital(app, client):
+@pytest.mark.parametrize("spelling", ["Élodie", "élodie", "ÉLODIE"])
+def test_profile_of_a_name_with_a_non_ascii_capital(app, client, spelling):
+    """É and é are one letter in two cases (SQLite's own lower() knows only A-Z);
+    "Elodie" without the accent is someone else."""
     with app.app_context():
-        add_user("Élodie", email="elodie@example.com")
-    assert client.get("/user/Élodie").status_code == 200
+        add_posts(add_user("Élodie", email="elodie@example.com"), 1)
+        add_posts(add_user("Elodie", email="other-elodie@example.com"), 1)
+    response = client.get(f"/user/{spelling}")
+    assert response.status_code == 200
+    assert heading(response.text) == "Élodie"
+    assert post_bodies(response.text) == ["post 1 by Élodie"]
 
 
 @pytest.mark.parametrize("name", ["edit", "edit_profile"])
@@ -188,10 +216,10 @@ def test_renaming_to_a_taken_name_shows_a_form_error(app, client, auth, users, s
     response = client.post("/edit_profile", data={"username": submitted, "about_me": "changed?"})
 
     assert response.status_code == 200
-    assert USERNAME_TAKEN in response.text
+    assert form_errors(response) == {"username": [USERNAME_TAKEN]}
     # The form keeps what was typed (trimmed and NFKC-folded), so it can be corrected.
     assert input_value(response.text, "username") == shown
-    assert "Your changes have been saved." not in response.text
+    assert alerts(response) == []  # not "Your changes have been saved."
     assert name_and_about(app, users["admin"]) == ("admin", "")
     assert name_and_about(app, users["admin1"]) == ("admin1", "")
 
@@ -208,7 +236,7 @@ def test_renaming_to_a_taken_non_ascii_name_in_another_case(app, client, auth, u
         add_user("Élodie", email="elodie@example.com")
     auth.login()
     response = client.post("/edit_profile", data={"username": "élodie", "about_me": ""})
-    assert USERNAME_TAKEN in response.text
+    assert form_errors(response) == {"username": [USERNAME_TAKEN]}
     assert name_and_about(app, users["admin"]) == ("admin", "")
 
 
@@ -218,7 +246,7 @@ def test_rename_to_a_free_name(app, client, auth, users):
     assert response.headers["Location"] == "/edit_profile"
 
     page = client.get("/edit_profile").text
-    assert "Your changes have been saved." in page
+    assert alerts(page) == [("success", "Your changes have been saved.")]
     assert "Profile (root)" in page
     assert input_value(page, "username") == "root"
     assert name_and_about(app, users["admin"]) == ("root", "The boss")
@@ -241,22 +269,26 @@ def test_keeping_your_name_and_changing_about_me(app, client, auth, users):
     assert "New text" in client.get("/user/admin").text
 
 
+WRONG_LENGTH = "Field must be between 3 and 64 characters long."
+WRONG_CHARACTERS = "Use only letters, digits, dots, dashes and underscores."
+
+
 @pytest.mark.parametrize(
-    ("username", "about_me", "message"),
+    ("username", "about_me", "errors"),
     [
-        ("admin", "x" * 281, "Field cannot be longer than 280 characters."),
-        ("", "", "This field is required."),
-        ("ab", "", "Field must be between 3 and 64 characters long."),
-        ("a" * 65, "", "Field must be between 3 and 64 characters long."),
-        ("new name", "", "Use only letters, digits, dots, dashes and underscores."),
-        ("new/name", "", "Use only letters, digits, dots, dashes and underscores."),
+        ("admin", "x" * 281, {"about_me": ["Field cannot be longer than 280 characters."]}),
+        ("", "", {"username": ["This field is required."]}),
+        ("ab", "", {"username": [WRONG_LENGTH]}),
+        ("a" * 65, "", {"username": [WRONG_LENGTH]}),
+        ("new name", "", {"username": [WRONG_CHARACTERS]}),
+        ("new/name", "", {"username": [WRONG_CHARACTERS]}),
     ],
 )
-def test_edit_profile_validates_input(app, client, auth, users, username, about_me, message):
+def test_edit_profile_validates_input(app, client, auth, users, username, about_me, errors):
     auth.login()
     response = client.post("/edit_profile", data={"username": username, "about_me": about_me})
     assert response.status_code == 200
-    assert message in response.text
+    assert form_errors(response) == errors
     assert name_and_about(app, users["admin"]) == ("admin", "")
 
 
@@ -311,7 +343,7 @@ def test_rename_race_lost_at_the_unique_index_shows_a_form_error(
     response = client.post("/edit_profile", data={"username": "root", "about_me": "changed?"})
 
     assert response.status_code == 200
-    assert USERNAME_TAKEN in response.text
+    assert form_errors(response) == {"username": [USERNAME_TAKEN]}
     assert "Profile (admin)" in response.text
     assert name_and_about(app, users["admin"]) == ("admin", "")
     with app.app_context():
