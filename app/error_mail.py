@@ -62,9 +62,10 @@ def origin(record: logging.LogRecord) -> traceback.FrameSummary | None:
 def fingerprint(record: logging.LogRecord) -> str:
     """Name the bug behind `record`, the same way every time it happens.
 
-    For an exception: its type plus where this app's code raised it, so that
-    "division by zero in views.py line 12" is one bug however the message
-    varies (ids, usernames). For a plain error message: where it was logged
+    For an exception: its type plus where this app's code raised it (where
+    it was logged, if it was never raised), so that "division by zero in
+    views.py line 12" is one bug however the message varies (ids,
+    usernames). For a plain error message: where it was logged
     and its text before the arguments were filled in. A caller can also name
     the bug itself, as with Sentry: ``extra={"fingerprint": "..."}``.
     """
@@ -73,7 +74,13 @@ def fingerprint(record: logging.LogRecord) -> str:
     if record.exc_info and record.exc_info[1] is not None:
         exc_type = record.exc_info[0]
         frame = origin(record)
-        place = f"{frame.filename}:{frame.name}:{frame.lineno}" if frame else "-"
+        # An exception logged without having been raised has no traceback:
+        # then where it was logged tells the bugs apart (as the mail's Location).
+        place = (
+            f"{frame.filename}:{frame.name}:{frame.lineno}"
+            if frame
+            else f"{record.pathname}:{record.funcName}:{record.lineno}"
+        )
         key = f"{exc_type.__module__}.{exc_type.__qualname__} at {place}"
     else:
         key = f"{record.name} at {record.pathname}:{record.lineno}: {record.msg}"

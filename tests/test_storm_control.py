@@ -1,0 +1,650 @@
+"""Storm control and fingerprints, at their edges (app/error_mail.py).
+
+When a hundred users hit the same bug, the admins get one mail, then a count.
+That promise rests on two small pieces, checked here directly, without an app:
+
+- `fingerprint()` names the bug behind a log record. The same bug must get
+  the same name every time, in every worker; two different bugs must get two
+  names, or the second one is never mailed, only counted under the first.
+- `StormControl` decides, in a SQLite file that every worker shares, which
+  occurrence is mailed and which is only counted, and when a count is due.
+  Times are passed in as plain numbers (seconds), so these tests choose the
+  clock and check each edge of a window to the millisecond without waiting.
+
+The last section mails through a real SMTP server (aiosmtpd on 127.0.0.1) with
+`ErrorMailHandler.deliver` and `send_summaries` called directly, at chosen
+times. The whole way from a request to the mailbox, the outbox thread and
+gunicorn workers included, is in tests/test_error_mail.py.
+"""
+
+import hashlib
+import logging
+import os
+import re
+import sqlite3
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from servers import SMTPServer, free_port, smtp_server
+
+from app.error_mail import (
+    APP_DIR,
+    ErrorMailHandler,
+    ErrorReport,
+    StormControl,
+    fingerprint,
+    origin,
+)
+from app.mail import MailSettings
+
+WINDOW = 10.0  # seconds
+STATE_FILE = "error-mail.sqlite3"
+KEY = "0123456789abcdef"  # a fingerprint
+SUBJECT = "[Blog] ZeroDivisionError: division by zero"
+ADMIN = "admin@example.com"
+HELD_BACK = "held back: the same error was mailed less than a window ago"
+
+
+# --- Helpers --------------------------------------------------------------------
+
+
+def new_storm(tmp_path: Path, window: float = WINDOW) -> StormControl:
+    return StormControl(str(tmp_path / STATE_FILE), window)
+
+
+def rows(storm: StormControl) -> list[tuple]:
+    """What the state file holds, read through a connection of its own, as
+    another worker would read it: only what was committed."""
+    with closing(sqlite3.connect(storm.path)) as db:
+        return db.execute(
+            "SELECT fingerprint, window_start, repeats, subject FROM error_mail ORDER BY 1"
+        ).fetchall()
+
+
+@pytest.fixture
+def mail_log() -> Iterator[list[str]]:
+    """What the "blog.mail" logger says during the test, as "LEVEL message" lines."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(f"{record.levelname} {record.getMessage()}")
+
+    handler = Collect()
+    logger = logging.getLogger("blog.mail")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+
+
+def record(
+    msg: str = "Disk %s almost full",
+    args: tuple = ("/var",),
+    name: str = "app",
+    pathname: str = "/srv/blog/app/tasks.py",
+    lineno: int = 42,
+    func: str = "clean_up",
+    exc_info=None,
+    **extra,
+) -> logging.LogRecord:
+    """A log record as `logging.getLogger(name).error(msg, *args)` makes it."""
+    made = logging.LogRecord(name, logging.ERROR, pathname, lineno, msg, args, exc_info, func)
+    made.__dict__.update(extra)  # what extra={...} adds
+    return made
+
+
+def logged(function: Callable[[], object], **fields) -> logging.LogRecord:
+    """The record of `logger.exception(...)` in the handler of what `function()` raised."""
+    try:
+        function()
+    except Exception:
+        return record(exc_info=sys.exc_info(), **fields)
+    raise AssertionError(f"{function} did not raise")
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def code_in(filename: str, source: str, **names) -> dict:
+    """The functions of `source`, compiled as if written in `filename`: their
+    frames in a traceback name that file (which need not exist). `names` are
+    what the code can call."""
+    namespace = dict(names)
+    exec(compile(textwrap.dedent(source), filename, "exec"), namespace)
+    return namespace
+
+
+# A library (not this app's code) and two files of this app's code, each
+# function on the line numbered in its comment.
+LIBRARY = "/opt/libraries/shop/client.py"
+VIEWS = os.path.join(APP_DIR, "shop_views.py")
+MODELS = os.path.join(APP_DIR, "shop_models.py")
+library = code_in(
+    LIBRARY,
+    """\
+    def call(function):
+        return function()  # line 2
+    def fail():
+        raise LookupError("no such product")  # line 4
+    """,
+)
+models = code_in(
+    MODELS,
+    """\
+    def load():
+        return fail()  # line 2
+    def check(error):
+        raise error  # line 4
+    def check_again(error):
+        raise error  # line 6
+    """,
+    fail=library["fail"],
+)
+views = code_in(
+    VIEWS,
+    """\
+    def show():
+        return call(load)  # line 2
+    """,
+    call=library["call"],
+    load=models["load"],
+)
+
+
+def where(frame) -> tuple[str, int, str] | None:
+    return None if frame is None else (frame.filename, frame.lineno, frame.name)
+
+
+# --- 1. Where an exception comes from: origin() --------------------------------
+
+
+def test_origin_is_the_innermost_frame_of_this_apps_code():
+    # views.show -> library call -> models.load -> library fail, which raises.
+    # The library line is where every bug that reaches it would be; the app's
+    # innermost line is the one that tells bugs apart.
+    raised = logged(views["show"])
+
+    assert where(origin(raised)) == (MODELS, 2, "load")
+
+
+def test_origin_without_any_app_frame_is_the_innermost_frame_of_all():
+    raised = logged(library["fail"])
+
+    assert where(origin(raised)) == (LIBRARY, 4, "fail")
+
+
+def test_origin_is_none_without_a_traceback():
+    assert origin(record()) is None
+    # logger.exception() outside an except block.
+    assert origin(record(exc_info=(None, None, None))) is None
+    # An exception logged without having been raised.
+    error = ValueError("card declined")
+    assert origin(record(exc_info=(ValueError, error, None))) is None
+
+
+# --- 2. Naming the bug: fingerprint() -------------------------------------------
+#
+# The exact keys are part of the contract: the state file outlives a
+# deployment, and during a graceful restart old and new workers share it. A
+# fingerprint that changed from one release to the next would make every
+# ongoing storm mail once more.
+
+
+def test_a_fingerprint_is_16_hex_digits():
+    assert re.fullmatch(r"[0-9a-f]{16}", fingerprint(record()))
+    assert re.fullmatch(r"[0-9a-f]{16}", fingerprint(logged(views["show"])))
+
+
+def test_a_plain_message_is_named_by_its_logger_place_and_text_before_its_arguments():
+    assert fingerprint(record()) == digest("app at /srv/blog/app/tasks.py:42: Disk %s almost full")
+    # The arguments vary with each occurrence (ids, paths): they don't count.
+    assert fingerprint(record(args=("/home",))) == fingerprint(record())
+    # Each of the rest does.
+    others = [
+        record(name="app.auth"),
+        record(pathname="/srv/blog/app/models.py"),
+        record(lineno=43),
+        record(msg="Disk %s full"),
+    ]
+    assert len({fingerprint(other) for other in [record(), *others]}) == 5
+
+
+def test_an_exception_is_named_by_its_type_and_where_this_apps_code_raised_it():
+    raised = logged(views["show"])
+
+    assert fingerprint(raised) == digest(f"builtins.LookupError at {MODELS}:load:2")
+    # The log message and the logger don't count: Flask logs every 500 from one line.
+    assert fingerprint(logged(views["show"], msg="Exception on /b", name="x")) == fingerprint(
+        raised
+    )
+
+
+def test_the_exception_message_does_not_count():
+    first = logged(lambda: models["check"](KeyError("basket 1")))
+    second = logged(lambda: models["check"](KeyError("basket 2")))
+
+    assert fingerprint(first) == fingerprint(second)
+
+
+def test_one_type_from_two_lines_or_two_types_from_one_line_are_two_bugs():
+    key_error = logged(lambda: models["check"](KeyError("basket")))
+    elsewhere = logged(lambda: models["check_again"](KeyError("basket")))
+    value_error = logged(lambda: models["check"](ValueError("basket")))
+
+    assert fingerprint(key_error) != fingerprint(elsewhere)
+    assert fingerprint(key_error) != fingerprint(value_error)
+
+
+class Shop:
+    class NotFound(LookupError):
+        pass
+
+
+class Cart:
+    class NotFound(LookupError):
+        pass
+
+
+def test_two_exception_types_of_one_name_are_two_bugs():
+    # Same __name__, another class around it (__qualname__) or another module.
+    shop = logged(lambda: models["check"](Shop.NotFound()))
+    cart = logged(lambda: models["check"](Cart.NotFound()))
+    assert fingerprint(shop) != fingerprint(cart)
+
+    in_shop = type("NotFound", (LookupError,), {"__module__": "shop"})
+    in_cart = type("NotFound", (LookupError,), {"__module__": "cart"})
+    assert fingerprint(logged(lambda: models["check"](in_shop()))) != fingerprint(
+        logged(lambda: models["check"](in_cart()))
+    )
+
+
+def test_an_exception_never_raised_is_named_by_its_type_and_where_it_was_logged():
+    # logger.error("...", exc_info=error): there is no traceback to look into.
+    error = ValueError("card declined")
+    unraised = record(exc_info=(ValueError, error, None), pathname="/srv/blog/app/pay.py", lineno=7)
+
+    assert fingerprint(unraised) == digest("builtins.ValueError at /srv/blog/app/pay.py:clean_up:7")
+    # Another place is another bug; another type from the same line too.
+    assert fingerprint(record(exc_info=(ValueError, error, None), lineno=8)) != fingerprint(
+        record(exc_info=(ValueError, error, None), lineno=7)
+    )
+    other = KeyError("card")
+    assert fingerprint(record(exc_info=(KeyError, other, None))) != fingerprint(
+        record(exc_info=(ValueError, error, None))
+    )
+
+
+def test_logger_exception_outside_an_except_block_is_named_like_a_plain_message():
+    assert fingerprint(record(exc_info=(None, None, None))) == fingerprint(record())
+
+
+def test_a_caller_can_name_the_bug_itself():
+    # logger.error(..., extra={"fingerprint": "payments"}), as with Sentry.
+    assert fingerprint(record(fingerprint="payments")) == "payments"
+    assert fingerprint(logged(views["show"], fingerprint="payments")) == "payments"
+    # An empty name names nothing.
+    assert fingerprint(record(fingerprint="")) == fingerprint(record())
+
+
+# --- 3. The window: admit() and mail_failed() ----------------------------------
+
+
+def test_a_window_holds_repeats_back_to_its_last_millisecond(tmp_path):
+    storm = new_storm(tmp_path)  # a 10-second window
+
+    # The first occurrence is mailed; no earlier one to count.
+    assert storm.admit(KEY, SUBJECT, 100) == 0
+    assert storm.admit(KEY, SUBJECT, 109.999) is None  # counted, not mailed
+    assert rows(storm) == [(KEY, 100.0, 1, SUBJECT)]
+    # The window has closed: mailed, with the count of the held-back one.
+    assert storm.admit(KEY, SUBJECT, 110) == 1
+    # A new window, counted from zero.
+    assert rows(storm) == [(KEY, 110.0, 0, SUBJECT)]
+    assert storm.admit(KEY, SUBJECT, 115) is None
+    assert storm.admit(KEY, SUBJECT, 120) == 1
+
+
+def test_each_bug_has_a_window_of_its_own(tmp_path):
+    storm = new_storm(tmp_path)
+    assert storm.admit(KEY, SUBJECT, 100) == 0
+    assert storm.admit("another-bug", "[Blog] KeyError", 101) == 0
+    assert storm.admit(KEY, SUBJECT, 102) is None
+    assert storm.admit("another-bug", "[Blog] KeyError", 103) is None
+
+
+@pytest.mark.parametrize(
+    ("window", "retry_after"),
+    [(10, 10), (300, 60)],
+    ids=["window under a minute", "window over a minute"],
+)
+def test_a_failed_mail_is_retried_after_a_minute_or_the_window_if_shorter(
+    tmp_path, window, retry_after
+):
+    storm = new_storm(tmp_path, window)
+    assert storm.admit(KEY, SUBJECT, 1000) == 0
+    # That mail didn't go out: its occurrence is one nobody has heard of.
+    storm.mail_failed(KEY, 1000, unreported=1)
+
+    # A dead mail server is not tried again for every error...
+    assert storm.admit(KEY, SUBJECT, 1000 + retry_after - 0.001) is None
+    # ...but from then on: the failed one and the held-back one are counted.
+    assert storm.admit(KEY, SUBJECT, 1000 + retry_after) == 2
+
+
+@pytest.mark.parametrize("window", [10, 300])
+def test_a_failed_mails_count_is_also_due_in_a_summary_from_the_retry_time(tmp_path, window):
+    storm = new_storm(tmp_path, window)
+    storm.admit(KEY, SUBJECT, 1000)
+    storm.mail_failed(KEY, 1000, unreported=1)
+    retry_at = 1000 + min(60, window)
+
+    assert storm.closed_windows(retry_at - 0.001) == []
+    assert storm.closed_windows(retry_at) == [(KEY, SUBJECT, 1)]
+
+
+def test_a_failed_mail_with_nothing_unreported_leaves_the_count_as_it_was(tmp_path):
+    storm = new_storm(tmp_path)
+    storm.admit(KEY, SUBJECT, 1000)
+    storm.admit(KEY, SUBJECT, 1001)
+
+    storm.mail_failed(KEY, 1002)
+
+    assert rows(storm) == [(KEY, 1002.0, 1, SUBJECT)]
+
+
+# --- 4. Summaries: closed_windows() ----------------------------------------------
+
+
+def test_closed_windows_claims_each_count_once_its_window_has_closed(tmp_path):
+    storm = new_storm(tmp_path)
+    for bug, subject, times in [("a", "A", [100, 101]), ("b", "B", [100, 102, 103])]:
+        for now in times:
+            storm.admit(bug, subject, now)
+    storm.admit("quiet", "Q", 100)  # mailed once and never again: no summary
+
+    before = rows(storm)
+    assert storm.closed_windows(109.999) == []  # still open: nothing to claim
+    assert rows(storm) == before
+
+    assert sorted(storm.closed_windows(110)) == [("a", "A", 1), ("b", "B", 2)]
+    # Claimed and forgotten: a bug quiet for a whole window leaves nothing behind.
+    assert rows(storm) == []
+    assert storm.closed_windows(200) == []
+
+
+def test_a_bug_whose_window_is_open_is_remembered(tmp_path):
+    storm = new_storm(tmp_path)
+    storm.admit("old", "O", 100)
+    storm.admit(KEY, SUBJECT, 105)
+    storm.admit(KEY, SUBJECT, 106)
+
+    assert storm.closed_windows(110) == []
+    # The old bug is forgotten; the one in its window keeps its window and count.
+    assert rows(storm) == [(KEY, 105.0, 1, SUBJECT)]
+    assert storm.admit(KEY, SUBJECT, 114.999) is None
+    assert storm.closed_windows(115) == [(KEY, SUBJECT, 2)]
+
+
+def test_a_summary_names_the_latest_mails_subject(tmp_path):
+    # The subject carries the request's reference: the summary points at the
+    # latest mail the admins got.
+    storm = new_storm(tmp_path)
+    storm.admit(KEY, "[Blog] Error (error 1)", 100)
+    storm.admit(KEY, "[Blog] Error (error 2)", 110)
+    storm.admit(KEY, "[Blog] Error (error 3)", 111)
+
+    assert storm.closed_windows(120) == [(KEY, "[Blog] Error (error 2)", 1)]
+
+
+# --- 5. One state for every worker, and what if it can't be kept -----------------
+
+
+def test_workers_share_the_state_through_the_file(tmp_path):
+    first, second = new_storm(tmp_path), new_storm(tmp_path)
+
+    assert first.admit(KEY, SUBJECT, 100) == 0
+    assert second.admit(KEY, SUBJECT, 101) is None
+    assert first.admit(KEY, SUBJECT, 102) is None
+    # Only one of them claims the count, so only one sends the summary.
+    assert second.closed_windows(110) == [(KEY, SUBJECT, 2)]
+    assert first.closed_windows(110) == []
+
+
+def test_the_state_survives_a_restarted_worker(tmp_path):
+    assert new_storm(tmp_path).admit(KEY, SUBJECT, 100) == 0
+
+    assert new_storm(tmp_path).admit(KEY, SUBJECT, 101) is None
+
+
+def test_a_forked_worker_opens_its_own_connection_and_shares_the_state(tmp_path):
+    # gunicorn --preload: the master made the StormControl, each worker is a
+    # fork of it. A SQLite connection must not cross a fork.
+    storm = new_storm(tmp_path)
+    assert storm.admit(KEY, SUBJECT, 100) == 0
+    inherited = storm._connection
+
+    pid = os.fork()
+    if pid == 0:  # the worker
+        try:
+            held = storm.admit(KEY, SUBJECT, 101) is None
+            reconnected = storm._connection is not inherited
+            os._exit(0 if held and reconnected else 1)
+        finally:
+            os._exit(2)
+    assert os.waitpid(pid, 0)[1] == 0
+
+    assert storm.admit(KEY, SUBJECT, 102) is None
+    assert storm.closed_windows(110) == [(KEY, SUBJECT, 2)]
+
+
+def test_the_outbox_thread_may_change(tmp_path, mail_log):
+    # The outbox's thread stops when drained and a new one starts with the
+    # next mail: the connection must serve the new thread too.
+    storm = new_storm(tmp_path)
+    storm.admit(KEY, SUBJECT, 100)
+    decided = []
+
+    thread = threading.Thread(target=lambda: decided.append(storm.admit(KEY, SUBJECT, 101)))
+    thread.start()
+    thread.join(10)
+
+    assert decided == [None]
+    assert mail_log == []
+    assert rows(storm) == [(KEY, 100.0, 1, SUBJECT)]
+
+
+def test_a_worker_waits_for_another_workers_decision(tmp_path):
+    # Two workers must not both read "not mailed yet" and both mail: the
+    # decision takes the write lock before it reads.
+    storm = new_storm(tmp_path)
+    storm.admit("another-bug", SUBJECT, 0)  # the file and its table exist
+    with closing(sqlite3.connect(storm.path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # the other worker is deciding
+        other.execute("INSERT INTO error_mail VALUES (?, 100, 0, ?)", (KEY, SUBJECT))
+        decided = []
+        thread = threading.Thread(target=lambda: decided.append(storm.admit(KEY, SUBJECT, 101)))
+        thread.start()
+        thread.join(0.3)
+        assert thread.is_alive(), "admit() did not wait for the other worker"
+        other.execute("COMMIT")  # it decided to mail
+    thread.join(10)
+
+    assert decided == [None]
+
+
+def test_the_state_file_is_set_up_for_storms_and_for_several_workers(tmp_path):
+    storm = new_storm(tmp_path)
+    storm.admit(KEY, SUBJECT, 100)
+
+    # A storm is many counts a second: WAL with synchronous=NORMAL doesn't
+    # wait for the disk on each one.
+    with closing(sqlite3.connect(storm.path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert storm._connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    # A worker waits up to 10 seconds for another's decision (milliseconds
+    # here) before it gives up on the file and keeps its counts in memory.
+    assert storm._connection.execute("PRAGMA busy_timeout").fetchone() == (10000,)
+
+
+def test_an_unusable_state_file_falls_back_to_memory_and_says_so_once(tmp_path, mail_log):
+    # A regular file where the log folder should be: the state file can't be made.
+    (tmp_path / "logs").write_text("not a folder")
+    path = str(tmp_path / "logs" / STATE_FILE)
+    storm = StormControl(path, WINDOW)
+
+    # Failing open: no storm control would be better than no error mail.
+    assert storm.admit(KEY, SUBJECT, 100) == 0
+    assert mail_log == [
+        f"ERROR Error-mail state {path} unusable (unable to open database file); "
+        "keeping it in memory"
+    ]
+    # And storm control goes on, in memory, without saying it again.
+    assert storm.admit(KEY, SUBJECT, 105) is None
+    assert storm.admit(KEY, SUBJECT, 110) == 1
+    assert storm.admit(KEY, SUBJECT, 111) is None
+    assert storm.closed_windows(120) == [(KEY, SUBJECT, 1)]
+    assert len(mail_log) == 1
+    # Memory is the last resort: a database error there is raised, not
+    # another fallback that would forget the counts.
+    with pytest.raises(sqlite3.OperationalError):
+        storm._in_transaction(lambda db: db.execute("SELECT * FROM no_such_table"))
+    assert len(mail_log) == 1
+
+
+def test_a_failure_inside_a_transaction_rolls_it_back_and_propagates(tmp_path, mail_log):
+    storm = new_storm(tmp_path)
+    assert storm.admit(KEY, SUBJECT, 100) == 0
+
+    def write_then_fail(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE error_mail SET repeats = 99")
+        db.execute("INSERT INTO error_mail VALUES ('half-done', 0, 0, 'X')")
+        raise RuntimeError("failed half-way")
+
+    with pytest.raises(RuntimeError, match="failed half-way"):
+        storm._in_transaction(write_then_fail)
+
+    assert rows(storm) == [(KEY, 100.0, 0, SUBJECT)]
+    # Not a problem of the state file: it is still used, and nothing says otherwise.
+    assert storm.path == str(tmp_path / STATE_FILE)
+    assert mail_log == []
+    assert storm.admit(KEY, SUBJECT, 101) is None
+    assert rows(storm) == [(KEY, 100.0, 1, SUBJECT)]
+
+
+def test_a_database_error_in_memory_rolls_back_and_propagates(mail_log):
+    storm = StormControl(":memory:", WINDOW)
+    assert storm.admit(KEY, SUBJECT, 100) == 0
+
+    def write_then_fail(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE error_mail SET repeats = 99")
+        db.execute("INSERT INTO error_mail VALUES (?, 0, 0, 'X')", (KEY,))  # KEY is taken
+
+    with pytest.raises(sqlite3.IntegrityError):
+        storm._in_transaction(write_then_fail)
+
+    assert mail_log == []
+    # The earlier state, not the half-done one: held back, then counted once.
+    assert storm.admit(KEY, SUBJECT, 101) is None
+    assert storm.closed_windows(110) == [(KEY, SUBJECT, 1)]
+
+
+# --- 6. What the mails say (a real SMTP server) --------------------------------
+
+
+@pytest.fixture
+def smtp(tmp_path) -> Iterator[SMTPServer]:
+    with smtp_server("plain", tmp_path) as server:
+        yield server
+
+
+def mailer(mail_settings: dict, storm: StormControl) -> ErrorMailHandler:
+    """The error-mail handler as init_email makes it, called directly here."""
+    settings = MailSettings.from_config(mail_settings)
+    return ErrorMailHandler(settings, [ADMIN], "[Blog]", storm, secrets=[])
+
+
+def report(created: float) -> ErrorReport:
+    """One occurrence of the bug KEY, at `created`."""
+    return ErrorReport(
+        fingerprint=KEY,
+        subject=SUBJECT,
+        fields=[("Message type", "ERROR")],
+        request=None,
+        traceback="",
+        created=created,
+    )
+
+
+def body(message: EmailMessage, subtype: str = "plain") -> str:
+    return message.get_body((subtype,)).get_content().replace("\r\n", "\n")
+
+
+def test_the_first_mail_has_no_count_and_a_later_one_has_exactly_the_count(smtp, tmp_path):
+    handler = mailer(smtp.settings, new_storm(tmp_path))
+
+    handler.deliver(report(100))
+    assert handler.last_outcome == f"delivered to {ADMIN}"
+    for now in (104, 109):
+        handler.deliver(report(now))
+        assert handler.last_outcome == HELD_BACK
+    handler.deliver(report(110))
+    assert handler.last_outcome == f"delivered to {ADMIN}"
+
+    first, later = smtp.mailbox.messages
+    assert first["Subject"] == later["Subject"] == SUBJECT
+    assert body(first) == "Error\nMessage type:   ERROR\n"
+    assert body(first, "html").startswith("<h2>Error</h2>")
+    note = "This error also happened 2 more times since the last mail about it."
+    assert body(later) == f"{note}\n\nError\nMessage type:   ERROR\n"
+    assert body(later, "html").startswith(f"<p><strong>{note}</strong></p>\n<h2>Error</h2>")
+    # A delivered mail leaves the window as the mail opened it.
+    assert rows(handler.storm) == [(KEY, 110.0, 0, SUBJECT)]
+
+
+def test_an_occurrence_whose_mail_failed_is_counted_in_the_next_mail(smtp, tmp_path, mail_log):
+    nobody_listens = {"MAIL_SERVER": "127.0.0.1", "MAIL_PORT": free_port(), "MAIL_TIMEOUT": 2}
+    nobody_listens |= {"MAIL_USE_TLS": False, "MAIL_USE_SSL": False}
+    handler = mailer(nobody_listens, new_storm(tmp_path))
+    start = time.time()  # mail_failed() reads the clock: these times are real ones
+
+    handler.deliver(report(start))
+    assert handler.last_outcome.startswith("not sent: refused")
+    assert [line.split(" not sent: ")[0] for line in mail_log] == [f"ERROR Error mail {SUBJECT!r}"]
+    handler.deliver(report(start + 5))  # within the retry delay
+    assert handler.last_outcome == HELD_BACK
+
+    handler.settings = MailSettings.from_config(smtp.settings)  # the mail server is back
+    handler.deliver(report(start + WINDOW + 1))
+
+    [message] = smtp.mailbox.messages
+    # The one whose mail failed and the held-back one.
+    note = "This error also happened 2 more times since the last mail about it."
+    assert body(message).startswith(f"{note}\n\n")
+
+
+def test_a_summary_says_how_many_were_not_mailed_and_goes_out_once(smtp, tmp_path):
+    handler = mailer(smtp.settings, new_storm(tmp_path))
+    start = time.time() - 60  # send_summaries() reads the clock: this window has closed
+    for now in (start, start + 1, start + 2):
+        handler.deliver(report(now))
+
+    handler.send_summaries()
+    handler.send_summaries()
+
+    first, summary = smtp.mailbox.messages
+    assert first["Subject"] == SUBJECT
+    assert summary["Subject"] == f"{SUBJECT} [repeated 2 times]"
+    assert summary.get_content_type() == "text/plain"
+    assert body(summary) == (
+        "This error happened 2 more times that were not mailed one by one "
+        "(at most one mail per error every 10 seconds). "
+        f"The log file has every occurrence.\n\n{SUBJECT}\n"
+    )
