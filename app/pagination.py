@@ -59,12 +59,14 @@ class Cursor:
         :raise 404: if it isn't one of ours: a bad link is a page that doesn't
             exist, not a server error.
         """
+        # 17 digits of microseconds reach the year 5138, and an id of 18
+        # digits always fits the database's 64-bit integer column (whose
+        # largest value has 19): a longer number can't be one of our posts,
+        # and passed on it would make the database driver fail, not the page.
         match = re.fullmatch(r"([0-9]{1,17})-([0-9]{1,18})", text)
         if match is None:
             abort(404)
         micros, post_id = (int(number) for number in match.groups())
-        if post_id > 2**63 - 1:  # the largest id a database column holds
-            abort(404)
         return cls(EPOCH + micros * MICROSECOND, post_id)
 
     def __str__(self) -> str:
@@ -83,7 +85,7 @@ class Page:
 
     def prev_url(self) -> str:
         """The newer page: the posts just before the first one shown."""
-        if self.number == 2 or not self.items:
+        if self.number == 2:
             return self._url()  # page 1 is the list's own URL
         return self._url(page=self.number - 1, after=Cursor.of(self.items[0]))
 
@@ -115,26 +117,29 @@ def paginate(posts: Select, per_page: int) -> Page:
     """
     number = requested_page()
     position = (Post.timestamp, Post.id)
-    newer_page = "after" in request.args
-    if "before" in request.args:
+    if "before" in request.args:  # (and an "after" beside it is ignored)
         cursor = Cursor.parse(request.args["before"])
         posts = posts.where(tuple_(*position) < tuple_(cursor.timestamp, cursor.id))
         rows = db.session.scalars(posts.limit(per_page + 1)).all()
-    elif newer_page:
+        has_next = len(rows) > per_page
+    elif "after" in request.args:
         # The same list read from the other end, from the cursor towards the
         # newest post, then turned back around.
         cursor = Cursor.parse(request.args["after"])
         posts = posts.where(tuple_(*position) > tuple_(cursor.timestamp, cursor.id))
         oldest_first = posts.order_by(None).order_by(*(column.asc() for column in position))
         rows = db.session.scalars(oldest_first.limit(per_page)).all()[::-1]
+        # Coming back from an older page, there is an older page: that one. Unless
+        # nothing is newer than the cursor (a link made by hand): an empty page has
+        # no last post for an "Older" link to start from.
+        has_next = bool(rows)
     else:
         # OFFSET still reads every row before the page, so let it read as little
         # as it can: the ids alone, from the index; then fetch just the rows shown.
         skipped = posts.with_only_columns(Post.id).offset((number - 1) * per_page)
         page_ids = skipped.limit(per_page + 1).scalar_subquery()
         rows = db.session.scalars(posts.where(Post.id.in_(page_ids))).all()
+        has_next = len(rows) > per_page
     if not rows and number > 1:
         abort(404)
-    # Coming back from an older page, there is an older page: that one.
-    has_next = newer_page or len(rows) > per_page
     return Page(items=list(rows[:per_page]), number=number, has_next=has_next)

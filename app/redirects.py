@@ -17,16 +17,14 @@ def safe_next_url(target: str | None) -> str | None:
     The usual ``urlsplit(target).netloc == ""`` test is not enough: browsers
     read ``/\\evil.example`` and ``///evil.example`` as other hosts, and
     ``https:evil.example`` has no netloc but a scheme. So we accept only a
-    single leading slash, no backslash, no scheme, and no whitespace or control
+    single leading slash, no backslash, and no whitespace or control
     characters (browsers drop tabs and newlines, which turns ``/\\t/evil`` into
-    ``//evil``).
+    ``//evil``). What passes is a path on this site: a URL that starts with
+    one "/" has no scheme and no host.
     """
     if not target or not target.startswith("/") or target.startswith("//"):
         return None
     if "\\" in target or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in target):
-        return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
         return None
     return target
 

@@ -17,6 +17,7 @@ from click.testing import Result
 from conftest import config_for
 from databases import fresh_database
 from flask import Flask
+from pages import alerts
 from servers import clean_env, free_port, wait_until
 from sqlalchemy import func, select
 
@@ -467,7 +468,7 @@ def test_demo_user_with_a_wrong_password_cannot_log_in(new_app):
         "/auth/login", data={"username": "demo", "password": "not-the-demo-password"}
     )
     assert response.status_code == 200
-    assert "Invalid username or password." in response.get_data(as_text=True)
+    assert alerts(response) == [("danger", "Invalid username or password.")]
 
 
 def test_seed_runs_without_a_pushed_app_context(new_app):

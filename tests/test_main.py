@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import AuthActions, add_posts, add_user
+from pages import form_errors
 from sqlalchemy import event, func, select, update
 
 from app.extensions import db
@@ -135,7 +136,7 @@ def test_post_validates_input(app, users, client, auth, body, message):
     auth.login()
     response = client.post("/", data={"post": body})
     assert response.status_code == 200
-    assert message in page_text(response)
+    assert form_errors(response) == {"post": [message]}
     assert count_posts(app) == 0
 
 
