@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run debug test test-postgres screenshots lint format clean bench-errors bench profile
+.PHONY: run debug test test-postgres mutate screenshots lint format clean bench-errors bench profile
 
 ## Serve the blog on http://127.0.0.1:5000 with demo data (SQLite by default).
 run: $(VENV)/.installed
@@ -35,6 +35,12 @@ TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 ## The test suite again on PostgreSQL: a new database for the run, dropped at the end.
 test-postgres: $(VENV)/.installed-dev
 	TEST_DATABASE_URL='$(TEST_DATABASE_URL)' $(BIN)/python -m pytest
+
+## Would the tests notice a broken promise? Mutation testing of the modules that keep the
+## error path's promises (most of an hour on 2 cores; not part of CI). One module:
+## `make mutate ARGS=app/forms.py`. Equivalent mutants: tests/mutation/equivalent.toml.
+mutate: $(VENV)/.installed-dev
+	$(BIN)/python tests/mutation/mutate.py $(ARGS)
 
 ## The README's pictures: run the browser tests (system Chromium), which then also save
 ## small PNGs of a few pages into docs/screenshots/ (full-page ones always go to test-artifacts/).
