@@ -144,10 +144,13 @@ def run_gunicorn(
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Gunicorn(f"http://127.0.0.1:{port}", process, output)
     try:
-        deadline = time.monotonic() + 30
+        # Every worker imports the app at once, about 2 s of CPU each: on a busy
+        # machine that can pass 30 s. The bound only ends a start that hangs.
+        deadline = time.monotonic() + 120
         while True:
             try:
-                urllib.request.urlopen(server.url + ready_path, timeout=2).close()
+                # A probe given up on is still served later by a booting worker.
+                urllib.request.urlopen(server.url + ready_path, timeout=10).close()
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:

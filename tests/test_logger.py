@@ -10,18 +10,21 @@ several worker processes writing one log file.
 import logging
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import PASSWORD
 from flask import Flask, request
-from servers import ROOT, clean_env, production_env, run_gunicorn, wait_until
+from servers import ROOT, Gunicorn, clean_env, production_env, run_gunicorn, wait_until
 
 from app.logger import extra_loggers, init_logger
 
@@ -314,13 +317,58 @@ def numbers_in(path: Path) -> list[int]:
     return [int(n) for n in re.findall(r"numbered line (\d{6})", path.read_text())]
 
 
+def worker_pids(server: Gunicorn) -> set[str]:
+    """The pids of the workers gunicorn has started, from its own output."""
+    return set(re.findall(r"Booting worker with pid: (\d+)", server.log()))
+
+
+def startup_pids(log_file: Path) -> set[str]:
+    """The pids of the processes that created the app and logged to `log_file`."""
+    text = log_file.read_text() if log_file.exists() else ""
+    return set(re.findall(r"Blog startup \(pid (\d+)\)", text))
+
+
+@contextmanager
+def four_workers(env: dict[str, str], tmp_path: Path) -> Iterator[Gunicorn]:
+    """gunicorn with four workers, each of which has created the app.
+
+    Each worker imports the app, about two seconds of CPU, and run_gunicorn
+    waits 30 s for the first answer: four workers importing at once on a
+    busy machine (another test run on the same two cores) can take longer
+    than that. So gunicorn starts with one worker, which answers sooner, and
+    is given three more with SIGTTIN, as an admin scales up a running server;
+    the waits for those are bounded only to end a start that hangs.
+    """
+    with run_gunicorn(env, tmp_path, workers=1) as server:
+        for count in (2, 3, 4):
+            server.process.send_signal(signal.SIGTTIN)
+            # One signal at a time: signals sent before gunicorn has handled
+            # the first one would count as one.
+            wait_until(
+                lambda count=count: len(worker_pids(server)) == count,
+                timeout=120,
+                message=f"gunicorn starting worker {count}",
+            )
+        log_file = Path(env["LOG_DIR"]) / "blog.log"
+        wait_until(
+            lambda: len(worker_pids(server)) == 4 and worker_pids(server) <= startup_pids(log_file),
+            timeout=120,
+            message="four workers started",
+        )
+        yield server
+
+
 def test_rotation_under_four_workers_loses_and_duplicates_nothing(tmp_path, fresh_database_url):
-    """The rotation proof: 4 processes, 1,000 lines, 10 KB files."""
+    """The rotation proof: 4 processes, 1,000 lines, 10 KB files.
+
+    The lines are sent once all four workers have started, so that four
+    processes really share the file.
+    """
     max_bytes = 10240
     env = production_env(
         tmp_path, fresh_database_url, LOG_MAX_BYTES=max_bytes, LOG_BACKUP_COUNT=200
     )
-    with run_gunicorn(env, tmp_path, workers=4) as server:
+    with four_workers(env, tmp_path) as server:
         urls = [f"{server.url}/_test/log/{n}" for n in range(1, 1001)]
         with ThreadPoolExecutor(max_workers=16) as pool:
             statuses = list(pool.map(get, urls))
@@ -380,23 +428,15 @@ def test_log_to_stdout_under_gunicorn_writes_no_file(tmp_path, fresh_database_ur
 
 def test_every_worker_and_gunicorn_itself_log_to_the_file(tmp_path, fresh_database_url):
     log_file = tmp_path / "logs" / "blog.log"
-
-    def startup_pids() -> set[str]:
-        text = log_file.read_text() if log_file.exists() else ""
-        return set(re.findall(r"Blog startup \(pid (\d+)\)", text))
-
-    with run_gunicorn(production_env(tmp_path, fresh_database_url), tmp_path, workers=4) as server:
-        # The worker pids, from gunicorn's own output (its master's handler).
-        workers = set(re.findall(r"Booting worker with pid: (\d+)", server.log()))
-        assert len(workers) == 4
-        # gunicorn answers as soon as one worker is up; the others may still
-        # be importing the app.
-        wait_until(lambda: workers <= startup_pids(), message="every worker's startup line")
+    # four_workers waits until each of the four workers gunicorn reports
+    # (from its master's own output) has its startup line in the file.
+    with four_workers(production_env(tmp_path, fresh_database_url), tmp_path) as server:
+        workers = worker_pids(server)
         assert server.stop() == 0
 
     # `flask db upgrade` created the app too, so its process has a startup
     # line of its own: the file holds more than the workers' lines.
-    assert workers < startup_pids()
+    assert workers < startup_pids(log_file)
     # gunicorn's own log (gunicorn.error) goes to the same file: each worker's
     # "Worker exiting" line, logged after the app (and its handler) loaded.
     for pid in workers:

@@ -18,11 +18,18 @@ How the database is made to go away. The shared PostgreSQL server can't be
 stopped (the rest of the suite runs on it), so the tests put a `Cable` of
 their own between gunicorn and PostgreSQL: a small TCP forwarder that the test
 can unplug (new connections are refused and open ones are cut, as when the
-server stops) and plug back in on the same port. With nothing behind it the
-same class is a tarpit: it accepts connections and never says a word, like a
-database host that has dropped off the network; only the connect timeout gets
-a request out of that. Those tests need no PostgreSQL server, so they run on
-the SQLite run as well (the app is pointed at a PostgreSQL URL either way).
+server stops) and plug back in on the same port. Those two tests need a real
+PostgreSQL server behind the cable, so they run with TEST_DATABASE_URL only
+(`make test-postgres`). With nothing behind it the same class is a tarpit: it
+accepts connections and never says a word, like a database host that has
+dropped off the network; only the connect timeout gets a request out of that.
+The tarpit tests need no PostgreSQL server, so they run on every run (the app
+is pointed at a PostgreSQL URL either way).
+
+The promises that don't depend on PostgreSQL (the 503 page, one mail for the
+whole outage, healing with no restart, a session that survives) are also
+checked with an SQLite file whose folder is missing, then back: no server at
+all, so `make test` checks them too.
 
 No assertion here depends on how long anything took. "Quickly" is checked by
 counting: the tarpit counts the connections the app opens, and a request that
@@ -41,8 +48,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-from conftest import config_for
-from databases import ON_POSTGRESQL, SERVER_URL
+from conftest import AuthActions, config_for
+from databases import ON_POSTGRESQL, SERVER_URL, upgrade_database
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 from servers import (
@@ -68,7 +75,8 @@ HEALTH_LINE = " WARNING: Health check: "
 needs_postgresql = pytest.mark.skipif(
     not ON_POSTGRESQL,
     reason="unplugs a cable between gunicorn and a real PostgreSQL server: "
-    "run with TEST_DATABASE_URL (make test-postgres)",
+    "run with TEST_DATABASE_URL (make test-postgres); on SQLite, "
+    "test_a_missing_sqlite_file_gives_503s_one_mail_and_heals_itself checks the outage",
 )
 
 
@@ -483,6 +491,139 @@ def outage_repeats(log_dir: Path) -> int | None:
         connection.close()
     counts = [repeats for subject, repeats in rows if "Database unavailable" in subject]
     return counts[0] if counts else None
+
+
+# --- An SQLite file that can't be opened, then can: on both runs -------------
+
+
+def log_in_with_a_post(database_url: str, secret_key: str) -> str:
+    """Register "member", log in and write a post; return the session cookie's value.
+
+    Done in this process, through the real forms, by an app with the
+    production SECRET_KEY: the cookie is exactly what gunicorn's workers
+    would have given the member at login.
+    """
+    app = create_app(config_for(database_url, SECRET_KEY=secret_key))
+    try:
+        client = app.test_client()
+        auth = AuthActions(client)
+        assert auth.register("member").status_code == 302
+        assert auth.login("member").status_code == 302
+        assert client.post("/", data={"post": "Written before the outage"}).status_code == 302
+        return client.get_cookie("session").value
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_a_missing_sqlite_file_gives_503s_one_mail_and_heals_itself(tmp_path):
+    """The folder of the SQLite file is missing when gunicorn starts, then it is back.
+
+    SQLite's outage: the file can't be opened ("unable to open database
+    file"), as when the disk that holds it isn't mounted yet after a reboot.
+    No server is involved, so this runs on every run and keeps the promises
+    of the PostgreSQL outage test above in `make test` too. The database is
+    missing from the start because a worker keeps its SQLite connection open
+    between requests, and an open file goes on working when its folder is
+    renamed: only opening a connection can meet this outage.
+
+    During the outage every page is the 503 page, for visitors and a member
+    who logged in earlier alike, and /healthz says 503; each failed page is
+    one ERROR line without a traceback, the health checks are WARNINGs, and
+    the admins get exactly one mail. When the folder is back, the very next
+    request works, no worker was restarted, and the member is still logged in.
+    """
+    data, away = tmp_path / "data", tmp_path / "data-away"
+    data.mkdir()
+    database_url = f"sqlite:///{data / 'blog.sqlite'}"
+    upgrade_database(database_url)
+    log_file = tmp_path / "logs" / "blog.log"
+    with smtp_server("plain", tmp_path) as smtp:
+        env = production_env(
+            tmp_path,
+            database_url,
+            ADMINS=ADMIN,
+            MAIL_ERROR_WINDOW=60,  # longer than the test: no summary mail comes
+            **env_settings(smtp.settings),
+        )
+        member_session = {
+            "Cookie": f"session={log_in_with_a_post(database_url, env['SECRET_KEY'])}"
+        }
+
+        # 1. The database goes away before gunicorn starts.
+        data.rename(away)
+        ready = "/bootstrap/static/css/bootstrap.min.css"
+        with run_gunicorn(env, tmp_path, app="blog:app", upgrade=False, ready_path=ready) as server:
+            # Both workers have created the app (one startup line each).
+            wait_until(lambda: len(startup_lines(log_file)) == 2, message="both workers' startup")
+            started = startup_lines(log_file)
+            visitor, member = Browser(server.url), Browser(server.url)
+            failed_pages, request_ids = 0, []
+
+            def fail_some_pages(rounds: int) -> None:
+                nonlocal failed_pages
+                for _ in range(rounds):
+                    status, headers, page = visitor.request("/explore")
+                    assert_unavailable_page(status, headers, page)
+                    request_ids.append(headers["X-Request-ID"])
+                    status, headers, page = member.request("/", headers=member_session)
+                    assert_unavailable_page(status, headers, page)
+                    request_ids.append(headers["X-Request-ID"])
+                    # The member couldn't be loaded: the visitor's navigation.
+                    assert "Log in" in page
+                    assert "Profile (member)" not in page
+                    failed_pages += 2
+
+            fail_some_pages(3)
+            health_checks = 3
+            for _ in range(health_checks):
+                assert_unavailable_health(*visitor.request("/healthz"))
+
+            # 2. In the log: one ERROR line per failed page, saying what SQLite
+            # said, and no traceback; the health checks are WARNINGs.
+            wait_until(lambda: len(log_lines(log_file, OUTAGE_LINE)) >= failed_pages)
+            outage = log_lines(log_file, OUTAGE_LINE)
+            assert len(outage) == failed_pages
+            assert all(f"{OUTAGE_LINE}unable to open database file [in " in line for line in outage)
+            assert len(log_lines(log_file, HEALTH_LINE)) == health_checks
+            errors = log_lines(log_file, " ERROR: ")
+            assert all(OUTAGE_LINE in line for line in errors), "\n".join(errors)
+            assert_no_traceback(log_file.read_text(), server.log())
+
+            # ... and in the admins' mailbox, once: the mail of one of the
+            # failed pages, whichever reached storm control first.
+            mail = smtp.mailbox.wait_for(1)[0]
+            subject = "[Blog] Database unavailable: unable to open database file (error {})"
+            assert mail["Subject"] in {subject.format(request_id) for request_id in request_ids}
+            assert "Traceback" not in mail.get_body(("plain",)).get_content()
+
+            # More failures in the same window: counted, not mailed.
+            fail_some_pages(2)
+            wait_until(
+                lambda: outage_repeats(tmp_path / "logs") == failed_pages - 1,
+                message=f"storm control counting {failed_pages - 1} repeats",
+            )
+            assert subjects(smtp.mailbox) == [mail["Subject"]]
+
+            # 3. The database is back. No polling: the very next request works.
+            away.rename(data)
+            status, _, page = member.request("/", headers=member_session)
+            assert status == 200, title(page)
+            assert "Profile (member)" in page  # still logged in
+            assert "Written before the outage" in page
+            for _ in range(3):
+                for status, _, page in two_at_once(server.url, "/explore"):
+                    assert status == 200, title(page)
+                    assert "Written before the outage" in page
+            status, _, body = visitor.request("/healthz")
+            assert (status, json.loads(body)["status"]) == (200, "ok")
+
+            # Healed, not restarted: no worker created the app again.
+            assert server.process.poll() is None
+            assert startup_lines(log_file) == started
+            assert subjects(smtp.mailbox) == [mail["Subject"]]
+    assert len(log_lines(log_file, OUTAGE_LINE)) == failed_pages
+    assert_no_traceback(log_file.read_text(), server.log())
 
 
 # --- An unreachable database host, on both runs ------------------------------
