@@ -37,7 +37,7 @@ test-postgres: $(VENV)/.installed-dev
 	TEST_DATABASE_URL='$(TEST_DATABASE_URL)' $(BIN)/python -m pytest
 
 ## Would the tests notice a broken promise? Mutation testing of the modules that keep the
-## error path's promises (most of an hour on 2 cores; not part of CI). One module:
+## error path's promises (an hour or more on 2 cores; not part of CI). One module:
 ## `make mutate ARGS=app/forms.py`. Equivalent mutants: tests/mutation/equivalent.toml.
 mutate: $(VENV)/.installed-dev
 	$(BIN)/python tests/mutation/mutate.py $(ARGS)

@@ -25,7 +25,7 @@ numbers). Equivalent mutants are listed in equivalent.toml beside this file,
 each with the reason, and left out of the score. The bar is 90 % of the rest
 killed, in every module.
 
-The run takes most of an hour on 2 cores: it is a maintainer's command, not
+The run takes an hour or more on 2 cores: it is a maintainer's command, not
 part of CI. Each job works in its own copy of the project, so jobs run side by
 side; the copies are plain files (no bytecode is written, so a mutant can never
 be run from the previous one's cached .pyc).
