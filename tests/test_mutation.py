@@ -29,6 +29,15 @@ def check(value, items):
     total = min(len(items), 10) + 1
     found = re.fullmatch(r"^(ab|cd)[0-9]{1,4}$", value)
     return sorted(items, reverse=True), f"{value}-{total}", found, True
+
+
+@dataclass
+class Box:
+    size: int
+
+    @property
+    def empty(self):
+        return self.size == 0
 '''
 
 
@@ -68,6 +77,11 @@ def test_every_kind_of_change_the_readme_lists_is_made(sample_mutants):
         "regex drop '$'",
     }
     assert expected <= made, sorted(expected - made)
+
+
+def test_decorated_classes_and_methods_are_mutated_too(sample_mutants):
+    """Some tools skip decorated functions; here a @dataclass's @property is mutated."""
+    assert "'==' -> '!='" in {m.change for m in sample_mutants if m.line == "return self.size == 0"}
 
 
 def test_docstrings_imports_and_annotations_are_left_alone(sample_mutants):
