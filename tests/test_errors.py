@@ -123,7 +123,7 @@ def test_500_page_shows_who_is_logged_in(client, auth, users):
 
 
 def test_500_page_after_a_failed_flush(app, client, auth, users):
-    """The seed's double fault: the view leaves the session broken by an
+    """The double fault: the view leaves the session broken by an
     IntegrityError; the handler rolls back, so the page (and the navigation's
     username) renders instead of Flask's bare "Internal Server Error"."""
     auth.login()

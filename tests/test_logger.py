@@ -129,7 +129,7 @@ def test_request_line_carries_format_request_id_method_path_address_and_user(cli
     assert match, line
     assert match["level"] == "WARNING"
     assert match["message"] == "hello"
-    # The seed's "[in path:line]" points at the call in this file.
+    # The line's "[in path:line]" points at the call in this file.
     assert match["path"] == __file__
     assert match["request_id"] == "abcdef123456"
     assert (match["method"], match["url_path"]) == ("GET", "/hello")

@@ -15,7 +15,7 @@ from query_count import statements_for_get
 
 from app.extensions import db
 
-# The most statements a page may run (issue 5's budget).
+# The most statements a listing page may run, whatever its size or depth.
 BUDGET = 4
 PAGE_SIZES = (10, 50)
 # The pages that list posts (the reader is logged in, so "/" is their timeline).

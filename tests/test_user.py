@@ -208,7 +208,7 @@ def test_edit_profile_form_shows_current_values(app, client, auth, users):
     ],
 )
 def test_renaming_to_a_taken_name_shows_a_form_error(app, client, auth, users, submitted, shown):
-    """The seed scenario: admin and admin1 exist; admin tries to become admin1.
+    """The duplicate-username bug: admin and admin1 exist; admin tries to become admin1.
 
     Case and look-alike (full-width) characters don't make a different name.
     """
