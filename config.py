@@ -151,7 +151,9 @@ class Config:
     # lands in the project's logs/ whatever directory the server was started from.
     LOG_DIR = os.environ.get("LOG_DIR") or str(BASE_DIR / "logs")
     LOG_FILE = os.environ.get("LOG_FILE") or "blog.log"
-    LOG_MAX_BYTES = env_int("LOG_MAX_BYTES", 102400)
+    # Eleven files of 10 MB: weeks of a small site's lines, and room for an
+    # error storm (each repeat costs one line, not a traceback: app/reporting/log_file.py).
+    LOG_MAX_BYTES = env_int("LOG_MAX_BYTES", 10 * 1024 * 1024)
     LOG_BACKUP_COUNT = env_int("LOG_BACKUP_COUNT", 10)
     LOG_LEVEL = (os.environ.get("LOG_LEVEL") or "INFO").strip().upper()
     LOG_TO_STDOUT = env_bool("LOG_TO_STDOUT")

@@ -70,10 +70,20 @@ control_socket_disable = True
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 
-# Nothing needs a post_fork hook: the error-mail sender starts its thread in
-# each worker on first use (a thread started before the fork would not exist
-# in the workers, with --preload), and the log handler reopens its lock file
-# after a fork. Both work with and without --preload.
+
+def post_worker_init(worker):
+    """Start the mail outbox's thread in each new worker (app/mail.py).
+
+    It would start with the first mail anyway; started now, its periodic jobs
+    run in every worker from the beginning: the summaries of error storms go
+    out even when the worker that mailed the first error has been recycled
+    (max_requests) or killed, and after a restart of the whole app. A thread
+    started before the fork (in the master, with --preload) would not exist
+    in the workers, hence this hook rather than starting it at import.
+    """
+    from app.mail import outbox
+
+    outbox.start()
 
 
 def worker_abort(worker):
@@ -86,8 +96,9 @@ def worker_abort(worker):
     """
     # This runs in a signal handler, on top of the frame that was stuck.
     stack = "".join(traceback.format_stack())
-    # "app" is the Flask app's logger (Flask names it after the package).
-    logging.getLogger("app").error("Worker %s timed out, stuck here:\n%s", worker.pid, stack)
+    from app.reporting import APP_LOGGER
+
+    logging.getLogger(APP_LOGGER).error("Worker %s timed out, stuck here:\n%s", worker.pid, stack)
 
 
 def worker_exit(server, worker):

@@ -13,7 +13,7 @@ from app.i18n import register_i18n, select_locale
 from app.input_guard import register_input_guard
 from app.logger import init_email, init_logger, init_sentry
 from app.main import bp as main_bp
-from app.request_id import register_request_id
+from app.reporting.request_id import register_request_id
 from app.security import register_security
 from app.templating import register_template_helpers
 from app.user import bp as user_bp

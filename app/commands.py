@@ -25,10 +25,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.security import generate_password_hash
 
 from app.database import database_failure
-from app.error_mail import ErrorMailHandler
 from app.extensions import db
 from app.mail import MailError, MailSettings, build_message, outbox, send
 from app.models import Post, User, followers, name_key, now_utc
+from app.reporting import LOG_HANDLER
+from app.reporting.cli import errors_command
+from app.reporting.error_mail import ErrorMailHandler
 from app.translate import translate_command
 from config import DEV_SECRET_KEY, env_bool
 
@@ -197,7 +199,7 @@ def test_error_command() -> None:
 
     mail_handler = next((h for h in logger.handlers if isinstance(h, ErrorMailHandler)), None)
     outcome = None
-    if mail_handler is None:
+    if mail_handler is None or mail_handler.settings is None:
         click.echo("Error mail: off (MAIL_SERVER or ADMINS is not set).")
     else:
         finished = outbox.drain()  # wait for the background sender to deal with it
@@ -222,7 +224,7 @@ def test_error_command() -> None:
 def log_destination(logger: logging.Logger) -> str:
     """Where the app's log handler writes: a file's path, or a stream's name."""
     for handler in logger.handlers:
-        if handler.name == "blog-log":
+        if handler.name == LOG_HANDLER:
             return getattr(handler, "baseFilename", None) or handler.stream.name
     return "nowhere (logging is not set up: debug or testing mode)"
 
@@ -308,6 +310,7 @@ def register_commands(app: Flask) -> None:
         test_error_command,
         check_deploy_command,
         translate_command,
+        errors_command,
     )
     for command in commands:
         app.cli.add_command(command)

@@ -41,7 +41,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.database import database_failure, is_unavailable
 from app.extensions import db, login
-from app.request_id import request_id
+from app.reporting.request_id import request_id
 
 # What a person is told: a title and a sentence for each status we expect.
 ERRORS = {

@@ -12,97 +12,38 @@ it installed before instead of adding a second copy of every handler.
 import logging
 import os
 import sys
-from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
 import sentry_sdk
-from concurrent_log_handler import ConcurrentRotatingFileHandler
-from flask import Flask, request
+from flask import Flask
 from flask.logging import default_handler
 from sentry_sdk.integrations.flask import FlaskIntegration
 
-from app.error_mail import ErrorMailHandler, StormControl
 from app.i18n import in_language
-from app.log_context import (
-    config_secrets,
-    current_user_label,
-    redact,
-    redact_values,
-    request_secrets,
-)
 from app.mail import MailSettings, outbox
 from app.mail import log as mail_log
-from app.request_id import request_id
-
-# The Mega-Tutorial's format, extended with the request: the id a user can quote, and
-# who asked for what.
-LOG_FORMAT = (
-    "%(asctime)s %(levelname)s: %(message)s [in %(pathname)s:%(lineno)d] "
-    "[request %(request_id)s%(request)s]"
+from app.reporting import (
+    COUNT_TASK,
+    ERROR_HANDLER,
+    LOG_HANDLER,
+    STORE_FILE,
+    SUMMARY_TASK,
 )
-
-
-class RequestFormatter(logging.Formatter):
-    """Add the request to each line (the pattern in Flask's logging docs), and
-    blank out secrets."""
-
-    def __init__(self, secrets: list[str]):
-        super().__init__(LOG_FORMAT)
-        self.secrets = secrets
-
-    def format(self, record: logging.LogRecord) -> str:
-        record.request_id = request_id() or "-"
-        record.request = ""
-        if record.request_id != "-":  # inside a request
-            record.request = (
-                f" {request.method} {request.path} from {request.remote_addr} "
-                f"user {current_user_label()}"
-            )
-        return redact(super().format(record), self.secrets + request_secrets())
-
-
-class LogFileHandler(ConcurrentRotatingFileHandler):
-    """concurrent-log-handler's rotating file, which reports a failure once.
-
-    Several gunicorn workers write the same file. The standard
-    RotatingFileHandler rotates without asking the others, so lines get lost
-    or land in the wrong file; this one takes a lock file around each write
-    and rotation.
-
-    When a write fails (disk full, directory gone), the standard handler
-    prints a traceback to stderr for every record; one message is enough,
-    and the request that was logging goes on regardless.
-    """
-
-    reported = False
-
-    def close(self) -> None:
-        # Closing flushes what a failed write left behind; on a full disk that
-        # fails again, and must not stop a new handler from taking over.
-        with suppress(OSError):
-            super().close()
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):
-            # Not the file's fault (a bad format string...): the usual report.
-            super().handleError(record)
-            return
-        if not self.reported:
-            self.reported = True
-            error = sys.exc_info()[1]
-            print(
-                f"Cannot write the log file {self.baseFilename}: {error!r}. "
-                "Requests go on; further log failures are not reported.",
-                file=sys.stderr,
-            )
+from app.reporting.error_mail import ErrorMailHandler
+from app.reporting.log_context import config_secrets, redact_values, request_secrets
+from app.reporting.log_file import LogFileHandler, RequestFormatter
+from app.reporting.request_id import request_id
+from app.reporting.storm import StormControl
 
 
 def init_logger(app: Flask) -> logging.Handler:
     """Send the app's log records (and some libraries') to the log file or stdout."""
     handler = make_log_handler(app)
-    handler.setFormatter(RequestFormatter(config_secrets(app.config)))
-    handler.name = "blog-log"
+    # A bug's traceback once per storm-control window, per worker process.
+    repeat_window = app.config["MAIL_ERROR_WINDOW"]
+    handler.setFormatter(RequestFormatter(config_secrets(app.config), repeat_window))
+    handler.name = LOG_HANDLER
     level = logging.getLevelNamesMapping()[app.config["LOG_LEVEL"]]
 
     # Flask's own handler writes to stderr; ours replaces it, so that every
@@ -175,15 +116,12 @@ def remove_handler(logger: logging.Logger, name: str) -> None:
         old.close()  # closing twice (it may be on several loggers) is harmless
 
 
-def init_email(app: Flask) -> ErrorMailHandler | None:
-    """Mail ERROR records to ADMINS, if a mail server and admins are configured."""
+def init_email(app: Flask) -> ErrorMailHandler:
+    """Record ERROR records for `flask errors`, and mail them to ADMINS if a
+    mail server and admins are configured."""
     settings = MailSettings.from_config(app.config)
-    if settings is None or not app.config["ADMINS"]:
-        for logger in [app.logger, *extra_loggers(app)]:
-            remove_handler(logger, "blog-mail")  # from an earlier call with mail on
-        return None
     window = app.config["MAIL_ERROR_WINDOW"]
-    storm = StormControl(str(Path(app.config["LOG_DIR"]) / "error-mail.sqlite3"), window)
+    storm = StormControl(str(Path(app.config["LOG_DIR"]) / STORE_FILE), window)
     handler = ErrorMailHandler(
         settings,
         admins=app.config["ADMINS"],
@@ -193,12 +131,15 @@ def init_email(app: Flask) -> ErrorMailHandler | None:
         # The admins' language, whoever's request failed: the outbox has no request.
         in_admin_language=partial(in_language, app, app.config["ADMIN_LOCALE"]),
     )
-    handler.name = "blog-mail"
-    # A worker that stops finishes what it queued, within two timeouts.
-    outbox.drain_timeout = 2 * settings.timeout + 5
-    # Check for closed windows a few times per window.
+    handler.name = ERROR_HANDLER
+    if settings is not None:
+        # A worker that stops finishes what it queued, within two timeouts.
+        outbox.drain_timeout = 2 * settings.timeout + 5
+    # Check for closed windows a few times per window, and add the counts a
+    # storm left in memory even if a job to do so was dropped.
     outbox.idle_interval = min(10.0, max(0.2, window / 4))
-    outbox.on_idle("error-mail-summaries", handler.send_summaries)
+    outbox.on_idle(SUMMARY_TASK, handler.send_summaries)
+    outbox.on_idle(COUNT_TASK, storm.flush_counts)
     for logger in [app.logger, *extra_loggers(app)]:
         replace_handler(logger, handler)
     return handler

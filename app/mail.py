@@ -1,6 +1,6 @@
 """Sending mail: one small SMTP transport, and an outbox that sends in the background.
 
-Both the error mails (app/error_mail.py) and the password-reset mail use it.
+Both the error mails (app/reporting/error_mail.py) and the password-reset mail use it.
 It is plain smtplib, with no Flask in it, so that it works in a background
 thread where there is no app or request context.
 
@@ -178,7 +178,7 @@ class Outbox:
         errors, jobs beyond the limit are dropped (and counted in the log)
         rather than piling up in memory.
         """
-        self._start_if_needed()
+        self.start()
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -206,7 +206,13 @@ class Outbox:
         thread.join(max(0.0, deadline - time.monotonic()))
         return not thread.is_alive()
 
-    def _start_if_needed(self) -> None:
+    def start(self) -> None:
+        """Start this process's thread, unless it is running already.
+
+        `submit` calls this; gunicorn.conf.py calls it in each new worker, so
+        that the periodic tasks (error summaries) run in a worker that has
+        not mailed anything yet, and after a restart.
+        """
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return

@@ -58,6 +58,7 @@ from app import create_app
 from app.extensions import db
 from app.mail import outbox
 from app.models import Post, User, now_utc
+from app.reporting import COUNT_TASK, ERROR_HANDLER, LOG_HANDLER, SUMMARY_TASK
 from config import TestingConfig
 
 PASSWORD = "correct-horse-battery"
@@ -223,7 +224,7 @@ def restore_logging() -> Iterator[None]:
     the next test's log file, or mail its errors. Test modules that call them
     use this fixture.
     """
-    ours = {"blog-log", "blog-mail"}
+    ours = {LOG_HANDLER, ERROR_HANDLER}
     watched = ["app", "blog.mail", "sqlalchemy", "gunicorn.error", "some.library"]
     saved = {
         name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in watched
@@ -232,7 +233,8 @@ def restore_logging() -> Iterator[None]:
     saved_outbox = (outbox.idle_interval, outbox.drain_timeout)
     yield
     outbox.drain()  # queued mails may still log through the handlers below
-    outbox.on_idle("error-mail-summaries", lambda: None)  # forget this test's handler
+    for task in (SUMMARY_TASK, COUNT_TASK):  # forget this test's handler and store
+        outbox.on_idle(task, lambda: None)
     outbox.idle_interval, outbox.drain_timeout = saved_outbox
     loggers = [logging.getLogger(), *map(logging.getLogger, logging.Logger.manager.loggerDict)]
     for logger in loggers:

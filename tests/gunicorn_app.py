@@ -43,7 +43,7 @@ def log_line(number: int):
 
 if os.environ.get("BENCH_STDLIB_SMTPHANDLER"):
     # For bench/errors.py only: the tutorials' approach, the standard SMTPHandler
-    # attached to the app logger, to compare against app/error_mail.py.
+    # attached to the app logger, to compare against app/reporting/error_mail.py.
     mail_handler = SMTPHandler(
         (app.config["MAIL_SERVER"], app.config["MAIL_PORT"]),
         "blog@example.com",
@@ -52,7 +52,7 @@ if os.environ.get("BENCH_STDLIB_SMTPHANDLER"):
         timeout=app.config["MAIL_TIMEOUT"],
     )
     mail_handler.setLevel(logging.ERROR)
-    for handler in [h for h in app.logger.handlers if h.name == "blog-mail"]:
+    for handler in [h for h in app.logger.handlers if h.name == "blog-errors"]:
         app.logger.removeHandler(handler)
     app.logger.addHandler(mail_handler)
 

@@ -4,7 +4,7 @@ certificate from a throwaway CA), real gunicorn workers, a real hung server.
 What an admin must be able to rely on, and what these tests check:
 
 - a 500 becomes one mail that says what broke, where, and for whom, and never
-  carries a secret (app/error_mail.py);
+  carries a secret (app/reporting/error_mail.py);
 - the user's page never waits for the mail server, and a mail that can't be
   sent is logged once, in the log file, not mailed;
 - storm control: the same bug a hundred times is one mail and one summary,
@@ -44,9 +44,10 @@ from servers import (
     wait_until,
 )
 
-from app.error_mail import ErrorMailHandler
 from app.logger import init_email, init_logger
 from app.mail import outbox
+from app.reporting import ERROR_HANDLER
+from app.reporting.error_mail import ErrorMailHandler
 
 ADMIN = "admin@example.com"
 PREFIX = "[博客异常]"  # non-ASCII on purpose: the subject must arrive intact
@@ -146,7 +147,7 @@ def app(smtp, build_app) -> Flask:
 
 
 def mail_handler(app: Flask) -> ErrorMailHandler:
-    return next(h for h in app.logger.handlers if h.name == "blog-mail")
+    return next(h for h in app.logger.handlers if h.name == ERROR_HANDLER)
 
 
 def plain_settings(port: int, **overrides) -> dict:

@@ -1,6 +1,6 @@
 """What counts as a secret, and what a log line or an error mail says about a request.
 
-app/log_context.py decides which values never leave the app: the log file,
+app/reporting/log_context.py decides which values never leave the app: the log file,
 the error mail and Sentry all blank out what `config_secrets` and
 `request_secrets` return, with `redact`. A secret it fails to name is sent
 in clear to a mailbox or a third party, and nothing on any page shows it: so
@@ -24,7 +24,7 @@ from query_count import count_statements
 
 from app import create_app
 from app.extensions import db
-from app.log_context import (
+from app.reporting.log_context import (
     config_secrets,
     current_user_label,
     describe_request,
@@ -261,6 +261,7 @@ def susan(user_app) -> tuple[int, str]:
 
 
 def test_an_anonymous_request_is_described_exactly(app):
+    app.config["PROXY_COUNT"] = 1  # so that the X-Request-ID header is believed
     with app.test_request_context(
         "/explore?page=2&password=hunter22",
         method="GET",
@@ -279,6 +280,7 @@ def test_an_anonymous_request_is_described_exactly(app):
 
 
 def test_an_unknown_url_and_a_bare_request_are_described_with_dashes(app):
+    app.config["PROXY_COUNT"] = 1
     with app.test_request_context(
         "/no/such/page", method="POST", headers={"X-Request-ID": "req-5678efgh"}
     ):
@@ -301,6 +303,7 @@ def test_outside_a_request_there_is_nothing_to_describe(app):
 
 def test_a_logged_in_user_is_named(user_app, susan):
     _, session_id = susan
+    user_app.config["PROXY_COUNT"] = 1
     with user_app.test_request_context("/explore", headers={"X-Request-ID": "req-1234abcd"}):
         session["_user_id"] = session_id
         assert current_user.username == "susan"  # the view loaded the user
@@ -318,6 +321,7 @@ def test_a_logged_in_user_is_named(user_app, susan):
 def test_a_user_nobody_loaded_is_named_by_the_id_in_the_session(app):
     # The database was down, or the request failed before the view ran: the
     # session says who it is, as "id:digest"; the digest stays out of the log.
+    app.config["PROXY_COUNT"] = 1
     with app.test_request_context("/explore", headers={"X-Request-ID": "req-1234abcd"}):
         session["_user_id"] = "7:0123456789abcdef"
         assert describe_request() == {

@@ -119,10 +119,10 @@ def test_log_file_is_log_dir_slash_log_file_with_one_startup_line(app, log_dir):
 
 
 def test_request_line_carries_format_request_id_method_path_address_and_user(client, log_dir):
-    response = client.get("/hello", headers={"X-Request-ID": "abcdef123456"})
+    response = client.get("/hello")
     assert response.status_code == 200
     # The id a user quotes from the response is the one in the log.
-    assert response.headers["X-Request-ID"] == "abcdef123456"
+    reference = response.headers["X-Request-ID"]
 
     [line] = lines_with(log_dir / "blog.log", ": hello ")
     match = LINE.fullmatch(line)
@@ -131,7 +131,7 @@ def test_request_line_carries_format_request_id_method_path_address_and_user(cli
     assert match["message"] == "hello"
     # The line's "[in path:line]" points at the call in this file.
     assert match["path"] == __file__
-    assert match["request_id"] == "abcdef123456"
+    assert match["request_id"] == reference
     assert (match["method"], match["url_path"]) == ("GET", "/hello")
     assert match["remote"] == "127.0.0.1"
     assert match["user"] == "-"  # nobody is logged in
@@ -147,10 +147,27 @@ def test_request_line_names_the_logged_in_user(client, auth, users, log_dir):
 # --- The request id -------------------------------------------------------------
 
 
-def test_sane_incoming_request_id_is_echoed(client):
+def test_a_sane_request_id_from_a_proxy_we_were_told_about_is_kept(make_app, log_dir):
     # As nginx's $request_id or Heroku's router would send it.
+    client = logged_app(make_app, log_dir, PROXY_COUNT=1).test_client()
     response = client.get("/hello", headers={"X-Request-ID": "proxy-id:0001.a_b"})
     assert response.headers["X-Request-ID"] == "proxy-id:0001.a_b"
+    [line] = lines_with(log_dir / "blog.log", ": hello ")
+    assert LINE.fullmatch(line)["request_id"] == "proxy-id:0001.a_b"
+
+
+def test_a_request_id_from_a_client_is_never_adopted(client, log_dir):
+    # Without a proxy, X-Request-ID comes from whoever sent the request: they
+    # could choose their error's reference, or give two failures one reference.
+    first = client.get("/hello", headers={"X-Request-ID": "chosen-by-client"})
+    second = client.get("/hello", headers={"X-Request-ID": "chosen-by-client"})
+
+    references = [first.headers["X-Request-ID"], second.headers["X-Request-ID"]]
+    assert all(GENERATED_ID.fullmatch(reference) for reference in references)
+    assert references[0] != references[1]
+    lines = lines_with(log_dir / "blog.log", ": hello ")
+    assert [LINE.fullmatch(line)["request_id"] for line in lines] == references
+    assert "chosen-by-client" not in (log_dir / "blog.log").read_text()
 
 
 @pytest.mark.parametrize(
@@ -158,7 +175,8 @@ def test_sane_incoming_request_id_is_echoed(client):
     ["bad id", "x" * 200, "abc"],
     ids=["with a space", "200 characters", "3 characters"],
 )
-def test_insane_incoming_request_id_is_replaced(client, log_dir, incoming):
+def test_insane_request_id_is_replaced_even_from_a_proxy(make_app, log_dir, incoming):
+    client = logged_app(make_app, log_dir, PROXY_COUNT=1).test_client()
     response = client.get("/hello", headers={"X-Request-ID": incoming})
     generated = response.headers["X-Request-ID"]
     assert GENERATED_ID.fullmatch(generated)

@@ -65,6 +65,7 @@ from sqlalchemy.engine import make_url
 
 from app import create_app
 from app.extensions import db
+from app.reporting import STORE_FILE
 
 ADMIN = "admin@example.com"
 UNAVAILABLE = "Temporarily unavailable"
@@ -441,7 +442,7 @@ def test_an_outage_gives_503s_one_mail_and_heals_itself(
             # More failures in the same window: counted, not mailed. To know
             # that every one of them has been through storm control, we read
             # its count: each worker's outbox thread adds one per occurrence to
-            # the shared SQLite file in the log directory (app/error_mail.py).
+            # the shared SQLite file in the log directory (app/reporting/error_mail.py).
             fail_some_pages(2)
             wait_until(
                 lambda: outage_repeats(tmp_path / "logs") == failed_pages - 1,
@@ -481,12 +482,12 @@ def outage_repeats(log_dir: Path) -> int | None:
 
     Read-only, and briefly: the workers lock the file to write it.
     """
-    path = log_dir / "error-mail.sqlite3"
+    path = log_dir / STORE_FILE
     if not path.exists():
         return None
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        rows = connection.execute("SELECT subject, repeats FROM error_mail").fetchall()
+        rows = connection.execute("SELECT subject, unreported FROM error_groups").fetchall()
     finally:
         connection.close()
     counts = [repeats for subject, repeats in rows if "Database unavailable" in subject]

@@ -1,4 +1,4 @@
-"""Storm control and fingerprints, at their edges (app/error_mail.py).
+"""Storm control and fingerprints, at their edges (app/reporting/storm.py, fingerprint.py).
 
 When a hundred users hit the same bug, the admins get one mail, then a count.
 That promise rests on two small pieces, checked here directly, without an app:
@@ -7,7 +7,9 @@ That promise rests on two small pieces, checked here directly, without an app:
   the same name every time, in every worker; two different bugs must get two
   names, or the second one is never mailed, only counted under the first.
 - `StormControl` decides, in a SQLite file that every worker shares, which
-  occurrence is mailed and which is only counted, and when a count is due.
+  occurrence is mailed and which is only counted, and when a count is due;
+  a repeat it already holds back is counted in memory and added to the file
+  later, and a summary is claimed until it is known to be sent.
   Times are passed in as plain numbers (seconds), so these tests choose the
   clock and check each edge of a window to the millisecond without waiting.
 
@@ -34,18 +36,13 @@ from pathlib import Path
 import pytest
 from servers import SMTPServer, free_port, smtp_server
 
-from app.error_mail import (
-    APP_DIR,
-    ErrorMailHandler,
-    ErrorReport,
-    StormControl,
-    fingerprint,
-    origin,
-)
 from app.mail import MailSettings
+from app.reporting import STORE_FILE
+from app.reporting.error_mail import ErrorMailHandler, ErrorReport
+from app.reporting.fingerprint import APP_DIR, fingerprint, origin
+from app.reporting.storm import CLAIM_FOR, KEEP_FOR, StormControl
 
 WINDOW = 10.0  # seconds
-STATE_FILE = "error-mail.sqlite3"
 KEY = "0123456789abcdef"  # a fingerprint
 SUBJECT = "[Blog] ZeroDivisionError: division by zero"
 ADMIN = "admin@example.com"
@@ -56,15 +53,24 @@ HELD_BACK = "held back: the same error was mailed less than a window ago"
 
 
 def new_storm(tmp_path: Path, window: float = WINDOW) -> StormControl:
-    return StormControl(str(tmp_path / STATE_FILE), window)
+    return StormControl(str(tmp_path / STORE_FILE), window)
 
 
 def rows(storm: StormControl) -> list[tuple]:
-    """What the state file holds, read through a connection of its own, as
-    another worker would read it: only what was committed."""
+    """What the store holds, read through a connection of its own, as another
+    worker would read it (only what was committed): each bug's window start,
+    its unreported count and the subject a summary would name."""
     with closing(sqlite3.connect(storm.path)) as db:
         return db.execute(
-            "SELECT fingerprint, window_start, repeats, subject FROM error_mail ORDER BY 1"
+            "SELECT fingerprint, window_start, unreported, subject FROM error_groups ORDER BY 1"
+        ).fetchall()
+
+
+def counts(storm: StormControl) -> list[tuple]:
+    """Each bug's occurrences: in all, in its current window, and its last reference."""
+    with closing(sqlite3.connect(storm.path)) as db:
+        return db.execute(
+            "SELECT fingerprint, total, window_count, last_reference FROM error_groups ORDER BY 1"
         ).fetchall()
 
 
@@ -312,6 +318,15 @@ def test_a_window_holds_repeats_back_to_its_last_millisecond(tmp_path):
     assert storm.admit(KEY, SUBJECT, 120) == 1
 
 
+def test_every_occurrence_is_counted_with_its_reference(tmp_path):
+    storm = new_storm(tmp_path)
+    for now, reference in [(100, "ref-one"), (101, "ref-two"), (110, "ref-three")]:
+        storm.admit(KEY, SUBJECT, now, reference=reference)
+
+    # Three in all; the last opened a new window, of which it is the only one.
+    assert counts(storm) == [(KEY, 3, 1, "ref-three")]
+
+
 def test_each_bug_has_a_window_of_its_own(tmp_path):
     storm = new_storm(tmp_path)
     assert storm.admit(KEY, SUBJECT, 100) == 0
@@ -360,7 +375,7 @@ def test_a_failed_mail_with_nothing_unreported_leaves_the_count_as_it_was(tmp_pa
     assert rows(storm) == [(KEY, 1002.0, 1, SUBJECT)]
 
 
-# --- 4. Summaries: closed_windows() ----------------------------------------------
+# --- 4. Summaries: closed_windows(), summary_sent(), summary_failed() -----------
 
 
 def test_closed_windows_claims_each_count_once_its_window_has_closed(tmp_path):
@@ -375,22 +390,95 @@ def test_closed_windows_claims_each_count_once_its_window_has_closed(tmp_path):
     assert rows(storm) == before
 
     assert sorted(storm.closed_windows(110)) == [("a", "A", 1), ("b", "B", 2)]
-    # Claimed and forgotten: a bug quiet for a whole window leaves nothing behind.
-    assert rows(storm) == []
+    # Claimed: no other worker sends them while this one does.
+    assert storm.closed_windows(110.5) == []
+    # Sent: nothing left to report; the bugs are still listed (flask errors).
+    storm.summary_sent("a", 1, 111)
+    storm.summary_sent("b", 2, 111)
+    assert rows(storm) == [("a", 100.0, 0, "A"), ("b", 100.0, 0, "B"), ("quiet", 100.0, 0, "Q")]
     assert storm.closed_windows(200) == []
 
 
-def test_a_bug_whose_window_is_open_is_remembered(tmp_path):
+def test_a_summary_whose_mail_failed_keeps_its_count_for_a_later_summary(tmp_path):
+    storm = new_storm(tmp_path)
+    for now in (100, 101, 102):
+        storm.admit(KEY, SUBJECT, now)
+    assert storm.closed_windows(110) == [(KEY, SUBJECT, 2)]
+
+    storm.summary_failed(KEY, 111)
+
+    assert rows(storm) == [(KEY, 100.0, 2, SUBJECT)]
+    # Tried again after RETRY_AFTER (here the 10-second window, which is shorter).
+    assert storm.closed_windows(120.999) == []
+    storm.admit(KEY, SUBJECT, 100.5)  # a late count from a worker's memory
+    assert storm.closed_windows(121) == [(KEY, SUBJECT, 3)]
+    storm.summary_sent(KEY, 3, 122)
+    assert rows(storm) == [(KEY, 100.0, 0, SUBJECT)]
+
+
+def test_a_summary_whose_mail_failed_is_counted_in_the_next_occurrences_mail(tmp_path):
+    storm = new_storm(tmp_path)
+    for now in (100, 101, 102):
+        storm.admit(KEY, SUBJECT, now)
+    assert storm.closed_windows(110) == [(KEY, SUBJECT, 2)]
+    storm.summary_failed(KEY, 111)
+
+    # The bug happens again before the retry: its mail carries the two.
+    assert storm.admit(KEY, SUBJECT, 112) == 2
+    assert storm.closed_windows(200) == []
+
+
+def test_a_claim_lapses_when_its_worker_dies_before_sending(tmp_path):
+    storm = new_storm(tmp_path)
+    for now in (100, 101):
+        storm.admit(KEY, SUBJECT, now)
+    assert storm.closed_windows(110) == [(KEY, SUBJECT, 1)]
+    # That worker never says sent or failed (SIGKILL, a power cut).
+
+    assert storm.closed_windows(110 + CLAIM_FOR - 0.001) == []
+    assert new_storm(tmp_path).closed_windows(110 + CLAIM_FOR) == [(KEY, SUBJECT, 1)]
+
+
+def test_a_mail_during_a_summary_counts_only_what_the_summary_does_not(tmp_path):
+    storm = new_storm(tmp_path)
+    for now in (100, 101, 102):
+        storm.admit(KEY, SUBJECT, now)
+    assert storm.closed_windows(110) == [(KEY, SUBJECT, 2)]  # being sent
+
+    # Meanwhile the bug happens again: a new window, and its mail must not
+    # repeat the two that the summary reports.
+    assert storm.admit(KEY, SUBJECT, 111) == 0
+    assert storm.admit(KEY, SUBJECT, 112) is None
+    storm.summary_sent(KEY, 2, 113)
+
+    assert rows(storm) == [(KEY, 111.0, 1, SUBJECT)]
+    assert storm.closed_windows(121) == [(KEY, SUBJECT, 1)]
+
+
+def test_a_bug_whose_window_is_open_keeps_its_window_and_count(tmp_path):
     storm = new_storm(tmp_path)
     storm.admit("old", "O", 100)
     storm.admit(KEY, SUBJECT, 105)
     storm.admit(KEY, SUBJECT, 106)
 
     assert storm.closed_windows(110) == []
-    # The old bug is forgotten; the one in its window keeps its window and count.
-    assert rows(storm) == [(KEY, 105.0, 1, SUBJECT)]
+    assert rows(storm) == [(KEY, 105.0, 1, SUBJECT), ("old", 100.0, 0, "O")]
     assert storm.admit(KEY, SUBJECT, 114.999) is None
     assert storm.closed_windows(115) == [(KEY, SUBJECT, 2)]
+
+
+def test_a_bug_quiet_for_a_week_is_forgotten_unless_a_count_is_due(tmp_path):
+    storm = new_storm(tmp_path)
+    storm.admit("quiet", "Q", 100)
+    storm.admit(KEY, SUBJECT, 100)
+    storm.admit(KEY, SUBJECT, 101)  # unreported: kept until a summary reports it
+    storm.admit("recent", "R", 101 + KEEP_FOR)
+
+    assert storm.closed_windows(100 + KEEP_FOR) == [(KEY, SUBJECT, 1)]
+    assert [row[0] for row in rows(storm)] == [KEY, "quiet", "recent"]
+    storm.summary_sent(KEY, 1, 100 + KEEP_FOR)
+    assert storm.closed_windows(101.001 + KEEP_FOR) == []
+    assert [row[0] for row in rows(storm)] == ["recent"]
 
 
 def test_a_summary_names_the_latest_mails_subject(tmp_path):
@@ -404,7 +492,88 @@ def test_a_summary_names_the_latest_mails_subject(tmp_path):
     assert storm.closed_windows(120) == [(KEY, "[Blog] Error (error 2)", 1)]
 
 
-# --- 5. One state for every worker, and what if it can't be kept -----------------
+# --- 5. Repeats counted in memory: count_if_held() and flush_counts() ------------
+
+
+def test_a_repeat_is_counted_in_memory_once_the_window_is_known_open(tmp_path):
+    storm = new_storm(tmp_path)
+    # Not known yet: the caller must ask the store.
+    assert storm.count_if_held(KEY, 100, "ref-0") is False
+    storm.admit(KEY, SUBJECT, 100, reference="ref-0")
+
+    # None for the first count since the last flush (the caller queues one),
+    # True for the next ones, until the window closes.
+    assert storm.count_if_held(KEY, 101, "ref-1") is None
+    assert storm.count_if_held(KEY, 109.999, "ref-2") is True
+    assert storm.count_if_held(KEY, 110, "ref-3") is False
+    assert counts(storm) == [(KEY, 1, 1, "ref-0")]  # nothing in the store yet
+
+    storm.flush_counts()
+
+    assert counts(storm) == [(KEY, 3, 3, "ref-2")]
+    assert rows(storm) == [(KEY, 100.0, 2, SUBJECT)]
+    storm.flush_counts()  # nothing new: nothing changes
+    assert counts(storm) == [(KEY, 3, 3, "ref-2")]
+    assert storm.count_if_held(KEY, 102, "ref-4") is None  # empty again
+
+
+def test_memory_counts_reach_the_summary(tmp_path):
+    storm = new_storm(tmp_path)
+    storm.admit(KEY, SUBJECT, 100)
+    for now in range(101, 106):
+        storm.count_if_held(KEY, now, f"ref-{now}")
+    storm.flush_counts()
+
+    assert storm.closed_windows(110) == [(KEY, SUBJECT, 5)]
+
+
+def test_a_flush_learns_a_shorter_window_from_the_store(tmp_path):
+    # Another worker's mail failed: the store now retries sooner than this
+    # worker thought. After its next flush, this worker asks the store again.
+    storm, other = new_storm(tmp_path, window=300), new_storm(tmp_path, window=300)
+    storm.admit(KEY, SUBJECT, 1000)
+    other.mail_failed(KEY, 1000)  # retry at 1060
+    storm.count_if_held(KEY, 1001, "ref")
+
+    storm.flush_counts()
+
+    assert storm.count_if_held(KEY, 1059.999, "ref") is None
+    assert storm.count_if_held(KEY, 1060, "ref") is False
+
+
+def test_memory_counts_of_a_bug_the_store_forgot_start_it_again(tmp_path):
+    storm = new_storm(tmp_path)
+    storm.admit(KEY, SUBJECT, 100)
+    storm.count_if_held(KEY, 101, "ref-1")
+    Path(storm.path).unlink()  # an admin deleted the file
+    (tmp_path / f"{STORE_FILE}-wal").unlink(missing_ok=True)
+    storm.groups._pid = None  # reconnect, as a new worker would
+
+    storm.flush_counts()
+
+    assert counts(storm) == [(KEY, 1, 1, "ref-1")]
+
+
+def test_a_forked_worker_does_not_inherit_the_memory_counts(tmp_path):
+    storm = new_storm(tmp_path)
+    storm.admit(KEY, SUBJECT, 100)
+    storm.count_if_held(KEY, 101, "parent")
+
+    pid = os.fork()
+    if pid == 0:  # the worker: its own counts, and it asks the store again
+        try:
+            fresh = storm.count_if_held(KEY, 102, "child") is False
+            storm.flush_counts()
+            os._exit(0 if fresh else 1)
+        finally:
+            os._exit(2)
+    assert os.waitpid(pid, 0)[1] == 0
+
+    storm.flush_counts()
+    assert counts(storm) == [(KEY, 2, 2, "parent")]
+
+
+# --- 6. One store for every worker, and what if it can't be kept -----------------
 
 
 def test_workers_share_the_state_through_the_file(tmp_path):
@@ -429,13 +598,13 @@ def test_a_forked_worker_opens_its_own_connection_and_shares_the_state(tmp_path)
     # fork of it. A SQLite connection must not cross a fork.
     storm = new_storm(tmp_path)
     assert storm.admit(KEY, SUBJECT, 100) == 0
-    inherited = storm._connection
+    inherited = storm.groups._connection
 
     pid = os.fork()
     if pid == 0:  # the worker
         try:
             held = storm.admit(KEY, SUBJECT, 101) is None
-            reconnected = storm._connection is not inherited
+            reconnected = storm.groups._connection is not inherited
             os._exit(0 if held and reconnected else 1)
         finally:
             os._exit(2)
@@ -464,17 +633,14 @@ def test_the_outbox_thread_may_change(tmp_path, mail_log):
 def test_a_worker_waits_for_another_workers_decision(tmp_path):
     # Two workers must not both read "not mailed yet" and both mail: the
     # decision takes the write lock before it reads.
-    storm = new_storm(tmp_path)
-    storm.admit("another-bug", SUBJECT, 0)  # the file and its table exist
-    with closing(sqlite3.connect(storm.path, isolation_level=None)) as other:
-        other.execute("BEGIN IMMEDIATE")  # the other worker is deciding
-        other.execute("INSERT INTO error_mail VALUES (?, 100, 0, ?)", (KEY, SUBJECT))
-        decided = []
+    storm, other = new_storm(tmp_path), new_storm(tmp_path)
+    other.admit(KEY, SUBJECT, 100)
+    decided = []
+    with other.groups._transaction():  # the other worker is deciding
         thread = threading.Thread(target=lambda: decided.append(storm.admit(KEY, SUBJECT, 101)))
         thread.start()
         thread.join(0.3)
         assert thread.is_alive(), "admit() did not wait for the other worker"
-        other.execute("COMMIT")  # it decided to mail
     thread.join(10)
 
     assert decided == [None]
@@ -483,28 +649,28 @@ def test_a_worker_waits_for_another_workers_decision(tmp_path):
 def test_the_state_file_is_set_up_for_storms_and_for_several_workers(tmp_path):
     storm = new_storm(tmp_path)
     storm.admit(KEY, SUBJECT, 100)
+    connection = storm.groups._connection
 
     # A storm is many counts a second: WAL with synchronous=NORMAL doesn't
     # wait for the disk on each one.
     with closing(sqlite3.connect(storm.path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert storm._connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    assert connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
     # A worker waits up to 10 seconds for another's decision (milliseconds
     # here) before it gives up on the file and keeps its counts in memory.
-    assert storm._connection.execute("PRAGMA busy_timeout").fetchone() == (10000,)
+    assert connection.execute("PRAGMA busy_timeout").fetchone() == (10000,)
 
 
 def test_an_unusable_state_file_falls_back_to_memory_and_says_so_once(tmp_path, mail_log):
     # A regular file where the log folder should be: the state file can't be made.
     (tmp_path / "logs").write_text("not a folder")
-    path = str(tmp_path / "logs" / STATE_FILE)
+    path = str(tmp_path / "logs" / STORE_FILE)
     storm = StormControl(path, WINDOW)
 
     # Failing open: no storm control would be better than no error mail.
     assert storm.admit(KEY, SUBJECT, 100) == 0
     assert mail_log == [
-        f"ERROR Error-mail state {path} unusable (unable to open database file); "
-        "keeping it in memory"
+        f"ERROR Error store {path} unusable (unable to open database file); keeping it in memory"
     ]
     # And storm control goes on, in memory, without saying it again.
     assert storm.admit(KEY, SUBJECT, 105) is None
@@ -514,26 +680,29 @@ def test_an_unusable_state_file_falls_back_to_memory_and_says_so_once(tmp_path, 
     assert len(mail_log) == 1
     # Memory is the last resort: a database error there is raised, not
     # another fallback that would forget the counts.
+    def broken_query() -> None:
+        with storm.groups._transaction() as db:
+            db.execute("SELECT * FROM no_such_table")
+
     with pytest.raises(sqlite3.OperationalError):
-        storm._in_transaction(lambda db: db.execute("SELECT * FROM no_such_table"))
+        storm._in_store(broken_query)
     assert len(mail_log) == 1
 
 
-def test_a_failure_inside_a_transaction_rolls_it_back_and_propagates(tmp_path, mail_log):
+def test_a_failure_inside_a_change_rolls_it_back_and_propagates(tmp_path, mail_log):
     storm = new_storm(tmp_path)
     assert storm.admit(KEY, SUBJECT, 100) == 0
 
-    def write_then_fail(db: sqlite3.Connection) -> None:
-        db.execute("UPDATE error_mail SET repeats = 99")
-        db.execute("INSERT INTO error_mail VALUES ('half-done', 0, 0, 'X')")
+    def change_then_fail(group):
+        group.unreported = 99
         raise RuntimeError("failed half-way")
 
     with pytest.raises(RuntimeError, match="failed half-way"):
-        storm._in_transaction(write_then_fail)
+        storm._in_store(lambda: storm.groups.update(KEY, change_then_fail))
 
     assert rows(storm) == [(KEY, 100.0, 0, SUBJECT)]
-    # Not a problem of the state file: it is still used, and nothing says otherwise.
-    assert storm.path == str(tmp_path / STATE_FILE)
+    # Not a problem of the store: it is still used, and nothing says otherwise.
+    assert storm.path == str(tmp_path / STORE_FILE)
     assert mail_log == []
     assert storm.admit(KEY, SUBJECT, 101) is None
     assert rows(storm) == [(KEY, 100.0, 1, SUBJECT)]
@@ -543,20 +712,21 @@ def test_a_database_error_in_memory_rolls_back_and_propagates(mail_log):
     storm = StormControl(":memory:", WINDOW)
     assert storm.admit(KEY, SUBJECT, 100) == 0
 
-    def write_then_fail(db: sqlite3.Connection) -> None:
-        db.execute("UPDATE error_mail SET repeats = 99")
-        db.execute("INSERT INTO error_mail VALUES (?, 0, 0, 'X')", (KEY,))  # KEY is taken
+    def write_then_fail() -> None:
+        with storm.groups._transaction() as db:
+            db.execute("UPDATE error_groups SET unreported = 99")
+            db.execute("SELECT * FROM no_such_table")
 
-    with pytest.raises(sqlite3.IntegrityError):
-        storm._in_transaction(write_then_fail)
+    with pytest.raises(sqlite3.OperationalError):
+        storm._in_store(write_then_fail)
 
     assert mail_log == []
-    # The earlier state, not the half-done one: held back, then counted once.
+    # The earlier state: held back, then counted once.
     assert storm.admit(KEY, SUBJECT, 101) is None
     assert storm.closed_windows(110) == [(KEY, SUBJECT, 1)]
 
 
-# --- 6. What the mails say (a real SMTP server) --------------------------------
+# --- 7. What the mails say (a real SMTP server) --------------------------------
 
 
 @pytest.fixture
@@ -576,6 +746,9 @@ def report(created: float) -> ErrorReport:
     return ErrorReport(
         fingerprint=KEY,
         subject=SUBJECT,
+        headline="ZeroDivisionError: division by zero",
+        location="app/main/routes.py:12",
+        reference=f"ref-{created:g}",
         fields=[("Message type", "ERROR")],
         request=None,
         traceback="",
@@ -607,6 +780,24 @@ def test_the_first_mail_has_no_count_and_a_later_one_has_exactly_the_count(smtp,
     assert body(later, "html").startswith(f"<p><strong>{note}</strong></p>\n<h2>Error</h2>")
     # A delivered mail leaves the window as the mail opened it.
     assert rows(handler.storm) == [(KEY, 110.0, 0, SUBJECT)]
+    [group] = handler.storm.all_groups()
+    assert (group.title, group.location, group.total) == (
+        "ZeroDivisionError: division by zero",
+        "app/main/routes.py:12",
+        4,
+    )
+    assert (group.mail, group.last_reference) == ("sent", "ref-110")
+
+
+def test_with_mail_off_every_error_is_still_recorded(tmp_path):
+    handler = ErrorMailHandler(None, [], "[Blog]", new_storm(tmp_path), secrets=[])
+
+    for now in (100, 101, 110):
+        handler.deliver(report(now))
+    handler.send_summaries()  # nothing to send it with: the count stays
+
+    [group] = handler.storm.all_groups()
+    assert (group.total, group.window_count, group.unreported, group.mail) == (3, 1, 0, "off")
 
 
 def test_an_occurrence_whose_mail_failed_is_counted_in_the_next_mail(smtp, tmp_path, mail_log):
@@ -618,6 +809,7 @@ def test_an_occurrence_whose_mail_failed_is_counted_in_the_next_mail(smtp, tmp_p
     handler.deliver(report(start))
     assert handler.last_outcome.startswith("not sent: refused")
     assert [line.split(" not sent: ")[0] for line in mail_log] == [f"ERROR Error mail {SUBJECT!r}"]
+    assert handler.storm.all_groups()[0].mail == "failed"
     handler.deliver(report(start + 5))  # within the retry delay
     assert handler.last_outcome == HELD_BACK
 
@@ -648,3 +840,36 @@ def test_a_summary_says_how_many_were_not_mailed_and_goes_out_once(smtp, tmp_pat
         "(at most one mail per error every 10 seconds). "
         f"The log file has every occurrence.\n\n{SUBJECT}\n"
     )
+    assert rows(handler.storm)[0][2] == 0
+
+
+def test_a_summary_whose_mail_failed_arrives_later_with_its_count(smtp, tmp_path, mail_log):
+    # The count must survive the failed mail: it used to be forgotten as
+    # soon as the summary was claimed.
+    handler = mailer(smtp.settings, new_storm(tmp_path))
+    start = time.time() - 300  # long closed; the retry delay (10 s) counts from now
+    for now in (start, start + 1, start + 2, start + 3):
+        handler.deliver(report(now))
+    working = handler.settings
+    handler.settings = MailSettings.from_config(
+        {**smtp.settings, "MAIL_PORT": free_port(), "MAIL_TIMEOUT": 2}
+    )
+
+    handler.send_summaries()  # refused
+
+    assert [line.split(" not sent: ")[0] for line in mail_log] == [
+        f"ERROR Error mail '{SUBJECT} [repeated 3 times]'"
+    ]
+    assert rows(handler.storm)[0][2] == 3
+    handler.settings = working
+    handler.send_summaries()  # too soon: the retry waits RETRY_AFTER (here the window)
+    assert len(smtp.mailbox.messages) == 1
+
+    group = handler.storm.all_groups()[0]
+    handler.storm.summary_failed(KEY, time.time() - WINDOW)  # as if that was a window ago
+    assert group.claimed_until > 0
+    handler.send_summaries()
+
+    _, summary = smtp.mailbox.messages
+    assert summary["Subject"] == f"{SUBJECT} [repeated 3 times]"
+    assert rows(handler.storm)[0][2] == 0

@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from werkzeug.datastructures import iter_multi_items
 
-from app.request_id import request_id
+from app.reporting.request_id import request_id
 
 REDACTED = "[redacted]"
 # Form fields and URL parts whose values never appear in a log or a mail.

@@ -8,13 +8,16 @@ user's message leads an admin straight to the log lines and the mail.
 import re
 import uuid
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 
 HEADER = "X-Request-ID"
 
 # A proxy in front (nginx's $request_id, Heroku's router) may already have
-# given the request an id; keep it, so both logs agree. Anything else a client
-# sends (too long, spaces, newlines that would forge log lines) is replaced.
+# given the request an id; keep it, so both logs agree. But only a proxy we
+# were told about (PROXY_COUNT), which sets the header itself: from a client,
+# the header would let anyone choose their error's reference, or give two
+# unrelated failures the same one. And only an id that looks like one (not
+# too long, no spaces or newlines that would forge log lines).
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
 
 
@@ -23,7 +26,7 @@ def request_id() -> str | None:
     if not has_request_context():
         return None
     if "request_id" not in g:
-        incoming = request.headers.get(HEADER, "")
+        incoming = request.headers.get(HEADER, "") if current_app.config["PROXY_COUNT"] else ""
         g.request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     return g.request_id
 
