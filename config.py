@@ -146,6 +146,10 @@ class Config:
     # Storm control: the same error is mailed at most once per window (seconds);
     # repeats are counted and reported in a summary when the window closes.
     MAIL_ERROR_WINDOW = env_int("MAIL_ERROR_WINDOW", 600)
+    # One Redis for every host (redis://host:6379/0): storm control and the
+    # rate limits then count across all of them. Unset, each host keeps its
+    # own (a SQLite file in LOG_DIR, and memory), which is right for one host.
+    REDIS_URL = os.environ.get("REDIS_URL")
 
     # Logging (app/logger.py). The directory is absolute by default, so the log
     # lands in the project's logs/ whatever directory the server was started from.
@@ -196,14 +200,16 @@ class Config:
     # Always set, never left to Flask-Limiter's default: its limiter object is
     # shared by every app in the process and would keep the last app's choice.
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
-    # Where the counts live. memory:// is per process: each gunicorn worker counts
-    # on its own, so a client may get up to (workers x the limit). With several
-    # workers or hosts, share them in Redis: redis://host:6379/0 (needs the
-    # `redis` package: pip install redis).
-    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI") or "memory://"
+    # Where the counts live: Redis when REDIS_URL is set, else memory://, which
+    # is per process: each gunicorn worker counts on its own, so a client may
+    # get up to (workers x the limit). `flask check-deploy` warns about that.
+    RATELIMIT_STORAGE_URI = (
+        os.environ.get("RATELIMIT_STORAGE_URI") or os.environ.get("REDIS_URL") or "memory://"
+    )
     # If Redis stops answering, count in memory until it is back rather than
-    # failing every login with a 500.
+    # failing every login with a 500; and don't wait long to find out.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_STORAGE_OPTIONS = {"socket_timeout": 2, "socket_connect_timeout": 2}
 
     # Where Flask-Babel finds the catalogues, and where `flask translate` writes
     # them: absolute, so both work from any directory.

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
+import redis
 import sentry_sdk
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -26,7 +27,7 @@ from werkzeug.security import generate_password_hash
 
 from app.database import database_failure
 from app.extensions import db
-from app.mail import MailError, MailSettings, build_message, outbox, send
+from app.mail import MailError, MailSettings, build_message, outbox, port_mismatch, send
 from app.models import Post, User, followers, name_key, now_utc
 from app.reporting import LOG_HANDLER
 from app.reporting.cli import errors_command
@@ -237,6 +238,9 @@ def check_deploy_command() -> None:
     problems = deployment_problems(current_app)
     for problem in problems:
         click.echo(f"PROBLEM: {problem}")
+    # Warnings: right for some deployments, wrong for others; they don't fail the check.
+    for warning in deployment_warnings(current_app):
+        click.echo(f"WARNING: {warning}")
     if problems:
         raise click.ClickException(f"{len(problems)} problem(s) found.")
     click.echo("No problems found.")
@@ -272,6 +276,36 @@ def deployment_problems(app: Flask) -> list[str]:
     return problems
 
 
+def deployment_warnings(app: Flask) -> list[str]:
+    """What works, but probably not as meant: several workers each counting
+    rate limits in memory, a mail port that doesn't match the TLS mode."""
+    config = app.config
+    warnings = []
+    workers = gunicorn_workers()
+    if config["RATELIMIT_STORAGE_URI"].startswith("memory://") and workers > 1:
+        warnings.append(
+            f"Rate limits are counted in memory by each of {workers} workers: a client gets "
+            "up to that many times each limit. Set REDIS_URL to count them in one place."
+        )
+    settings = MailSettings.from_config(config)
+    if settings is not None and (mismatch := port_mismatch(settings)):
+        warnings.append(mismatch)
+    if config["REDIS_URL"]:
+        try:
+            redis.Redis.from_url(config["REDIS_URL"], socket_connect_timeout=2).ping()
+        except redis.RedisError as error:
+            warnings.append(
+                f"REDIS_URL doesn't answer ({error}): storm control and rate limits fall "
+                "back to each process's memory until it does."
+            )
+    return warnings
+
+
+def gunicorn_workers() -> int:
+    """How many workers gunicorn.conf.py starts: WEB_CONCURRENCY, else two per core."""
+    return int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
+
+
 def directory_is_writable(path: Path) -> bool:
     # Actually try: permission bits say nothing about read-only mounts or root.
     try:
@@ -290,8 +324,7 @@ def database_problems() -> list[str]:
         current = MigrationContext.configure(connection).get_current_heads()
         if db.engine.dialect.name == "sqlite":
             mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
-            # gunicorn.conf.py's default: two workers per core.
-            workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
+            workers = gunicorn_workers()
             if mode != "wal" and workers > 1:
                 problems.append(
                     f"SQLite in {mode!r} journal mode with {workers} workers: "

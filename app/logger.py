@@ -21,20 +21,19 @@ from flask.logging import default_handler
 from sentry_sdk.integrations.flask import FlaskIntegration
 
 from app.i18n import in_language
-from app.mail import MailSettings, outbox
+from app.mail import MailSettings, outbox, port_mismatch
 from app.mail import log as mail_log
 from app.reporting import (
     COUNT_TASK,
     ERROR_HANDLER,
     LOG_HANDLER,
-    STORE_FILE,
     SUMMARY_TASK,
 )
 from app.reporting.error_mail import ErrorMailHandler
 from app.reporting.log_context import config_secrets, redact_values, request_secrets
 from app.reporting.log_file import LogFileHandler, RequestFormatter
 from app.reporting.request_id import request_id
-from app.reporting.storm import StormControl
+from app.reporting.storm import StormControl, store_location
 
 
 def init_logger(app: Flask) -> logging.Handler:
@@ -90,7 +89,8 @@ def extra_loggers(app: Flask) -> list[logging.Logger]:
     """
     setting = app.config["LOG_EXTRA_LOGGERS"]
     if setting is None:
-        setting = "sqlalchemy:WARNING"
+        # Flask-Limiter says when its Redis stops answering (once, not per request).
+        setting = "sqlalchemy:WARNING,flask-limiter:WARNING"
         # gunicorn sets SERVER_SOFTWARE when it starts.
         if "gunicorn" in os.environ.get("SERVER_SOFTWARE", ""):
             setting += ",gunicorn.error"
@@ -121,7 +121,7 @@ def init_email(app: Flask) -> ErrorMailHandler:
     mail server and admins are configured."""
     settings = MailSettings.from_config(app.config)
     window = app.config["MAIL_ERROR_WINDOW"]
-    storm = StormControl(str(Path(app.config["LOG_DIR"]) / STORE_FILE), window)
+    storm = StormControl(store_location(app.config), window)
     handler = ErrorMailHandler(
         settings,
         admins=app.config["ADMINS"],
@@ -132,6 +132,8 @@ def init_email(app: Flask) -> ErrorMailHandler:
         in_admin_language=partial(in_language, app, app.config["ADMIN_LOCALE"]),
     )
     handler.name = ERROR_HANDLER
+    if settings is not None and (mismatch := port_mismatch(settings)):
+        app.logger.warning("%s", mismatch)
     if settings is not None:
         # A worker that stops finishes what it queued, within two timeouts.
         outbox.drain_timeout = 2 * settings.timeout + 5

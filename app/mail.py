@@ -79,6 +79,22 @@ class MailSettings:
         )
 
 
+def port_mismatch(settings: MailSettings) -> str | None:
+    """Say so if the port is the other TLS mode's usual one: SSL on 25 or 587,
+    STARTTLS on 465. Such a connection waits out the whole timeout."""
+    if settings.use_ssl and settings.port in (25, 587):
+        return (
+            f"MAIL_USE_SSL is on with MAIL_PORT={settings.port}, a port for plain SMTP or "
+            "STARTTLS: implicit TLS is usually on 465 (or use MAIL_USE_TLS with 587)."
+        )
+    if settings.use_tls and settings.port == 465:
+        return (
+            "MAIL_USE_TLS (STARTTLS) is on with MAIL_PORT=465, the port for implicit TLS: "
+            "use MAIL_USE_SSL with 465, or STARTTLS with 587."
+        )
+    return None
+
+
 def build_message(
     settings: MailSettings, to: Iterable[str], subject: str, text: str, html: str | None = None
 ) -> EmailMessage:

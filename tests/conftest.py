@@ -225,7 +225,7 @@ def restore_logging() -> Iterator[None]:
     use this fixture.
     """
     ours = {LOG_HANDLER, ERROR_HANDLER}
-    watched = ["app", "blog.mail", "sqlalchemy", "gunicorn.error", "some.library"]
+    watched = ["app", "blog.mail", "sqlalchemy", "flask-limiter", "gunicorn.error", "some.library"]
     saved = {
         name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in watched
     }

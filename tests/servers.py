@@ -34,12 +34,16 @@ from email.message import EmailMessage
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+import redis
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+# The Redis server the tests share (.ci/run starts one if none answers), in a
+# database of their own that they may empty: not the 0 a local blog would use.
+REDIS_URL = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
 SMTP_USER = "blog@example.com"
 SMTP_PASSWORD = "smtp-authorization-code"
 
@@ -66,6 +70,7 @@ def wait_until(condition, timeout: float = 15, message: str = "condition") -> No
 def clean_env(**settings: object) -> dict[str, str]:
     """This process's environment without any of the app's settings, plus `settings`."""
     prefixes = ("FLASK_", "MAIL_", "SECRET", "DATABASE", "LOG_", "SENTRY_", "ADMINS", "RESET_")
+    prefixes += ("REDIS_", "RATELIMIT_", "PROXY_", "GUNICORN_", "WEB_CONCURRENCY")
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
     env.update({key: str(value) for key, value in settings.items()})
     return env
@@ -362,3 +367,39 @@ def sentry_receiver() -> Iterator[SentryReceiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def redis_server(port: int | None = None) -> Iterator[str]:
+    """A Redis server of the test's own on 127.0.0.1 (keeping nothing on disk),
+    for tests that stop it; yields its URL. The shared one is REDIS_URL."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def answers() -> bool:
+        try:
+            return redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        except redis.RedisError:
+            return False
+
+    try:
+        wait_until(answers, message=f"redis-server on port {port}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)

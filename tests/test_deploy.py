@@ -31,6 +31,7 @@ from conftest import PASSWORD, add_user, config_for
 from databases import fresh_database, upgrade_database
 from servers import (
     BIN,
+    REDIS_URL,
     ROOT,
     Gunicorn,
     env_settings,
@@ -57,6 +58,8 @@ GOOD_SETTINGS = {
     # Never contacted: check-deploy reads the settings, it sends nothing.
     "MAIL_SERVER": "127.0.0.1",
     "BASE_URL": "https://blog.example.com",
+    # Rate limits shared by every worker (only pinged by check-deploy).
+    "REDIS_URL": REDIS_URL,
 }
 # One line of gunicorn.conf.py's access log: the usual combined format, the
 # time taken, and the request id at the very end.
@@ -178,10 +181,13 @@ def flask_command(env: dict[str, str], *args: str) -> subprocess.CompletedProces
     )
 
 
-def problems_listed(result: subprocess.CompletedProcess) -> list[str]:
+def problems_listed(result: subprocess.CompletedProcess, prefix: str = "PROBLEM: ") -> list[str]:
     """The problems `flask check-deploy` printed, one per line."""
-    prefix = "PROBLEM: "
     return [line[len(prefix) :] for line in result.stdout.splitlines() if line.startswith(prefix)]
+
+
+def warnings_listed(result: subprocess.CompletedProcess) -> list[str]:
+    return problems_listed(result, prefix="WARNING: ")
 
 
 @pytest.fixture
@@ -469,6 +475,76 @@ def test_check_deploy_passes_a_good_configuration(tmp_path, migrated_database_ur
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "No problems found."
+
+
+def test_check_deploy_warns_of_rate_limits_counted_by_each_worker(tmp_path, migrated_database_url):
+    env = deploy_env(tmp_path, migrated_database_url, **GOOD_SETTINGS)
+    env |= {"REDIS_URL": "", "WEB_CONCURRENCY": "4"}
+    result = flask_command(env, "check-deploy")
+
+    # A warning, not a problem: one host with memory:// works, only looser.
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert warnings_listed(result) == [
+        "Rate limits are counted in memory by each of 4 workers: a client gets up to that "
+        "many times each limit. Set REDIS_URL to count them in one place."
+    ]
+    assert result.stdout.splitlines()[-1] == "No problems found."
+
+    env["WEB_CONCURRENCY"] = "1"  # one worker: memory is one place
+    assert warnings_listed(flask_command(env, "check-deploy")) == []
+
+
+def test_check_deploy_warns_of_a_redis_that_does_not_answer(tmp_path, migrated_database_url):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    env = deploy_env(tmp_path, migrated_database_url, **{**GOOD_SETTINGS, "REDIS_URL": url})
+    result = flask_command(env, "check-deploy")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    [warning] = warnings_listed(result)
+    assert warning.startswith("REDIS_URL doesn't answer (Error 111 connecting to 127.0.0.1:")
+    assert warning.endswith(
+        "storm control and rate limits fall back to each process's memory until it does."
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "warning"),
+    [
+        (
+            {"MAIL_USE_SSL": "1", "MAIL_PORT": "25"},
+            "MAIL_USE_SSL is on with MAIL_PORT=25, a port for plain SMTP or STARTTLS: "
+            "implicit TLS is usually on 465 (or use MAIL_USE_TLS with 587).",
+        ),
+        (
+            {"MAIL_USE_SSL": "1", "MAIL_PORT": "587"},
+            "MAIL_USE_SSL is on with MAIL_PORT=587, a port for plain SMTP or STARTTLS: "
+            "implicit TLS is usually on 465 (or use MAIL_USE_TLS with 587).",
+        ),
+        (
+            {"MAIL_USE_TLS": "1", "MAIL_PORT": "465"},
+            "MAIL_USE_TLS (STARTTLS) is on with MAIL_PORT=465, the port for implicit TLS: "
+            "use MAIL_USE_SSL with 465, or STARTTLS with 587.",
+        ),
+        ({"MAIL_USE_SSL": "1", "MAIL_PORT": "465"}, None),
+        ({"MAIL_USE_TLS": "1", "MAIL_PORT": "587"}, None),
+        ({"MAIL_USE_TLS": "1", "MAIL_PORT": "2525"}, None),
+    ],
+    ids=["SSL on 25", "SSL on 587", "STARTTLS on 465", "SSL on 465", "STARTTLS on 587", "2525"],
+)
+def test_check_deploy_and_the_log_warn_of_a_mail_port_for_the_other_tls_mode(
+    tmp_path, migrated_database_url, settings, warning
+):
+    env = deploy_env(tmp_path, migrated_database_url, **{**GOOD_SETTINGS, **settings})
+    result = flask_command(env, "check-deploy")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert warnings_listed(result) == ([warning] if warning else [])
+    # Said at startup too, in the log, where an admin looks when no mail comes.
+    log = (tmp_path / "logs" / "blog.log").read_text()
+    if warning:
+        assert f"WARNING: {warning} [in " in log
+    else:
+        assert "WARNING" not in log
 
 
 def test_check_deploy_lists_pending_migrations(tmp_path, fresh_database_url):

@@ -7,6 +7,7 @@ has a few routes that fail on purpose.
 """
 
 import shutil
+import sqlite3
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,9 @@ from flask import Flask, abort
 from flask_login import current_user
 from jinja2 import ChoiceLoader, DictLoader
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from werkzeug.debug import DebuggedApplication
+from werkzeug.test import Client
 
 from app.extensions import db
 from app.models import User
@@ -254,3 +258,58 @@ def test_browsers_and_curl_get_html_errors(client, accept, path, status):
     assert response.status_code == status
     assert response.mimetype == "text/html"
     assert "<!doctype html>" in response.text
+
+
+# --- In debug mode (`flask run --debug`) -------------------------------------------
+
+
+@pytest.fixture
+def debug_app(make_app) -> Flask:
+    """The app as `flask run --debug` makes it: debug on, not testing."""
+    app = make_app(TESTING=False, DEBUG=True, WTF_CSRF_ENABLED=True)
+    add_failing_routes(app)
+    app.add_url_rule("/abort-500", view_func=lambda: abort(500))
+
+    def outage():
+        # What SQLAlchemy raises when the SQLite file can't be opened.
+        cause = sqlite3.OperationalError("unable to open database file")
+        raise OperationalError("SELECT 1", {}, cause)
+
+    app.add_url_rule("/outage", view_func=outage)
+    return app
+
+
+def test_in_debug_mode_an_unhandled_exception_goes_to_the_debugger(debug_app):
+    # PROPAGATE_EXCEPTIONS is left unset, and Flask then propagates in debug
+    # mode: the exception skips the 500 handler and reaches the server.
+    assert debug_app.config["PROPAGATE_EXCEPTIONS"] is None
+    with pytest.raises(RuntimeError, match="a bug in a view"):
+        debug_app.test_client().get("/boom")
+
+    # What `flask run --debug` puts around the app shows it with its traceback.
+    debugger = DebuggedApplication(debug_app, evalex=True)
+    response = Client(debugger).get("/boom", headers={"Accept": BROWSER_ACCEPT})
+    assert response.status_code == 500
+    page = response.get_data(as_text=True)
+    assert "RuntimeError: a bug in a view" in page
+    assert "Werkzeug Debugger" in page
+    assert ERROR_500 not in page
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "title"),
+    [
+        ("GET", "/no/such/page", 404, "Page not found"),
+        ("GET", "/forbidden", 403, "Forbidden"),
+        ("POST", "/forbidden", 405, "Method not allowed"),
+        ("POST", "/auth/login", 400, "Bad request"),  # no CSRF token
+        ("GET", "/abort-500", 500, ERROR_500),
+        ("GET", "/outage", 503, "Temporarily unavailable"),
+    ],
+)
+def test_in_debug_mode_handled_errors_keep_their_pages(debug_app, method, path, status, title):
+    # Only unhandled exceptions propagate: an HTTPException (abort(500) too)
+    # and an exception with a handler of its own get the site's page.
+    response = debug_app.test_client().open(path, method=method)
+    assert response.status_code == status
+    assert f"<h1>{title}</h1>" in response.text

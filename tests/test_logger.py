@@ -245,16 +245,15 @@ def test_extra_loggers_get_the_handler_not_the_root_logger(make_app, log_dir):
 def test_default_extra_loggers_outside_gunicorn(make_app, monkeypatch):
     monkeypatch.delenv("SERVER_SOFTWARE", raising=False)
     names = [logger.name for logger in extra_loggers(make_app(LOG_EXTRA_LOGGERS=None))]
-    assert "sqlalchemy" in names
-    assert "gunicorn.error" not in names
+    assert names == ["sqlalchemy", "flask-limiter"]
+    assert logging.getLogger("flask-limiter").level == logging.WARNING
 
 
 def test_default_extra_loggers_under_gunicorn_include_its_error_log(make_app, monkeypatch):
     # gunicorn's master puts this in os.environ when it starts.
     monkeypatch.setenv("SERVER_SOFTWARE", "gunicorn/27.0.1")
     names = [logger.name for logger in extra_loggers(make_app(LOG_EXTRA_LOGGERS=None))]
-    assert "sqlalchemy" in names
-    assert "gunicorn.error" in names
+    assert names == ["sqlalchemy", "flask-limiter", "gunicorn.error"]
 
 
 def test_init_logger_twice_keeps_one_handler(app, client, log_dir):

@@ -19,6 +19,7 @@ times. The whole way from a request to the mailbox, the outbox thread and
 gunicorn workers included, is in tests/test_error_mail.py.
 """
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -678,14 +679,14 @@ def test_an_unusable_state_file_falls_back_to_memory_and_says_so_once(tmp_path, 
     assert storm.admit(KEY, SUBJECT, 111) is None
     assert storm.closed_windows(120) == [(KEY, SUBJECT, 1)]
     assert len(mail_log) == 1
+
     # Memory is the last resort: a database error there is raised, not
     # another fallback that would forget the counts.
-    def broken_query() -> None:
-        with storm.groups._transaction() as db:
-            db.execute("SELECT * FROM no_such_table")
+    def broken_query(group):
+        raise sqlite3.OperationalError("no such table: error_grops")
 
     with pytest.raises(sqlite3.OperationalError):
-        storm._in_store(broken_query)
+        storm._store("update", KEY, broken_query)
     assert len(mail_log) == 1
 
 
@@ -698,7 +699,7 @@ def test_a_failure_inside_a_change_rolls_it_back_and_propagates(tmp_path, mail_l
         raise RuntimeError("failed half-way")
 
     with pytest.raises(RuntimeError, match="failed half-way"):
-        storm._in_store(lambda: storm.groups.update(KEY, change_then_fail))
+        storm._store("update", KEY, change_then_fail)
 
     assert rows(storm) == [(KEY, 100.0, 0, SUBJECT)]
     # Not a problem of the store: it is still used, and nothing says otherwise.
@@ -712,13 +713,12 @@ def test_a_database_error_in_memory_rolls_back_and_propagates(mail_log):
     storm = StormControl(":memory:", WINDOW)
     assert storm.admit(KEY, SUBJECT, 100) == 0
 
-    def write_then_fail() -> None:
-        with storm.groups._transaction() as db:
-            db.execute("UPDATE error_groups SET unreported = 99")
-            db.execute("SELECT * FROM no_such_table")
+    def change_then_fail(group):
+        group.unreported = 99
+        raise sqlite3.IntegrityError("as if a constraint failed")
 
-    with pytest.raises(sqlite3.OperationalError):
-        storm._in_store(write_then_fail)
+    with pytest.raises(sqlite3.IntegrityError):
+        storm._store("update", KEY, change_then_fail)
 
     assert mail_log == []
     # The earlier state: held back, then counted once.
@@ -791,13 +791,28 @@ def test_the_first_mail_has_no_count_and_a_later_one_has_exactly_the_count(smtp,
 
 def test_with_mail_off_every_error_is_still_recorded(tmp_path):
     handler = ErrorMailHandler(None, [], "[Blog]", new_storm(tmp_path), secrets=[])
+    start = time.time() - 60
 
-    for now in (100, 101, 110):
+    for now in (start, start + 1, start + 10):
         handler.deliver(report(now))
     handler.send_summaries()  # nothing to send it with: the count stays
 
     [group] = handler.storm.all_groups()
     assert (group.total, group.window_count, group.unreported, group.mail) == (3, 1, 0, "off")
+
+    handler.deliver(report(start - KEEP_FOR))  # a late one: changes nothing but the total
+    assert handler.storm.all_groups()[0].last_reference == f"ref-{start + 10:g}"
+
+
+def test_with_mail_off_a_bug_quiet_for_a_week_is_forgotten(tmp_path):
+    handler = ErrorMailHandler(None, [], "[Blog]", new_storm(tmp_path), secrets=[])
+    old, recent = time.time() - KEEP_FOR - 1, time.time() - 100
+    handler.deliver(dataclasses.replace(report(old), fingerprint="old-bug"))
+    handler.deliver(report(recent))
+
+    handler.send_summaries()
+
+    assert [group.fingerprint for group in handler.storm.all_groups()] == [KEY]
 
 
 def test_an_occurrence_whose_mail_failed_is_counted_in_the_next_mail(smtp, tmp_path, mail_log):

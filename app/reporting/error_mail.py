@@ -198,7 +198,9 @@ class ErrorMailHandler(logging.Handler):
         """Mail the counts of errors whose storm-control window has closed
         (runs in the outbox, every few seconds, in every worker)."""
         if self.settings is None:
-            return  # the counts stay in the store, for `flask errors`
+            # Nothing to mail with: the counts stay in the store, for `flask errors`.
+            self.storm.forget_old(time.time())
+            return
         for key, subject, count in self.storm.closed_windows(time.time()):
             with self.in_admin_language():
                 summary = _(

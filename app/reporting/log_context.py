@@ -8,7 +8,7 @@ parsed it.
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import unquote_plus, urlencode
+from urllib.parse import unquote_plus, urlencode, urlsplit
 
 from flask import g, has_request_context, request, session
 from sqlalchemy import inspect
@@ -73,6 +73,8 @@ def config_secrets(config: Mapping) -> list[str]:
     database_url = config.get("SQLALCHEMY_DATABASE_URI")
     if database_url:
         secrets.append(make_url(database_url).password)
+    for url in {config.get("REDIS_URL"), config.get("RATELIMIT_STORAGE_URI")} - {None}:
+        secrets.append(urlsplit(url).password)
     return [str(secret) for secret in secrets if secret]
 
 

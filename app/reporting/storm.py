@@ -27,12 +27,19 @@ import dataclasses
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+import time
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
+
+import redis
 
 from app.mail import log
+from app.reporting import STORE_FILE
 
 T = TypeVar("T")
 
@@ -80,8 +87,10 @@ class SQLiteGroups:
     SCHEMA = f"""CREATE TABLE IF NOT EXISTS error_groups (
         fingerprint TEXT PRIMARY KEY, {", ".join(FIELDS[1:])})"""
 
+    errors = (sqlite3.Error,)
+
     def __init__(self, path: str):
-        self.path = path
+        self.path = self.location = path
         self._pid: int | None = None
 
     def update(self, key: str, change: Callable[[ErrorGroup | None], tuple[ErrorGroup, T]]) -> T:
@@ -138,6 +147,82 @@ class SQLiteGroups:
         db.execute("COMMIT")
 
 
+class RedisGroups:
+    """The groups in Redis, for several hosts: a hash per group and a set of their names.
+
+    Each change is an optimistic transaction: WATCH the group, read it,
+    write it back in MULTI/EXEC, and start again if another worker (on this
+    host or another) changed it in between. So "count or mail" stays one
+    atomic decision across every worker of every host.
+    """
+
+    errors = (redis.RedisError,)
+    PREFIX = "blog:errors:"
+    INDEX = "blog:errors"
+    TYPES = typing.get_type_hints(ErrorGroup)
+
+    def __init__(self, url: str):
+        # Short timeouts: this runs in the outbox thread, and an unreachable
+        # Redis must not hold the error mails up for long.
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
+        )
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]  # no password in a log line
+        self.location = parts._replace(netloc=netloc).geturl()
+
+    def update(self, key: str, change: Callable[[ErrorGroup | None], tuple[ErrorGroup, T]]) -> T:
+        name = self.PREFIX + key
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(name)
+                    stored = pipe.hgetall(name)
+                    group, result = change(self._group(stored) if stored else None)
+                    if group is None:
+                        return result
+                    pipe.multi()
+                    pipe.hset(name, mapping=self._fields(group))
+                    pipe.sadd(self.INDEX, key)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    continue  # another worker changed it: decide again
+
+    def all(self) -> list[ErrorGroup]:
+        keys = sorted(self.client.smembers(self.INDEX))
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self.PREFIX + key)
+            stored = pipe.execute()
+        return [self._group(fields) for fields in stored if fields]
+
+    def forget(self, last_seen_before: float) -> None:
+        for group in self.all():
+            if group.last_seen < last_seen_before and group.unreported == 0:
+                self.client.delete(self.PREFIX + group.fingerprint)
+                self.client.srem(self.INDEX, group.fingerprint)
+
+    def _fields(self, group: ErrorGroup) -> dict[str, str]:
+        return {name: str(value) for name, value in dataclasses.asdict(group).items()}
+
+    def _group(self, fields: Mapping[str, str]) -> ErrorGroup:
+        return ErrorGroup(**{name: self.TYPES[name](value) for name, value in fields.items()})
+
+
+def open_store(location: str) -> SQLiteGroups | RedisGroups:
+    """The store at `location`: a Redis URL, or a SQLite file's path."""
+    if location.startswith(("redis://", "rediss://", "unix://")):
+        return RedisGroups(location)
+    return SQLiteGroups(location)
+
+
+def store_location(config: Mapping) -> str:
+    """Where the app keeps its error groups: Redis if REDIS_URL is set, else
+    a SQLite file in the log directory (shared by the workers of one host)."""
+    return config.get("REDIS_URL") or str(Path(config["LOG_DIR"]) / STORE_FILE)
+
+
 class StormControl:
     """Decide which error mails go out: the first of each bug in a window.
 
@@ -148,14 +233,19 @@ class StormControl:
     because no storm control is better than no error mail.
     """
 
-    def __init__(self, path: str, window: float):
-        self.groups = SQLiteGroups(path)
+    def __init__(self, location: str, window: float):
+        self.groups = open_store(location)
         self.window = window
+        # Where groups go while a Redis store doesn't answer, and until when.
+        self._memory: SQLiteGroups | None = None
+        self._retry_store_at = 0.0
+        self._outage_logged_until = 0.0
         self._reset_local()
 
     @property
     def path(self) -> str:
-        return self.groups.path
+        """Where the groups are: a SQLite file's path, or a Redis URL without its password."""
+        return self.groups.location
 
     # --- In the request: is this a repeat we already know to hold back? --------
 
@@ -187,11 +277,11 @@ class StormControl:
                 group.total += count
                 group.window_count += count
                 group.unreported += count
-                group.last_seen = max(group.last_seen, last_seen)
-                group.last_reference = ref
+                if last_seen >= group.last_seen:  # another worker may have a newer one
+                    group.last_seen, group.last_reference = last_seen, ref
                 return group, group.window_start + self.window
 
-            self._held_until[key] = self._in_store(lambda k=key, a=add: self.groups.update(k, a))
+            self._held_until[key] = self._store("update", key, add)
 
     def _reset_local(self) -> None:
         self._pid = os.getpid()
@@ -217,8 +307,8 @@ class StormControl:
                 group = ErrorGroup(key, title, location, subject, now, now)
                 group.window_start = now - self.window  # closed: this one is mailed
             group.total += 1
-            group.last_seen = max(group.last_seen, now)
-            group.last_reference = reference or group.last_reference
+            if now >= group.last_seen:  # a worker's late decision mustn't hide a newer one
+                group.last_seen, group.last_reference = now, reference or group.last_reference
             if now - group.window_start < self.window:
                 group.window_count += 1
                 group.unreported += 1
@@ -233,7 +323,7 @@ class StormControl:
             group.title, group.location = title or group.title, location or group.location
             return group, (earlier, now + self.window)
 
-        decision, window_end = self._in_store(lambda: self.groups.update(key, count_or_open_window))
+        decision, window_end = self._store("update", key, count_or_open_window)
         self._held_until[key] = window_end
         return decision
 
@@ -262,10 +352,10 @@ class StormControl:
         Each is claimed for CLAIM_FOR seconds, so that of several workers only
         one sends each summary; `summary_sent` or `summary_failed` settles it.
         """
-        self._in_store(lambda: self.groups.forget(now - KEEP_FOR))
+        self.forget_old(now)
         due = [
             group
-            for group in self._in_store(lambda: self.groups.all())
+            for group in self._store("all")
             if group.unreported > 0
             and now - group.window_start >= self.window
             and group.claimed_until <= now
@@ -286,10 +376,14 @@ class StormControl:
                 current.claimed, current.claimed_until = current.unreported, now + CLAIM_FOR
                 return current, (current.fingerprint, current.subject, current.unreported)
 
-            summary = self._in_store(lambda k=group.fingerprint, c=claim: self.groups.update(k, c))
+            summary = self._store("update", group.fingerprint, claim)
             if summary:
                 claimed.append(summary)
         return claimed
+
+    def forget_old(self, now: float) -> None:
+        """Forget the bugs not seen for KEEP_FOR (a week), unless a count is due."""
+        self._store("forget", now - KEEP_FOR)
 
     def summary_sent(self, key: str, count: int, now: float) -> None:
         def sent(group: ErrorGroup) -> None:
@@ -311,9 +405,7 @@ class StormControl:
 
     def all_groups(self) -> list[ErrorGroup]:
         """Every group, most recently seen first (for `flask errors`)."""
-        return sorted(
-            self._in_store(lambda: self.groups.all()), key=lambda g: g.last_seen, reverse=True
-        )
+        return sorted(self._store("all"), key=lambda g: g.last_seen, reverse=True)
 
     def _change(self, key: str, change=None, **values) -> None:
         def apply(group: ErrorGroup | None):
@@ -325,15 +417,32 @@ class StormControl:
                 setattr(group, name, value)
             return group, None
 
-        self._in_store(lambda: self.groups.update(key, apply))
+        self._store("update", key, apply)
 
-    def _in_store(self, work: Callable[[], T]) -> T:
-        """Run `work` on the store; fall back to memory if the file is unusable."""
+    def _store(self, method: str, *args):
+        """Call `method` of the store; fall back to memory if it can't be used.
+
+        A SQLite file that can't be used won't heal by itself (a read-only
+        file, a missing folder): memory for the rest of this process. Redis
+        may come back: memory until it is tried again, RETRY_AFTER later.
+        Either way the outage is logged once, not for every error.
+        """
+        store = self.groups
+        if self._memory is not None and time.time() < self._retry_store_at:
+            store = self._memory
         try:
-            return work()
-        except sqlite3.Error as error:
-            if self.groups.path == ":memory:":
-                raise
-            log.error("Error store %s unusable (%s); keeping it in memory", self.path, error)
-            self.groups = SQLiteGroups(":memory:")
-            return work()
+            return getattr(store, method)(*args)
+        except store.errors as error:
+            if store is self._memory or store.location == ":memory:":
+                raise  # memory is the last resort: a bug, not an outage
+            now = time.time()
+            if now >= self._outage_logged_until:
+                self._outage_logged_until = now + self.window
+                log.error("Error store %s unusable (%s); keeping it in memory", self.path, error)
+            if isinstance(store, SQLiteGroups):
+                self.groups = SQLiteGroups(":memory:")
+                return getattr(self.groups, method)(*args)
+            if self._memory is None:
+                self._memory = SQLiteGroups(":memory:")
+            self._retry_store_at = now + min(RETRY_AFTER, self.window)
+            return getattr(self._memory, method)(*args)
