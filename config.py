@@ -146,7 +146,7 @@ class Config:
     # Storm control: the same error is mailed at most once per window (seconds);
     # repeats are counted and reported in a summary when the window closes.
     MAIL_ERROR_WINDOW = env_int("MAIL_ERROR_WINDOW", 600)
-    # One Redis for every host (redis://host:6379/0): storm control and the
+    # One Redis for every host (redis:// or rediss://host:6379/0): storm control and the
     # rate limits then count across all of them. Unset, each host keeps its
     # own (a SQLite file in LOG_DIR, and memory), which is right for one host.
     REDIS_URL = os.environ.get("REDIS_URL")
@@ -162,8 +162,8 @@ class Config:
     LOG_LEVEL = (os.environ.get("LOG_LEVEL") or "INFO").strip().upper()
     LOG_TO_STDOUT = env_bool("LOG_TO_STDOUT")
     # Other libraries' loggers that get the same handlers: "name" or "name:LEVEL",
-    # comma-separated. None means the default: SQLAlchemy's warnings, and
-    # gunicorn's error log when running under gunicorn.
+    # comma-separated. None means the default: SQLAlchemy's and Flask-Limiter's
+    # warnings, and gunicorn's error log when running under gunicorn.
     LOG_EXTRA_LOGGERS = os.environ.get("LOG_EXTRA_LOGGERS")
 
     # Sentry is opt-in: nothing is sent anywhere unless SENTRY_DSN is set.
@@ -210,6 +210,9 @@ class Config:
     # failing every login with a 500; and don't wait long to find out.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_STORAGE_OPTIONS = {"socket_timeout": 2, "socket_connect_timeout": 2}
+    # A failed login is counted after the view has run, where Flask-Limiter's
+    # fallback doesn't reach: if Redis dies just then, log it, don't fail the request.
+    RATELIMIT_SWALLOW_ERRORS = True
 
     # Where Flask-Babel finds the catalogues, and where `flask translate` writes
     # them: absolute, so both work from any directory.

@@ -80,8 +80,9 @@ class MailSettings:
 
 
 def port_mismatch(settings: MailSettings) -> str | None:
-    """Say so if the port is the other TLS mode's usual one: SSL on 25 or 587,
-    STARTTLS on 465. Such a connection waits out the whole timeout."""
+    """Say so if the port is the other TLS mode's usual one: SSL on 25 or 587
+    (refused at once: the server doesn't speak TLS first), STARTTLS on 465
+    (waits out the whole timeout for a greeting that never comes)."""
     if settings.use_ssl and settings.port in (25, 587):
         return (
             f"MAIL_USE_SSL is on with MAIL_PORT={settings.port}, a port for plain SMTP or "

@@ -11,9 +11,18 @@ What counts as a name, in backticks:
   ``config.py``, ``ProductionConfig.check``: the name must be defined in that file.
 
 "Defined" means a line ``def name``, ``class name`` or ``name =``.
+
+The README is checked where it repeats the code: the configuration table's
+defaults against config.py, and the tour against the files that exist and
+against the map of the error path in app/reporting/__init__.py.
 """
 
+import ast
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +112,109 @@ def test_guides_stand_on_their_own(guide):
     text = read(guide)
     assert "/work/" not in text
     assert not re.search(r"\bseeds?\b", text, re.IGNORECASE)
+
+
+# --- The README ----------------------------------------------------------------
+
+README = ROOT / "README.md"
+REPORTING = ROOT / "app" / "reporting"
+TABLE_ROW = re.compile(r"^\| `(\w+)` \| ([^|]+) \|", re.MULTILINE)
+
+
+def section(text: str, heading: str) -> str:
+    """The README's section under `heading` ("## ..."), up to the next one of its level."""
+    level = heading.split(" ")[0]
+    start = text.index(heading + "\n")
+    following = re.compile(rf"^{level} ", re.MULTILINE).search(text, start + len(heading))
+    return text[start : following.start() if following else len(text)]
+
+
+def documented_defaults() -> dict[str, str]:
+    """The Default column of the README's configuration table, by variable."""
+    table = section(read(README), "## Configuration")
+    return {name: cell.strip() for name, cell in TABLE_ROW.findall(table)}
+
+
+def config_defaults(**env: str) -> dict[str, object]:
+    """Config's values with none of the settings below in the environment, and
+    no .env file (`env` adds some back): what a fresh install runs with."""
+    names = ["LOG_MAX_BYTES", "LOG_BACKUP_COUNT", "MAIL_ERROR_WINDOW", "REDIS_URL"]
+    names.append("RATELIMIT_STORAGE_URI")
+    clean = {key: value for key, value in os.environ.items() if key not in names}
+    script = (
+        "import json, config\n"
+        f"print(json.dumps({{name: getattr(config.Config, name) for name in {names!r}}}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=clean | {"PYTHON_DOTENV_DISABLED": "1"} | env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def table_value(cell: str) -> object:
+    """A Default cell as a value: `600` is 600, *(none)* is None."""
+    if cell == "*(none)*":
+        return None
+    value = re.match(r"`([^`]*)`", cell).group(1)
+    return int(value) if value.isdigit() else value
+
+
+def test_the_configuration_table_gives_configs_defaults():
+    documented, actual = documented_defaults(), config_defaults()
+    for name in ["LOG_MAX_BYTES", "LOG_BACKUP_COUNT", "MAIL_ERROR_WINDOW", "REDIS_URL"]:
+        assert table_value(documented[name]) == actual[name], f"README's default for {name}"
+
+
+def test_the_rate_limits_default_to_redis_url_as_the_table_says():
+    assert documented_defaults()["RATELIMIT_STORAGE_URI"] == "`REDIS_URL`, else `memory://`"
+    assert config_defaults()["RATELIMIT_STORAGE_URI"] == "memory://"
+    shared = config_defaults(REDIS_URL="redis://redis.example:6379/3")
+    assert shared["RATELIMIT_STORAGE_URI"] == "redis://redis.example:6379/3"
+
+
+def test_the_log_retention_the_readme_states_is_configs():
+    """The size in the table, and in "When things go wrong", follows the defaults."""
+    actual = config_defaults()
+    assert actual["LOG_MAX_BYTES"] % 2**20 == 0, "the README speaks of whole MiB"
+    files, size = actual["LOG_BACKUP_COUNT"] + 1, actual["LOG_MAX_BYTES"] // 2**20
+    table, story = (
+        re.sub(r"\s+", " ", section(read(README), heading))
+        for heading in ("## Configuration", "## When things go wrong")
+    )
+    assert f"`{actual['LOG_MAX_BYTES']}` ({size} MiB)" in table
+    assert f"{files} files of {size} MiB are kept ({files * size} MiB)" in table
+    assert f"by default {files} files of {size} MiB are kept" in story
+    assert f"`MAIL_ERROR_WINDOW` ({actual['MAIL_ERROR_WINDOW'] // 60} minutes)" in story
+
+
+def reporting_modules() -> list[str]:
+    return sorted(path.stem for path in REPORTING.glob("*.py") if path.stem != "__init__")
+
+
+def test_the_tour_names_every_reporting_module_in_the_order_of_the_map():
+    tour = section(read(README), "## A tour of the code")
+    map_text = ast.get_docstring(ast.parse(read(REPORTING / "__init__.py")))
+    assert "`app/reporting/__init__.py`" in tour
+    missing = [m for m in reporting_modules() if f"`app/reporting/{m}.py`" not in tour]
+    assert not missing, f"README's tour doesn't name {missing}"
+    unmapped = [m for m in reporting_modules() if f"`{m}`" not in map_text]
+    assert not unmapped, f"app/reporting/__init__.py's map doesn't name {unmapped}"
+
+    def order(text: str, template: str) -> list[str]:
+        return sorted(reporting_modules(), key=lambda m: text.index(template.format(m)))
+
+    assert order(tour, "`app/reporting/{}.py`") == order(map_text, "`{}`")
+
+
+def test_every_file_in_the_tour_exists():
+    tour = section(read(README), "## A tour of the code")
+    first_cells = re.findall(r"^\| ([^|]+) \|", tour, re.MULTILINE)
+    named = [name for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)]
+    assert "app/logger.py" in named, "the tour's table has changed its format"
+    missing = [name for name in named if not (ROOT / name).exists()]
+    assert not missing, f"README's tour names files that don't exist: {missing}"

@@ -25,7 +25,7 @@ from servers import BIN, ROOT, Browser, production_env, run_gunicorn, wait_until
 from app.logger import init_email, init_logger
 from app.mail import outbox
 from app.reporting import STORE_FILE
-from app.reporting.storm import FIELDS, ErrorGroup, StormControl
+from app.reporting.storm import FIELDS, KEEP_FOR, ErrorGroup, StormControl
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -407,7 +407,7 @@ def test_an_emptied_store_has_no_errors(make_app, log_dir):
     log_dir.mkdir()
     storm = StormControl(str(log_dir / STORE_FILE), WINDOW)
     storm.admit("k1", "s", 1000.0, title="E", location="app/a.py:1")
-    storm.groups.forget(last_seen_before=2000.0)
+    storm.forget_old(2000.0 + KEEP_FOR)
     result = invoke(make_app(LOG_DIR=str(log_dir)))
     assert result.exit_code == 0, result.output
     assert result.output == f"No errors are recorded in {log_dir / STORE_FILE}.\n"

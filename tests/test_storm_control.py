@@ -37,10 +37,11 @@ from pathlib import Path
 import pytest
 from servers import SMTPServer, free_port, smtp_server
 
-from app.mail import MailSettings
+from app.mail import MailSettings, outbox
 from app.reporting import STORE_FILE
 from app.reporting.error_mail import ErrorMailHandler, ErrorReport
 from app.reporting.fingerprint import APP_DIR, fingerprint, origin
+from app.reporting.request_id import request_id
 from app.reporting.storm import CLAIM_FOR, KEEP_FOR, StormControl
 
 WINDOW = 10.0  # seconds
@@ -807,8 +808,10 @@ def test_with_mail_off_every_error_is_still_recorded(tmp_path):
 def test_with_mail_off_a_bug_quiet_for_a_week_is_forgotten(tmp_path):
     handler = ErrorMailHandler(None, [], "[Blog]", new_storm(tmp_path), secrets=[])
     old, recent = time.time() - KEEP_FOR - 1, time.time() - 100
-    handler.deliver(dataclasses.replace(report(old), fingerprint="old-bug"))
+    for seconds in (0, 1):  # the second one held back: a count no mail will report
+        handler.deliver(dataclasses.replace(report(old + seconds), fingerprint="old-bug"))
     handler.deliver(report(recent))
+    assert handler.storm.all_groups()[1].unreported == 1
 
     handler.send_summaries()
 
@@ -888,3 +891,49 @@ def test_a_summary_whose_mail_failed_arrives_later_with_its_count(smtp, tmp_path
     _, summary = smtp.mailbox.messages
     assert summary["Subject"] == f"{SUBJECT} [repeated 3 times]"
     assert rows(handler.storm)[0][2] == 0
+
+
+# --- 8. In the request: emit() counts a held-back repeat in memory -----------------
+
+
+@pytest.fixture
+def queued(monkeypatch) -> list[Callable[[], None]]:
+    """The jobs handed to the outbox, kept for the test to run when it chooses
+    (the background thread would run them at a moment of its own)."""
+    jobs: list[Callable[[], None]] = []
+    monkeypatch.setattr(outbox, "submit", jobs.append)
+    return jobs
+
+
+def run_all(jobs: list[Callable[[], None]]) -> None:
+    while jobs:
+        jobs.pop(0)()
+
+
+def test_a_held_back_repeat_costs_the_request_a_count_and_one_flush_job(tmp_path, app, queued):
+    handler = ErrorMailHandler(None, [], "[Blog]", new_storm(tmp_path, 600), secrets=[])
+    failure = logged(views["show"])
+
+    with app.test_request_context("/shop"):
+        handler.emit(failure)
+        first = request_id()
+    assert len(queued) == 1  # the first occurrence: captured, decided in the outbox
+    run_all(queued)
+    assert counts(handler.storm) == [(fingerprint(failure), 1, 1, first)]
+
+    references = []
+    for _ in range(3):
+        with app.test_request_context("/shop"):
+            handler.emit(failure)
+            references.append(request_id())
+        assert handler.last_outcome == HELD_BACK
+    # Counted in memory: one job queued to add the counts, none per repeat.
+    assert queued == [handler.storm.flush_counts]
+    assert counts(handler.storm) == [(fingerprint(failure), 1, 1, first)]
+
+    run_all(queued)
+    assert counts(handler.storm) == [(fingerprint(failure), 4, 4, references[-1])]
+    # Outside a request there is no reference: the last one stays.
+    handler.emit(failure)
+    run_all(queued)
+    assert counts(handler.storm) == [(fingerprint(failure), 5, 5, references[-1])]

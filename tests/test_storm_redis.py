@@ -169,12 +169,14 @@ def test_an_unreachable_redis_fails_open_and_says_so_once_per_window(mail_log):
     assert mail_log[0].endswith("; keeping it in memory")
 
 
-def test_back_to_redis_when_it_answers_again(mail_log):
+def test_back_to_redis_when_it_answers_again_with_what_memory_counted(mail_log):
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     storm = StormControl(url, window=2)  # tried again after min(RETRY_AFTER, window)
     assert RETRY_AFTER > 2
-    storm.admit(KEY, SUBJECT, time.time())  # Redis isn't there: memory
+    start = time.time()
+    for now in (start, start + 0.1, start + 0.2):  # Redis isn't there: memory
+        storm.admit(KEY, SUBJECT, now, reference=f"ref-{now}")
     assert len(mail_log) == 1
 
     with redis_server(port):
@@ -182,8 +184,19 @@ def test_back_to_redis_when_it_answers_again(mail_log):
         other_host = StormControl(url, window=2)
         assert storm.admit("new-bug", SUBJECT, time.time()) == 0  # in Redis now
         assert other_host.admit("new-bug", SUBJECT, time.time()) is None
-        assert [group.fingerprint for group in other_host.all_groups()] == ["new-bug"]
-    assert len(mail_log) == 1
+        groups = {group.fingerprint: group for group in other_host.all_groups()}
+        # What memory counted is in Redis, for the summary and flask errors.
+        assert sorted(groups) == [KEY, "new-bug"]
+        assert (groups[KEY].total, groups[KEY].unreported) == (3, 2)
+        assert groups[KEY].last_reference == f"ref-{start + 0.2}"
+        assert other_host.closed_windows(time.time() + 2) == [
+            (KEY, SUBJECT, 2),
+            ("new-bug", SUBJECT, 1),
+        ]
+        # Handed over once: the next decisions don't add it again.
+        storm.admit("new-bug", SUBJECT, time.time())
+        assert {g.fingerprint: g.total for g in other_host.all_groups()}[KEY] == 3
+    assert mail_log[1:] == [f"Error store {url} answers again; the counts kept in memory are in it"]
 
 
 def test_redis_stopping_mid_storm_loses_no_decision(mail_log):

@@ -199,7 +199,7 @@ class ErrorMailHandler(logging.Handler):
         (runs in the outbox, every few seconds, in every worker)."""
         if self.settings is None:
             # Nothing to mail with: the counts stay in the store, for `flask errors`.
-            self.storm.forget_old(time.time())
+            self.storm.forget_old(time.time(), unreported_too=True)
             return
         for key, subject, count in self.storm.closed_windows(time.time()):
             with self.in_admin_language():

@@ -113,11 +113,15 @@ class SQLiteGroups:
             rows = db.execute(f"SELECT {', '.join(FIELDS)} FROM error_groups").fetchall()
         return [ErrorGroup(*row) for row in rows]
 
-    def forget(self, last_seen_before: float) -> None:
+    def delete(self, key: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM error_groups WHERE fingerprint = ?", (key,))
+
+    def forget(self, last_seen_before: float, unreported_too: bool) -> None:
         with self._transaction() as db:
             db.execute(
-                "DELETE FROM error_groups WHERE last_seen < ? AND unreported = 0",
-                (last_seen_before,),
+                "DELETE FROM error_groups WHERE last_seen < ? AND (unreported = 0 OR ?)",
+                (last_seen_before, unreported_too),
             )
 
     @contextmanager
@@ -197,9 +201,9 @@ class RedisGroups:
             stored = pipe.execute()
         return [self._group(fields) for fields in stored if fields]
 
-    def forget(self, last_seen_before: float) -> None:
+    def forget(self, last_seen_before: float, unreported_too: bool) -> None:
         for group in self.all():
-            if group.last_seen < last_seen_before and group.unreported == 0:
+            if group.last_seen < last_seen_before and (group.unreported == 0 or unreported_too):
                 self.client.delete(self.PREFIX + group.fingerprint)
                 self.client.srem(self.INDEX, group.fingerprint)
 
@@ -212,7 +216,7 @@ class RedisGroups:
 
 def open_store(location: str) -> SQLiteGroups | RedisGroups:
     """The store at `location`: a Redis URL, or a SQLite file's path."""
-    if location.startswith(("redis://", "rediss://", "unix://")):
+    if location.startswith(("redis://", "rediss://")):
         return RedisGroups(location)
     return SQLiteGroups(location)
 
@@ -278,7 +282,7 @@ class StormControl:
                 group.window_count += count
                 group.unreported += count
                 if last_seen >= group.last_seen:  # another worker may have a newer one
-                    group.last_seen, group.last_reference = last_seen, ref
+                    group.last_seen, group.last_reference = last_seen, ref or group.last_reference
                 return group, group.window_start + self.window
 
             self._held_until[key] = self._store("update", key, add)
@@ -381,9 +385,10 @@ class StormControl:
                 claimed.append(summary)
         return claimed
 
-    def forget_old(self, now: float) -> None:
-        """Forget the bugs not seen for KEEP_FOR (a week), unless a count is due."""
-        self._store("forget", now - KEEP_FOR)
+    def forget_old(self, now: float, unreported_too: bool = False) -> None:
+        """Forget the bugs not seen for KEEP_FOR (a week), unless a count is due
+        (`unreported_too`: even then, when there is no mail to report it in)."""
+        self._store("forget", now - KEEP_FOR, unreported_too)
 
     def summary_sent(self, key: str, count: int, now: float) -> None:
         def sent(group: ErrorGroup) -> None:
@@ -424,25 +429,50 @@ class StormControl:
 
         A SQLite file that can't be used won't heal by itself (a read-only
         file, a missing folder): memory for the rest of this process. Redis
-        may come back: memory until it is tried again, RETRY_AFTER later.
-        Either way the outage is logged once, not for every error.
+        may come back: memory until it is tried again, RETRY_AFTER later,
+        and then what memory counted meanwhile goes to Redis, so that its
+        summaries and `flask errors` have it. Either way the outage is
+        logged once per window, not for every error.
         """
         store = self.groups
-        if self._memory is not None and time.time() < self._retry_store_at:
-            store = self._memory
         try:
+            if self._memory is not None and time.time() >= self._retry_store_at:
+                self._hand_memory_to_store()
+            if self._memory is not None:
+                store = self._memory
             return getattr(store, method)(*args)
-        except store.errors as error:
-            if store is self._memory or store.location == ":memory:":
+        except self.groups.errors as error:
+            if store is self._memory or self.groups.location == ":memory:":
                 raise  # memory is the last resort: a bug, not an outage
             now = time.time()
             if now >= self._outage_logged_until:
                 self._outage_logged_until = now + self.window
                 log.error("Error store %s unusable (%s); keeping it in memory", self.path, error)
-            if isinstance(store, SQLiteGroups):
+            if isinstance(self.groups, SQLiteGroups):
                 self.groups = SQLiteGroups(":memory:")
                 return getattr(self.groups, method)(*args)
             if self._memory is None:
                 self._memory = SQLiteGroups(":memory:")
             self._retry_store_at = now + min(RETRY_AFTER, self.window)
             return getattr(self._memory, method)(*args)
+
+    def _hand_memory_to_store(self) -> None:
+        """Add each group counted in memory during an outage to the store's
+        (raises the store's error if it still doesn't answer)."""
+        for extra in self._memory.all():
+
+            def merge(group: ErrorGroup | None, extra=extra):
+                if group is None:
+                    return extra, None
+                group.total += extra.total
+                group.window_count += extra.window_count
+                group.unreported += extra.unreported
+                group.first_seen = min(group.first_seen, extra.first_seen)
+                if extra.last_seen > group.last_seen:
+                    group.last_seen, group.last_reference = extra.last_seen, extra.last_reference
+                return group, None
+
+            self.groups.update(extra.fingerprint, merge)
+            self._memory.delete(extra.fingerprint)  # handed over: never twice
+        self._memory = None
+        log.warning("Error store %s answers again; the counts kept in memory are in it", self.path)
