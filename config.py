@@ -12,6 +12,7 @@ Secrets belong in `.env` (git-ignored, see `.env.example`), never in `.flaskenv`
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 from limits import parse_many
@@ -93,6 +94,23 @@ def database_url(url: str | None) -> str:
     return url
 
 
+# Storm control's window can't be longer than the week its store remembers a bug.
+MAX_ERROR_WINDOW = 7 * 24 * 3600
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a REDIS_URL that the redis client couldn't use (raise ConfigError)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (reading it checks it: "redis://host:notaport" raises)
+    except ValueError as error:
+        raise ConfigError(f"REDIS_URL={url!r} is not a URL: {error}.") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError(
+            f"REDIS_URL={url!r} is not a Redis URL: use redis://host:6379/0 (or rediss:// for TLS)."
+        )
+
+
 class Config:
     """Settings shared by every environment."""
 
@@ -149,7 +167,7 @@ class Config:
     # One Redis for every host (redis:// or rediss://host:6379/0): storm control and the
     # rate limits then count across all of them. Unset, each host keeps its
     # own (a SQLite file in LOG_DIR, and memory), which is right for one host.
-    REDIS_URL = os.environ.get("REDIS_URL")
+    REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
 
     # Logging (app/logger.py). The directory is absolute by default, so the log
     # lands in the project's logs/ whatever directory the server was started from.
@@ -204,7 +222,7 @@ class Config:
     # is per process: each gunicorn worker counts on its own, so a client may
     # get up to (workers x the limit). `flask check-deploy` warns about that.
     RATELIMIT_STORAGE_URI = (
-        os.environ.get("RATELIMIT_STORAGE_URI") or os.environ.get("REDIS_URL") or "memory://"
+        os.environ.get("RATELIMIT_STORAGE_URI", "").strip() or REDIS_URL or "memory://"
     )
     # If Redis stops answering, count in memory until it is back rather than
     # failing every login with a 500; and don't wait long to find out.
@@ -242,6 +260,14 @@ class Config:
                 raise ConfigError(
                     f"{name}={getattr(cls, name)!r} is not a rate limit, e.g. '5 per minute'."
                 ) from None
+        if not 1 <= cls.MAIL_ERROR_WINDOW <= MAX_ERROR_WINDOW:
+            # 0 would mail every error, and turn "once per window" into "every time".
+            raise ConfigError(
+                f"MAIL_ERROR_WINDOW={cls.MAIL_ERROR_WINDOW} is not a number of seconds "
+                f"from 1 to {MAX_ERROR_WINDOW} (a week), e.g. 600."
+            )
+        if cls.REDIS_URL:
+            check_redis_url(cls.REDIS_URL)
         if cls.MAIL_USE_TLS and cls.MAIL_USE_SSL:
             raise ConfigError(
                 "MAIL_USE_TLS (STARTTLS) and MAIL_USE_SSL (implicit TLS) exclude "

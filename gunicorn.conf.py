@@ -41,18 +41,27 @@ access_log_format = (
 
 
 class AccessLogWithoutSecrets(Logger):
-    """gunicorn's logger, with password-reset tokens blanked out of the access log.
+    """gunicorn's logger, with password-reset tokens blanked out of the access
+    log, and control characters escaped in it as in the app's log.
 
     The token is in the path of the link in the mail; for the hour it is
-    valid, anyone who reads the log could use it.
+    valid, anyone who reads the log could use it. And a User-Agent or a
+    Referer may hold characters that some readers take for a line break
+    (U+0085, U+2028): written raw, a client could forge a line.
     """
 
     RESET_TOKEN = re.compile(r"(/auth/reset_password/)[^\s?\"]+")
 
     def atoms(self, resp, req, environ, request_time):
+        # Imported here, in the worker that serves the request, not in the master.
+        from app.reporting.log_file import escape_controls
+
         atoms = super().atoms(resp, req, environ, request_time)
-        for name in ("r", "U", "f"):  # request line, path, referer
+        for name, value in atoms.items():
             # gunicorn leaves some atoms None when it answers an error itself.
+            if isinstance(value, str):
+                atoms[name] = escape_controls(value)
+        for name in ("r", "U", "f"):  # request line, path, referer
             if isinstance(atoms.get(name), str):
                 atoms[name] = self.RESET_TOKEN.sub(r"\1[redacted]", atoms[name])
         return atoms

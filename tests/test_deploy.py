@@ -65,8 +65,8 @@ GOOD_SETTINGS = {
 # time taken, and the request id at the very end.
 ACCESS_LINE = re.compile(
     r'^127\.0\.0\.1 - - \[[^\]]+\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?:\d+|-) '
-    r'"(?P<referer>[^"]*)" "[^"]*" \d+ms request_id=(?P<request_id>\S+)$'
-)
+    r'"(?P<referer>[^"]*)" "(?:[^"\\]|\\.)*" \d+ms request_id=(?P<request_id>\S+)$'
+)  # (gunicorn writes a quote inside the User-Agent as \")
 
 # init_logger and init_email change process-global state: conftest restores it.
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -278,8 +278,13 @@ def test_gunicorn_conf_serves_and_logs_as_documented(tmp_path, migrated_database
         )
         assert status == 302  # the view moves the token into the session
         reset_id = headers["X-Request-ID"]
+        # A User-Agent that would start a line of its own where U+0085 breaks lines.
+        forged = b'curl\x85127.0.0.1 - - "GET /forged HTTP/1.1" 200\x9b2K'
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nUser-Agent: "
+        assert raw_request(server.url, request + forged + b"\r\n\r\n") == 200
         # A line is written once the response has been sent: wait for it.
         wait_until(lambda: f"request_id={reset_id}" in server.log(), message="the access log")
+        wait_until(lambda: "GET /forged" in server.log(), message="the access log")
 
         assert server.stop() == 0  # SIGTERM, as systemd stops it
 
@@ -292,6 +297,8 @@ def test_gunicorn_conf_serves_and_logs_as_documented(tmp_path, migrated_database
     assert access[explore_id]["status"] == "200"
     assert access[reset_id]["request"] == "GET /auth/reset_password/[redacted] HTTP/1.1"
     assert access[reset_id]["referer"] == "https://mail.example.com/auth/reset_password/[redacted]"
+    [healthz] = [line for line in server.log().splitlines() if "GET /forged" in line]
+    assert '"curl\\x85127.0.0.1 - - \\"GET /forged HTTP/1.1\\" 200\\x9b2K"' in healthz
 
     errors = server.error_log()
     assert errors.count("Booting worker with pid") == 2  # WEB_CONCURRENCY

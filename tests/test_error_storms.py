@@ -489,14 +489,24 @@ def test_grep_for_a_reference_prints_the_request_and_its_traceback(tmp_path, fre
     env = production_env(tmp_path, fresh_database_url)
     with run_gunicorn(env, tmp_path, workers=1) as server:
         reference = fail(server)
+        repeat = fail(server)
         assert server.stop() == 0
 
-    # What the README tells the admin to type, in the log directory.
-    found = subprocess.run(
-        f"grep {reference} blog.log*", shell=True, cwd=log_dir, capture_output=True, text=True
+    def grep(text: str) -> list[str]:
+        """What the README tells the admin to type, in the log directory."""
+        found = subprocess.run(
+            f"grep {text} blog.log*", shell=True, cwd=log_dir, capture_output=True, text=True
+        )
+        assert found.returncode == 0, found.stderr
+        return found.stdout.splitlines()
+
+    # A repeat is one line, which names the reference to grep for next.
+    [repeat_line] = grep(repeat)
+    assert (
+        f"Exception on /_test/fail [GET] [traceback: see request {reference}] [in " in repeat_line
     )
-    assert found.returncode == 0, found.stderr
-    lines = found.stdout.splitlines()
+    assert grep(reference)[0] != repeat_line  # it is also found by the first's reference...
+    lines = [line for line in grep(reference) if line != repeat_line]  # ...as its pointer
     assert re.fullmatch(
         rf"{RECORD_START.pattern}Exception on /_test/fail \[GET\] \[in \S+:\d+\] "
         rf"\[request {reference} GET /_test/fail from 127\.0\.0\.1 user -\]",

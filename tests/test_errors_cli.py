@@ -278,8 +278,12 @@ def logging_app(make_app, log_dir):
             app.logger.warning("a note in the log")
             return "noted"
 
+        def fail_at(anything):
+            return {}[anything]
+
         app.add_url_rule("/fail", view_func=fail)
         app.add_url_rule("/note", view_func=note)
+        app.add_url_rule("/fail-at/<path:anything>", view_func=fail_at)
         init_logger(app)
         init_email(app)
         return app
@@ -602,12 +606,18 @@ def test_undecodable_bytes_in_the_log_are_replaced(logging_app, log_dir):
     app = logging_app()
     log_file = log_dir / "blog.log"
     with open(log_file, "ab") as file:  # as a program writing Latin-1 into our log would
-        file.write(b"caf\xe9 [request cafe-latin-1 GET /menu from 127.0.0.1 user -]\n\xff\xfe\n")
+        file.write(
+            b"2026-01-01 00:00:00,000 INFO: caf\xe9 [in /srv/menu.py:1] "
+            b"[request cafe-latin-1 GET /menu from 127.0.0.1 user -]\n\xff\xfe\n"
+        )
     reference = get(app, "/fail")
 
     result = invoke(app, "show", "cafe-latin-1")
     assert result.exit_code == 0, result.output
-    assert result.output == "caf\ufffd [request cafe-latin-1 GET /menu from 127.0.0.1 user -]\n"
+    assert result.output == (
+        "2026-01-01 00:00:00,000 INFO: caf\ufffd [in /srv/menu.py:1] "
+        "[request cafe-latin-1 GET /menu from 127.0.0.1 user -]\n"
+    )
     result = invoke(app, "show", reference)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == lines_of(reference, log_file)
@@ -627,3 +637,32 @@ def test_a_traceback_rotated_away_is_said_to_be_gone(logging_app, log_dir):
         "",
         f"The traceback, logged with request {first}, is no longer in the log files.",
     ]
+
+
+def test_a_path_cannot_pass_its_lines_off_as_another_requests(logging_app, log_dir):
+    # A visitor who knows (or guesses) a reference writes it into a failing
+    # URL, dressed as our own end of line, with a pointer to its traceback.
+    app = logging_app()
+    victim = get(app, "/fail")
+    forged = f" [in /srv/x.py:1] [request {victim} GET /admin from 203.0.113.9 user admin]"
+    response = app.test_client().get("/fail-at/x" + forged + f" [traceback: see request {victim}]")
+    assert response.status_code == 500
+    attacker = response.headers["X-Request-ID"]
+    log_file = log_dir / "blog.log"
+    # The path is written with its brackets as in a URL: nothing of it can end a line.
+    assert f"GET /fail-at/x %5Bin /srv/x.py:1%5D %5Brequest {victim} " in log_file.read_text()
+
+    result = invoke(app, "show", victim)
+
+    assert result.exit_code == 0, result.output
+    assert "203.0.113.9" not in result.output
+    assert all(victim in line for line in result.output.splitlines())
+    assert result.output.splitlines()[0].endswith(
+        f"[request {victim} GET /fail from 127.0.0.1 user -]"
+    )
+    result = invoke(app, "show", attacker)
+    assert result.exit_code == 0, result.output
+    # Its own lines, its own traceback (a KeyError): no other request's.
+    assert f"  {attacker} | KeyError: " in result.output
+    assert f"  {victim} | " not in result.output
+    assert "Several requests match" not in result.output

@@ -3,6 +3,7 @@
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,6 +247,37 @@ def test_mail_tls_and_ssl_together_are_refused(config):
     bad = in_memory(config, SECRET_KEY=GOOD_SECRET_KEY, MAIL_USE_TLS=True, MAIL_USE_SSL=True)
     with pytest.raises(ConfigError, match=r"MAIL_USE_TLS .* MAIL_USE_SSL"):
         create_app(bad)
+
+
+@pytest.mark.parametrize("window", [0, -5, 7 * 24 * 3600 + 1, 10**400])
+def test_an_error_window_that_is_not_one_is_refused(window):
+    bad = in_memory(ProductionConfig, SECRET_KEY=GOOD_SECRET_KEY, MAIL_ERROR_WINDOW=window)
+    with pytest.raises(ConfigError, match=r"^MAIL_ERROR_WINDOW=.* is not a number of seconds "):
+        create_app(bad)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h:notaport/0", "is not a URL: Port could not be cast"),
+        ("redis://[::1", "is not a URL: Invalid IPv6 URL"),
+        ("http://redis.example:6379/0", "is not a Redis URL"),
+        ("unix:///run/redis.sock", "is not a Redis URL"),
+        ("redis+unix:///run/redis.sock", "is not a Redis URL"),
+        ("redis:///0", "is not a Redis URL"),
+        ("127.0.0.1:6379", "is not a Redis URL"),
+    ],
+)
+def test_a_redis_url_that_is_not_one_is_refused(url, message):
+    bad = in_memory(ProductionConfig, SECRET_KEY=GOOD_SECRET_KEY, REDIS_URL=url)
+    with pytest.raises(ConfigError, match=f"^REDIS_URL={re.escape(repr(url))} {message}"):
+        create_app(bad)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://:pw@cache.example:6380/2"])
+def test_a_redis_url_is_accepted(url):
+    app = create_app(in_memory(ProductionConfig, SECRET_KEY=GOOD_SECRET_KEY, REDIS_URL=url))
+    assert app.config["REDIS_URL"] == url
 
 
 @pytest.mark.parametrize(("tls", "ssl"), [(True, False), (False, True), (False, False)])

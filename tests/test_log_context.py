@@ -169,6 +169,21 @@ def test_the_secret_key_the_mail_password_and_the_database_password_are_secrets(
     assert config_secrets(config) == ["the-secret-key", "smtp-code", "db-pass-word"]
 
 
+def test_redis_passwords_are_secrets():
+    config = {
+        "SECRET_KEY": "the-secret-key",
+        "REDIS_URL": "rediss://:redis-pass-1@cache.example:6380/0",
+        "RATELIMIT_STORAGE_URI": "redis://limits:redis-pass-2@other.example/1",
+    }
+    assert config_secrets(config) == ["the-secret-key", "redis-pass-1", "redis-pass-2"]
+    # The same URL twice is one secret; memory:// and a URL without one add nothing.
+    same = "redis://:redis-pass-1@cache.example/0"
+    assert config_secrets({"REDIS_URL": same, "RATELIMIT_STORAGE_URI": same}) == ["redis-pass-1"]
+    assert (
+        config_secrets({"REDIS_URL": "redis://cache/0", "RATELIMIT_STORAGE_URI": "memory://"}) == []
+    )
+
+
 def test_a_database_url_without_a_password_adds_nothing():
     config = {
         "SECRET_KEY": "the-secret-key",

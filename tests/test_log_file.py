@@ -11,6 +11,7 @@
 The same under real gunicorn workers: tests/test_error_storms.py.
 """
 
+import io
 import logging
 import re
 import time
@@ -20,7 +21,7 @@ import pytest
 from flask import Flask, request
 
 from app.logger import init_logger
-from app.reporting.log_file import escape_controls
+from app.reporting.log_file import RequestFormatter, escape_controls
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -109,8 +110,8 @@ def test_a_forged_line_in_the_path_and_the_query_stays_on_its_line(client, log_f
 
     [line] = [line for line in lines(log_file) if "visited" in line]
     assert f"visited /echo/x\\r\\x1b[2K{FORGED} with \\n{FORGED}\\u2028 [in " in line
-    # ...and in the request part of the line too.
-    assert f"GET /echo/x\\r\\x1b[2K{FORGED} from 127.0.0.1" in line
+    # ...and in the request part of the line too, its brackets as in a URL.
+    assert f"GET /echo/x\\r\\x1b%5B2K{FORGED} from 127.0.0.1" in line
     assert_nothing_forged(log_file)
 
 
@@ -223,12 +224,25 @@ def test_the_traceback_is_written_again_once_the_window_has_passed(make_app, log
     assert f"  {third} | Traceback" in text
 
 
-def test_with_a_window_of_zero_every_traceback_is_written(make_app, log_file):
-    client = logged_app(make_app, log_file, MAIL_ERROR_WINDOW=0).test_client()
-    for _ in range(3):
-        client.get("/fail")
+@pytest.mark.parametrize(("repeat_window", "tracebacks"), [(0, 3), (600, 1)])
+def test_a_formatter_without_a_window_writes_every_traceback(app, repeat_window, tracebacks):
+    # RequestFormatter's own default (0), for a project that wants every one.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RequestFormatter([], repeat_window))
+    logger = logging.getLogger("test.formatter")
+    logger.addHandler(handler)
+    try:
+        for _ in range(3):
+            with app.test_request_context("/fail"):
+                try:
+                    {}["missing"]
+                except KeyError:
+                    logger.exception("Failed")
+    finally:
+        logger.removeHandler(handler)
 
-    assert log_file.read_text().count("Traceback (most recent call last)") == 3
+    assert stream.getvalue().count("Traceback (most recent call last)") == tracebacks
 
 
 def test_standard_output_gets_the_same_lines(make_app, log_file, capsys):

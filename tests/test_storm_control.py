@@ -437,8 +437,10 @@ def test_a_claim_lapses_when_its_worker_dies_before_sending(tmp_path):
     assert storm.closed_windows(110) == [(KEY, SUBJECT, 1)]
     # That worker never says sent or failed (SIGKILL, a power cut).
 
-    assert storm.closed_windows(110 + CLAIM_FOR - 0.001) == []
-    assert new_storm(tmp_path).closed_windows(110 + CLAIM_FOR) == [(KEY, SUBJECT, 1)]
+    # Claimed for two minutes: far longer than a mail takes, even a slow one.
+    assert CLAIM_FOR == 120
+    assert storm.closed_windows(110 + 119.999) == []
+    assert new_storm(tmp_path).closed_windows(110 + 120) == [(KEY, SUBJECT, 1)]
 
 
 def test_a_mail_during_a_summary_counts_only_what_the_summary_does_not(tmp_path):
@@ -800,6 +802,10 @@ def test_with_mail_off_every_error_is_still_recorded(tmp_path):
 
     [group] = handler.storm.all_groups()
     assert (group.total, group.window_count, group.unreported, group.mail) == (3, 1, 0, "off")
+    handler.deliver(report(start + 11))  # held back: a count due, with nothing to mail it
+    handler.send_summaries()
+    [group] = handler.storm.all_groups()
+    assert (group.unreported, group.claimed, group.claimed_until) == (1, 0, 0.0)
 
     handler.deliver(report(start - KEEP_FOR))  # a late one: changes nothing but the total
     assert handler.storm.all_groups()[0].last_reference == f"ref-{start + 10:g}"
@@ -882,10 +888,11 @@ def test_a_summary_whose_mail_failed_arrives_later_with_its_count(smtp, tmp_path
     handler.settings = working
     handler.send_summaries()  # too soon: the retry waits RETRY_AFTER (here the window)
     assert len(smtp.mailbox.messages) == 1
+    # Due again after RETRY_AFTER, not only once a claim has lapsed (CLAIM_FOR).
+    assert handler.storm.closed_windows(time.time() + WINDOW - 1) == []
+    assert handler.storm.closed_windows(time.time() + WINDOW + 1) == [(KEY, SUBJECT, 3)]
 
-    group = handler.storm.all_groups()[0]
-    handler.storm.summary_failed(KEY, time.time() - WINDOW)  # as if that was a window ago
-    assert group.claimed_until > 0
+    handler.storm.summary_failed(KEY, time.time() - WINDOW)  # as if the retry time had come
     handler.send_summaries()
 
     _, summary = smtp.mailbox.messages
@@ -937,3 +944,19 @@ def test_a_held_back_repeat_costs_the_request_a_count_and_one_flush_job(tmp_path
     handler.emit(failure)
     run_all(queued)
     assert counts(handler.storm) == [(fingerprint(failure), 5, 5, references[-1])]
+
+
+def test_a_handler_that_fails_says_so_and_raises_nothing(tmp_path, monkeypatch, capsys):
+    # Reporting an error must never raise a second one in the request; but
+    # the failure is reported the way logging reports a broken handler.
+    def no_threads_left(job):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(outbox, "submit", no_threads_left)
+    handler = ErrorMailHandler(None, [], "[Blog]", new_storm(tmp_path), secrets=[])
+
+    handler.emit(logged(views["show"]))
+
+    err = capsys.readouterr().err
+    assert err.startswith("--- Logging error ---\n")
+    assert "RuntimeError: can't start new thread" in err

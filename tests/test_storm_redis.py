@@ -16,9 +16,18 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from servers import BIN, REDIS_URL, ROOT, free_port, production_env, redis_server
+from servers import BIN, REDIS_URL, ROOT, free_port, production_env, redis_server, smtp_server
 
-from app.reporting.storm import KEEP_FOR, RETRY_AFTER, ErrorGroup, RedisGroups, StormControl
+from app.mail import MailSettings
+from app.reporting.error_mail import ErrorMailHandler
+from app.reporting.storm import (
+    KEEP_FOR,
+    RETRY_AFTER,
+    ErrorGroup,
+    RedisGroups,
+    StormControl,
+    open_store,
+)
 
 WINDOW = 10.0
 KEY = "0123456789abcdef"
@@ -245,3 +254,114 @@ def test_flask_errors_says_when_redis_does_not_answer(tmp_path, fresh_database_u
     assert result.returncode == 1
     assert result.stderr.startswith(f"Error: The error store {url} can't be read: Error 111")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"foo": "bar"},  # another program's hash under our name
+        {"fingerprint": "abc", "title": "T", "location": "x", "subject": "S", "first_seen": "1"},
+        {
+            "fingerprint": "abc",
+            "title": "T",
+            "location": "x",
+            "subject": "S",
+            "first_seen": "soon",
+            "last_seen": "1",
+        },
+    ],
+    ids=["not ours", "a field missing", "a damaged value"],
+)
+def test_a_damaged_group_in_redis_stops_nothing_else(shared, fields):
+    client = redis.Redis.from_url(shared)
+    client.hset(RedisGroups.PREFIX + "abc", mapping=fields)
+    client.sadd(RedisGroups.INDEX, "abc")
+    storm = StormControl(shared, WINDOW)
+    storm.admit(KEY, SUBJECT, 100)
+    storm.admit(KEY, SUBJECT, 101)
+
+    # Every other bug's summary still goes out, and the listing still works.
+    assert storm.closed_windows(110) == [(KEY, SUBJECT, 1)]
+    assert [group.fingerprint for group in storm.all_groups()] == [KEY]
+    # The damaged one is written over by the next occurrence of that bug.
+    assert storm.admit("abc", "[Blog] Again", 120) == 0
+    assert {group.fingerprint for group in storm.all_groups()} == {KEY, "abc"}
+
+
+def test_a_bug_redis_lost_mid_storm_still_gets_a_summary_with_a_subject(shared, tmp_path):
+    # The window was open in this worker's memory when the bug's key went
+    # (FLUSHDB, eviction): the counts start it again, without a subject.
+    storm = StormControl(shared, WINDOW)
+    storm.admit(KEY, SUBJECT, time.time() - 30)
+    storm._held_until[KEY] = time.time() + 60  # as if the window were still open here
+    redis.Redis.from_url(shared).flushdb()
+    storm.count_if_held(KEY, time.time() - 20, "ref-1")
+    storm.count_if_held(KEY, time.time() - 20, "ref-2")
+    storm.flush_counts()
+
+    with smtp_server("plain", tmp_path) as smtp:
+        settings = MailSettings.from_config(smtp.settings)
+        handler = ErrorMailHandler(settings, ["admin@example.com"], "[Blog]", storm, secrets=[])
+        handler.send_summaries()
+
+        [summary] = smtp.mailbox.messages
+    assert summary["Subject"] == f"[Blog] {KEY} [repeated 2 times]"
+
+
+# --- Both stores keep the same contract ---------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path, shared):
+    return open_store(str(tmp_path / "errors.sqlite3") if request.param == "sqlite" else shared)
+
+
+def test_a_change_that_returns_no_group_writes_nothing(store):
+    assert store.update("absent", lambda group: (None, ("saw", group))) == ("saw", None)
+    assert store.all() == []
+
+
+def test_a_new_group_starts_with_no_reference_and_no_mail(store, tmp_path):
+    storm = StormControl(store.location, WINDOW)
+    storm.admit(KEY, SUBJECT, 100)  # outside a request: no reference
+
+    [group] = storm.all_groups()
+    assert (group.last_reference, group.mail, group.mailed_at) == ("", "", 0.0)
+    assert (group.claimed, group.claimed_until) == (0, 0.0)
+
+
+def test_a_handover_cut_short_hands_each_group_over_once(monkeypatch, mail_log):
+    with redis_server() as url:
+        storm = StormControl(url, WINDOW)
+        # Redis "stops answering": two bugs counted in memory.
+        real_update = storm.groups.update
+        monkeypatch.setattr(storm.groups, "update", fail_with(redis.ConnectionError("down")))
+        for key in ("bug-a", "bug-b"):
+            storm.admit(key, SUBJECT, time.time())
+        # It answers again, but fails once more half-way through the handover.
+        calls = []
+
+        def second_call_fails(key, change):
+            calls.append(key)
+            if len(calls) == 2:
+                raise redis.ConnectionError("down again")
+            return real_update(key, change)
+
+        monkeypatch.setattr(storm.groups, "update", second_call_fails)
+        storm._retry_store_at = 0  # the retry is due
+        storm.admit("bug-c", SUBJECT, time.time())  # goes to memory: the handover failed
+        monkeypatch.setattr(storm.groups, "update", real_update)
+        storm._retry_store_at = 0
+        storm.admit("bug-c", SUBJECT, time.time())
+
+        totals = {
+            group.fingerprint: group.total for group in StormControl(url, WINDOW).all_groups()
+        }
+    assert totals == {"bug-a": 1, "bug-b": 1, "bug-c": 2}
+
+
+def fail_with(error: Exception):
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail

@@ -24,10 +24,24 @@ order an error travels through them:
 7. `cli`: `flask errors` and `flask errors show REFERENCE`, for the admin on
    the server, working from the store and the log files alone.
 
-What it needs from outside the package: `app/mail.py` (the SMTP transport
-and the per-process outbox thread, shared with password-reset mail),
-`app/i18n.py` (`in_language`, so mails are in the admins' language), and
-Flask-Login only through `log_context.current_user_label`.
+To lift it into another project, take this package and `app/logger.py`,
+and bring along what they use from outside:
+
+- `app/mail.py`: the SMTP transport and the per-process outbox thread
+  (shared with password-reset mail), and `app/i18n.py`'s `in_language`, so
+  that mails are in the admins' language;
+- in `create_app`: `register_request_id(app)`, then `init_logger`,
+  `init_email` and `init_sentry`; and `errors_command` among the CLI commands;
+- in `gunicorn.conf.py`: `post_worker_init` (start each worker's outbox: the
+  summaries depend on it) and `worker_exit` (send what is still queued);
+- the settings: LOG_DIR, LOG_FILE, LOG_MAX_BYTES, LOG_BACKUP_COUNT,
+  LOG_LEVEL, LOG_TO_STDOUT, LOG_EXTRA_LOGGERS, the MAIL_* ones, ADMINS,
+  ADMIN_LOCALE, PROXY_COUNT, REDIS_URL, SENTRY_*; and the messages in
+  app/translations for a language other than English;
+- the packages: Flask, Flask-Babel, Flask-Login (only through
+  `log_context.current_user_label`), SQLAlchemy (to name a user without a
+  query, and to find the database password to redact), concurrent-log-handler,
+  redis and sentry-sdk.
 """
 
 # The names of the handlers `app/logger.py` installs: calling an init_*

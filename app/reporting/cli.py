@@ -31,18 +31,21 @@ from flask.cli import with_appcontext
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
-from app.reporting.log_file import escape_controls
-from app.reporting.storm import FIELDS, ErrorGroup, RedisGroups, open_store, store_location
+from app.reporting.log_file import CONTINUATION_LINE, FIRST_LINE_END, escape_controls
+from app.reporting.storm import (
+    FIELDS,
+    MAIL_FAILED,
+    MAIL_OFF,
+    MAIL_SENT,
+    ErrorGroup,
+    RedisGroups,
+    open_store,
+    store_location,
+)
 
 # What a request id is made of (app/reporting/request_id.py); an admin may
 # paste a prefix, but one long enough to name a single request.
 REFERENCE = re.compile(r"[A-Za-z0-9._:-]{8,128}")
-_ID = r"([A-Za-z0-9._:-]+)"
-# A record's first line names its request; each further line starts with the id.
-FIRST_LINE_ID = re.compile(r"\[request " + _ID)
-CONTINUATION_ID = re.compile("  " + _ID + r" \| ")
-# A repeat's first line, whose traceback was logged with an earlier request.
-SEE_REQUEST = re.compile(r"\[traceback: see request " + _ID + r"\]")
 # As the log's own timestamps, so that the two are easy to compare.
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -183,11 +186,11 @@ def read_redis_groups(store: RedisGroups) -> list[ErrorGroup]:
 
 
 def mail_status(group: ErrorGroup) -> str:
-    if group.mail == "sent":
+    if group.mail == MAIL_SENT:
         return _("Mail: sent at %(time)s", time=local_time(group.mailed_at))
-    if group.mail == "failed":
+    if group.mail == MAIL_FAILED:
         return _("Mail: failed (the log file says why)")
-    if group.mail == "off":
+    if group.mail == MAIL_OFF:
         return _("Mail: off (MAIL_SERVER or ADMINS is not set)")
     return _("Mail: not yet")
 
@@ -246,13 +249,16 @@ def show_request(reference: str) -> None:
     # A repeat's traceback was logged once, with an earlier request.
     earlier = []
     for line in lines:
-        if not CONTINUATION_ID.match(line):
-            earlier += [i for i in SEE_REQUEST.findall(line) if i not in ids + earlier]
+        end = FIRST_LINE_END.search(line)
+        if end and end["earlier"] and end["earlier"] not in ids + earlier:
+            earlier.append(end["earlier"])
     for other in earlier:
         traceback = [
             line
             for line in read_lines(files)
-            if other in line and (tag := CONTINUATION_ID.match(line)) and tag.group(1) == other
+            if other in line
+            and (tag := CONTINUATION_LINE.match(line))
+            and tag["reference"] == other
         ]
         click.echo()
         if traceback:
@@ -283,8 +289,8 @@ def log_files(main_file: Path) -> list[Path]:
 
 def request_ids(line: str) -> list[str]:
     """The request ids a log line is tagged with."""
-    tagged = CONTINUATION_ID.match(line)
-    return [tagged.group(1)] if tagged else FIRST_LINE_ID.findall(line)
+    tagged = CONTINUATION_LINE.match(line) or FIRST_LINE_END.search(line)
+    return [tagged["reference"]] if tagged else []
 
 
 def read_lines(files: list[Path]) -> Iterator[str]:

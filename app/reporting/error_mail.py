@@ -202,6 +202,8 @@ class ErrorMailHandler(logging.Handler):
             self.storm.forget_old(time.time(), unreported_too=True)
             return
         for key, subject, count in self.storm.closed_windows(time.time()):
+            # A bug the store lost while workers were counting it has no subject.
+            subject = subject or f"{self.subject_prefix} {key}"
             with self.in_admin_language():
                 summary = _(
                     "This error happened %(count)d more times that were not mailed one by one "

@@ -73,7 +73,10 @@ def config_secrets(config: Mapping) -> list[str]:
     database_url = config.get("SQLALCHEMY_DATABASE_URI")
     if database_url:
         secrets.append(make_url(database_url).password)
-    for url in {config.get("REDIS_URL"), config.get("RATELIMIT_STORAGE_URI")} - {None}:
+    # Redis's password, in REDIS_URL or a rate-limit storage of its own.
+    for url in dict.fromkeys(
+        filter(None, [config.get("REDIS_URL"), config.get("RATELIMIT_STORAGE_URI")])
+    ):
         secrets.append(urlsplit(url).password)
     return [str(secret) for secret in secrets if secret]
 

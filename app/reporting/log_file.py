@@ -40,6 +40,17 @@ LOG_FORMAT = (
 )
 # How a line after a record's first starts: indented, and tagged with the reference.
 CONTINUATION = "  {reference} | "
+# Reading the lines back (`flask errors show`). A first line is read from its
+# end, which is always ours: the message before it may hold anything a
+# visitor sent, "[request <someone else's id>" included, but the request
+# part has no brackets of its own (a path's are written %5B and %5D), so
+# nothing can pass for the end. A repeat's pointer ends the message.
+REQUEST_ID = r"[A-Za-z0-9._:-]+"
+FIRST_LINE_END = re.compile(
+    rf"(?: \[traceback: see request (?P<earlier>{REQUEST_ID})\])?"
+    rf" \[in [^\[\]]*:\d+\] \[request (?P<reference>{REQUEST_ID}|-)(?: [^\[\]]*)?\]$"
+)
+CONTINUATION_LINE = re.compile(rf"  (?P<reference>{REQUEST_ID}) \| ")
 # C0 and C1 control characters, DEL, and the Unicode line and paragraph
 # separators: each ends or rewrites a line in some viewer.
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -72,6 +83,7 @@ class RequestFormatter(logging.Formatter):
                 f" {request.method} {request.path} from {request.remote_addr} "
                 f"user {current_user_label()}"
             )
+            record.request = record.request.replace("[", "%5B").replace("]", "%5D")
         record.message = escape_controls(record.getMessage())
         details = ""
         if record.exc_info and record.exc_info[1] is not None:

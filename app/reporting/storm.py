@@ -53,6 +53,10 @@ CLAIM_FOR = 120.0
 KEEP_FOR = 7 * 24 * 3600.0
 
 
+# What happened to the last mail about a bug (ErrorGroup.mail); "" before any.
+MAIL_SENT, MAIL_FAILED, MAIL_OFF = "sent", "failed", "off"
+
+
 @dataclass
 class ErrorGroup:
     """Everything known about one bug (one fingerprint)."""
@@ -70,7 +74,7 @@ class ErrorGroup:
     claimed: int = 0  # of those, how many the summary being sent covers
     claimed_until: float = 0.0
     last_reference: str = ""
-    mail: str = ""  # what happened to the last mail: sent, failed, off
+    mail: str = ""  # MAIL_SENT, MAIL_FAILED or MAIL_OFF
     mailed_at: float = 0.0
 
     def claim_in_flight(self, now: float) -> int:
@@ -181,8 +185,7 @@ class RedisGroups:
             while True:
                 try:
                     pipe.watch(name)
-                    stored = pipe.hgetall(name)
-                    group, result = change(self._group(stored) if stored else None)
+                    group, result = change(self._group(pipe.hgetall(name)))
                     if group is None:
                         return result
                     pipe.multi()
@@ -199,7 +202,7 @@ class RedisGroups:
             for key in keys:
                 pipe.hgetall(self.PREFIX + key)
             stored = pipe.execute()
-        return [self._group(fields) for fields in stored if fields]
+        return [group for fields in stored if (group := self._group(fields))]
 
     def forget(self, last_seen_before: float, unreported_too: bool) -> None:
         for group in self.all():
@@ -210,8 +213,14 @@ class RedisGroups:
     def _fields(self, group: ErrorGroup) -> dict[str, str]:
         return {name: str(value) for name, value in dataclasses.asdict(group).items()}
 
-    def _group(self, fields: Mapping[str, str]) -> ErrorGroup:
-        return ErrorGroup(**{name: self.TYPES[name](value) for name, value in fields.items()})
+    def _group(self, fields: Mapping[str, str]) -> ErrorGroup | None:
+        """The group stored as `fields`; None if there is none, or if it isn't
+        one (a field missing or damaged): one bad key must not stop the
+        summaries of every other bug, on every host."""
+        try:
+            return ErrorGroup(**{name: self.TYPES[name](fields[name]) for name in FIELDS})
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 def open_store(location: str) -> SQLiteGroups | RedisGroups:
@@ -332,10 +341,10 @@ class StormControl:
         return decision
 
     def mail_sent(self, key: str, now: float) -> None:
-        self._change(key, mail="sent", mailed_at=now)
+        self._change(key, mail=MAIL_SENT, mailed_at=now)
 
     def mail_off(self, key: str) -> None:
-        self._change(key, mail="off")
+        self._change(key, mail=MAIL_OFF)
 
     def mail_failed(self, key: str, now: float, unreported: int = 0) -> None:
         """A mail about `key` didn't go out: mail the next occurrence (after
@@ -345,7 +354,7 @@ class StormControl:
         def failed(group: ErrorGroup) -> None:
             group.window_start = retry_at - self.window
             group.unreported += unreported
-            group.mail = "failed"
+            group.mail = MAIL_FAILED
 
         self._change(key, failed)
         self._held_until[key] = retry_at
@@ -394,7 +403,7 @@ class StormControl:
         def sent(group: ErrorGroup) -> None:
             group.unreported = max(0, group.unreported - count)
             group.claimed, group.claimed_until = 0, 0.0
-            group.mail, group.mailed_at = "sent", now
+            group.mail, group.mailed_at = MAIL_SENT, now
 
         self._change(key, sent)
 
@@ -404,7 +413,7 @@ class StormControl:
 
         def failed(group: ErrorGroup) -> None:
             group.claimed, group.claimed_until = 0, now + min(RETRY_AFTER, self.window)
-            group.mail = "failed"
+            group.mail = MAIL_FAILED
 
         self._change(key, failed)
 

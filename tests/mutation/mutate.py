@@ -66,7 +66,11 @@ MODULES = {
     "app/pagination.py": ["tests/test_pagination.py", "tests/test_main.py"],
     "app/forms.py": ["tests/test_forms.py", "tests/test_user.py"],
     "app/reporting/fingerprint.py": ["tests/test_storm_control.py", "tests/test_error_mail.py"],
-    "app/reporting/storm.py": ["tests/test_storm_control.py", "tests/test_error_mail.py"],
+    "app/reporting/storm.py": [
+        "tests/test_storm_control.py",
+        "tests/test_storm_redis.py",
+        "tests/test_error_mail.py",
+    ],
     "app/reporting/error_mail.py": ["tests/test_storm_control.py", "tests/test_error_mail.py"],
     "app/reporting/log_context.py": ["tests/test_log_context.py", "tests/test_logger.py"],
     "app/reporting/log_file.py": ["tests/test_logger.py", "tests/test_log_context.py"],
