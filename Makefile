@@ -48,7 +48,8 @@ screenshots: $(VENV)/.installed-dev
 	$(BIN)/python tests/chromium.py
 	DOCS_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_browser.py
 
-## Measure the error path: 500-page latency with a dead mail server, storm control, log rotation.
+## Measure the error path: 500-page latency with a dead mail server, what a storm costs,
+## a 10,000-error storm, two hosts sharing Redis (the one on 127.0.0.1:6379), log rotation.
 bench-errors: $(VENV)/.installed-dev
 	$(BIN)/python bench/errors.py
 

@@ -21,7 +21,14 @@ import pytest
 from flask import Flask, request
 
 from app.logger import init_logger
-from app.reporting.log_file import RequestFormatter, escape_controls
+from app.reporting.fingerprint import fingerprint
+from app.reporting.log_file import (
+    CONTINUATION_LINE,
+    FIRST_LINE_END,
+    LogFileHandler,
+    RequestFormatter,
+    escape_controls,
+)
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -224,12 +231,12 @@ def test_the_traceback_is_written_again_once_the_window_has_passed(make_app, log
     assert f"  {third} | Traceback" in text
 
 
-@pytest.mark.parametrize(("repeat_window", "tracebacks"), [(0, 3), (600, 1)])
-def test_a_formatter_without_a_window_writes_every_traceback(app, repeat_window, tracebacks):
-    # RequestFormatter's own default (0), for a project that wants every one.
+@pytest.mark.parametrize(("window", "tracebacks"), [({}, 3), ({"repeat_window": 600}, 1)])
+def test_a_formatter_without_a_window_writes_every_traceback(app, window, tracebacks):
+    # RequestFormatter's own default, for a project that wants every one.
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(RequestFormatter([], repeat_window))
+    handler.setFormatter(RequestFormatter([], **window))
     logger = logging.getLogger("test.formatter")
     logger.addHandler(handler)
     try:
@@ -265,3 +272,101 @@ def test_other_libraries_records_are_escaped_too(make_app, log_file):
     [line] = [line for line in lines(log_file) if "a library says" in line]
     assert "a library says one\\ntwo [in " in line
     assert_nothing_forged(log_file)
+
+
+def test_a_formatter_remembers_at_most_a_thousand_bugs():
+    formatter = RequestFormatter([], repeat_window=600)
+    for number in range(2500):  # 2,500 bugs, each logged from its own line
+        record = logging.LogRecord("app", logging.ERROR, "x.py", number, "bug", (), None)
+        record.request_id = f"ref-{number}"  # as format() sets it
+        formatter.traceback_logged_before(record)
+        assert len(formatter.tracebacks) <= 1000
+    # The most recent one is still known.
+    assert formatter.traceback_logged_before(record) == "ref-2499"
+
+
+def test_what_the_log_writes_is_what_flask_errors_reads(client, log_file):
+    first, repeat = (client.get("/fail").headers["X-Request-ID"] for _ in range(2))
+    forged = client.get(f"/fail-with/x] [in /srv/x.py:1] [request {first} GET /]")
+    text = log_file.read_text()
+    assert "x%5D %5Bin /srv/x.py:1%5D %5Brequest " in text
+
+    by_reference: dict[str, list[str]] = {}
+    for line in lines(log_file):
+        tag = CONTINUATION_LINE.match(line) or FIRST_LINE_END.search(line)
+        assert tag, line  # every line is one of ours, and names its request
+        by_reference.setdefault(tag["reference"], []).append(line)
+    assert len(by_reference[first]) > 2  # the first line and the traceback
+    [repeat_line] = by_reference[repeat]
+    assert FIRST_LINE_END.search(repeat_line)["earlier"] == first
+    [forged_first, *forged_traceback] = by_reference[forged.headers["X-Request-ID"]]
+    assert FIRST_LINE_END.search(forged_first)["earlier"] is None
+    assert forged_traceback
+
+
+def test_an_exception_never_raised_still_has_its_line(make_app, log_file):
+    app = logged_app(make_app, log_file)
+    error = ValueError("made, not raised")
+    app.logger.error("Found a problem", exc_info=(ValueError, error, None))
+
+    assert lines(log_file)[-1] == "  - | ValueError: made, not raised"
+
+
+def test_a_traceback_and_a_stack_each_start_their_own_lines(make_app, log_file):
+    app = logged_app(make_app, log_file)
+    try:
+        {}["missing"]
+    except KeyError:
+        app.logger.exception("Failed", stack_info=True)
+
+    logged = lines(log_file)
+    at = logged.index("  - | KeyError: 'missing'")
+    assert logged[at + 1] == "  - | Stack (most recent call last):"
+
+
+def test_a_record_that_cannot_be_formatted_is_reported_as_logging_does(make_app, log_file, capsys):
+    # Not the file's fault (a bug in a logging call): logging's own report, every time.
+    logged_app(make_app, log_file, LOG_EXTRA_LOGGERS="some.library")
+    library = logging.getLogger("some.library")
+    library.propagate = False  # pytest's own handler would raise instead of reporting
+    for _ in range(2):
+        library.warning("%d users", "many")
+
+    err = capsys.readouterr().err
+    assert err.count("--- Logging error ---") == 2
+    assert "TypeError: %d format: a real number is required, not str" in err
+
+
+def test_a_replaced_log_handler_is_closed(make_app, log_file):
+    app = logged_app(make_app, log_file)
+    [old] = [handler for handler in app.logger.handlers if isinstance(handler, LogFileHandler)]
+    assert old.stream is not None
+
+    init_logger(app)  # documented to replace what it installed
+
+    assert old.stream is None  # its file closed, not left open behind the new one
+    [new] = [handler for handler in app.logger.handlers if isinstance(handler, LogFileHandler)]
+    assert new is not old
+
+
+def test_closing_on_a_full_disk_raises_nothing(tmp_path):
+    (tmp_path / "blog.log").symlink_to("/dev/full")
+    handler = LogFileHandler(str(tmp_path / "blog.log"), maxBytes=1000, backupCount=1)
+    handler.stream = handler.do_open()  # as the first write opens it
+    handler.stream.write("a line the disk has no room for\n")  # still in the buffer
+
+    handler.close()  # flushing fails with ENOSPC; a new handler must still take over
+
+
+def test_a_full_memory_forgets_the_expired_tracebacks_first():
+    formatter = RequestFormatter([], repeat_window=600)
+    formatter.tracebacks = {f"expired-{n}": (f"old-{n}", 0.0) for n in range(990)}
+    formatter.tracebacks |= {f"current-{n}": (f"new-{n}", 4e9) for n in range(10)}
+    record = logging.LogRecord("app", logging.ERROR, "x.py", 1, "bug", (), None)
+    record.request_id = "the-newest"
+
+    formatter.traceback_logged_before(record)
+
+    assert sorted(formatter.tracebacks) == sorted(
+        [f"current-{n}" for n in range(10)] + [fingerprint(record)]
+    )

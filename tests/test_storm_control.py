@@ -322,11 +322,25 @@ def test_a_window_holds_repeats_back_to_its_last_millisecond(tmp_path):
 
 def test_every_occurrence_is_counted_with_its_reference(tmp_path):
     storm = new_storm(tmp_path)
-    for now, reference in [(100, "ref-one"), (101, "ref-two"), (110, "ref-three")]:
+    for now, reference in [(100, "ref-one"), (101, "ref-two"), (105, "ref-three")]:
         storm.admit(KEY, SUBJECT, now, reference=reference)
+    assert counts(storm) == [(KEY, 3, 3, "ref-three")]  # three in all, three in this window
 
-    # Three in all; the last opened a new window, of which it is the only one.
-    assert counts(storm) == [(KEY, 3, 1, "ref-three")]
+    storm.admit(KEY, SUBJECT, 110, reference="ref-four")
+    # Four in all; the last opened a new window, of which it is the only one.
+    assert counts(storm) == [(KEY, 4, 1, "ref-four")]
+
+
+def test_a_group_keeps_what_it_was_told_until_told_better(tmp_path):
+    storm = new_storm(tmp_path)
+    storm.admit(KEY, SUBJECT, 100)  # outside a request, nothing said about it
+    [group] = storm.all_groups()
+    assert (group.title, group.location, group.last_reference) == ("", "", "")
+
+    storm.admit(KEY, SUBJECT, 110, title="KeyError: 'x'", location="app/a.py:1")
+    storm.admit(KEY, SUBJECT, 120)  # a new window, told nothing new
+    [group] = storm.all_groups()
+    assert (group.title, group.location) == ("KeyError: 'x'", "app/a.py:1")
 
 
 def test_each_bug_has_a_window_of_its_own(tmp_path):
@@ -367,6 +381,15 @@ def test_a_failed_mails_count_is_also_due_in_a_summary_from_the_retry_time(tmp_p
     assert storm.closed_windows(retry_at) == [(KEY, SUBJECT, 1)]
 
 
+def test_after_a_failed_mail_this_worker_asks_the_store_again_at_the_retry_time(tmp_path):
+    storm = new_storm(tmp_path, window=300)
+    storm.admit(KEY, SUBJECT, 1000)  # this worker now holds repeats until 1300...
+    storm.mail_failed(KEY, 1000)  # ...but the mail failed: retry at 1060
+
+    assert storm.count_if_held(KEY, 1059.999, "ref") is None  # counted in memory
+    assert storm.count_if_held(KEY, 1060, "ref") is False  # the store decides: mail again
+
+
 def test_a_failed_mail_with_nothing_unreported_leaves_the_count_as_it_was(tmp_path):
     storm = new_storm(tmp_path)
     storm.admit(KEY, SUBJECT, 1000)
@@ -399,6 +422,17 @@ def test_closed_windows_claims_each_count_once_its_window_has_closed(tmp_path):
     storm.summary_sent("b", 2, 111)
     assert rows(storm) == [("a", 100.0, 0, "A"), ("b", 100.0, 0, "B"), ("quiet", 100.0, 0, "Q")]
     assert storm.closed_windows(200) == []
+
+
+def test_a_count_another_worker_claimed_since_we_looked_is_not_claimed_twice(tmp_path):
+    storm, other = new_storm(tmp_path), new_storm(tmp_path)
+    for now in (100, 101):
+        storm.admit(KEY, SUBJECT, now)
+    as_we_looked = storm.groups.all()
+    assert other.closed_windows(110) == [(KEY, SUBJECT, 1)]  # the other worker was quicker
+
+    storm.groups.all = lambda: as_we_looked  # our look came before its claim
+    assert storm.closed_windows(110) == []
 
 
 def test_a_summary_whose_mail_failed_keeps_its_count_for_a_later_summary(tmp_path):
@@ -443,6 +477,17 @@ def test_a_claim_lapses_when_its_worker_dies_before_sending(tmp_path):
     assert new_storm(tmp_path).closed_windows(110 + 120) == [(KEY, SUBJECT, 1)]
 
 
+@pytest.mark.parametrize(("now", "counted"), [(229.999, 0), (230, 1)])
+def test_a_mail_once_a_claim_has_lapsed_counts_what_it_claimed(tmp_path, now, counted):
+    storm = new_storm(tmp_path)
+    for when in (100, 101):
+        storm.admit(KEY, SUBJECT, when)
+    assert storm.closed_windows(110) == [(KEY, SUBJECT, 1)]  # claimed until 230, never sent
+
+    # In flight, the summary will count it; lapsed, the next mail does.
+    assert storm.admit(KEY, SUBJECT, now) == counted
+
+
 def test_a_mail_during_a_summary_counts_only_what_the_summary_does_not(tmp_path):
     storm = new_storm(tmp_path)
     for now in (100, 101, 102):
@@ -472,6 +517,7 @@ def test_a_bug_whose_window_is_open_keeps_its_window_and_count(tmp_path):
 
 
 def test_a_bug_quiet_for_a_week_is_forgotten_unless_a_count_is_due(tmp_path):
+    assert KEEP_FOR == 7 * 24 * 3600  # what the README promises
     storm = new_storm(tmp_path)
     storm.admit("quiet", "Q", 100)
     storm.admit(KEY, SUBJECT, 100)
@@ -765,6 +811,7 @@ def body(message: EmailMessage, subtype: str = "plain") -> str:
 
 def test_the_first_mail_has_no_count_and_a_later_one_has_exactly_the_count(smtp, tmp_path):
     handler = mailer(smtp.settings, new_storm(tmp_path))
+    before = time.time()
 
     handler.deliver(report(100))
     assert handler.last_outcome == f"delivered to {ADMIN}"
@@ -790,6 +837,7 @@ def test_the_first_mail_has_no_count_and_a_later_one_has_exactly_the_count(smtp,
         4,
     )
     assert (group.mail, group.last_reference) == ("sent", "ref-110")
+    assert before <= group.mailed_at <= time.time()
 
 
 def test_with_mail_off_every_error_is_still_recorded(tmp_path):
@@ -960,3 +1008,23 @@ def test_a_handler_that_fails_says_so_and_raises_nothing(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert err.startswith("--- Logging error ---\n")
     assert "RuntimeError: can't start new thread" in err
+
+
+def test_a_bug_the_store_lost_mid_storm_gets_a_summary_with_a_subject(smtp, tmp_path):
+    # Its window was open in this worker's memory when its row went (an admin
+    # emptied the file): the counts start it again, without a subject.
+    storm = new_storm(tmp_path)
+    start = time.time() - 60
+    storm.admit(KEY, SUBJECT, start)
+    storm.count_if_held(KEY, start + 1, "ref-1")
+    with closing(sqlite3.connect(storm.path)) as db, db:
+        db.execute("DELETE FROM error_groups")
+    storm.count_if_held(KEY, start + 2, "ref-2")
+    storm.flush_counts()
+
+    mailer(smtp.settings, storm).send_summaries()
+
+    [summary] = smtp.mailbox.messages
+    assert summary["Subject"] == f"[Blog] {KEY} [repeated 2 times]"
+    [group] = storm.all_groups()
+    assert (group.title, group.location, group.window_start) == ("", "", start + 2)

@@ -11,12 +11,22 @@ Whole gunicorn instances on two hosts: tests/test_two_hosts.py.
 import logging
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
-from servers import BIN, REDIS_URL, ROOT, free_port, production_env, redis_server, smtp_server
+from servers import (
+    BIN,
+    REDIS_URL,
+    ROOT,
+    free_port,
+    production_env,
+    redis_server,
+    smtp_server,
+    tarpit,
+)
 
 from app.mail import MailSettings
 from app.reporting.error_mail import ErrorMailHandler
@@ -74,6 +84,25 @@ def test_two_hosts_share_one_window_and_one_summary(shared):
         "a-2",
         "sent",
     )
+
+
+def test_the_keys_are_named_for_the_blog(shared):
+    StormControl(shared, WINDOW).admit(KEY, SUBJECT, 100)
+    client = redis.Redis.from_url(shared, decode_responses=True)
+    assert sorted(client.keys("*")) == ["blog:errors", f"blog:errors:{KEY}"]
+
+
+def test_a_redis_that_never_answers_is_given_up_on(mail_log):
+    # A tarpit accepts the connection and never answers (a hung server, a
+    # firewall that drops): the outbox must not wait for ever.
+    with tarpit() as port:
+        storm = StormControl(f"redis://127.0.0.1:{port}/0", WINDOW)
+        decided = []
+        thread = threading.Thread(target=lambda: decided.append(storm.admit(KEY, SUBJECT, 100)))
+        thread.start()
+        thread.join(60)
+    assert decided == [0]  # failed open: mailed
+    assert mail_log[0].startswith(f"Error store redis://127.0.0.1:{port}/0 unusable (Timeout")
 
 
 def test_memory_counts_from_two_hosts_add_up(shared):

@@ -106,17 +106,19 @@ class RequestFormatter(logging.Formatter):
 
     def traceback_logged_before(self, record: logging.LogRecord) -> str | None:
         """The reference whose lines hold this bug's traceback, if this process
-        wrote it less than `repeat_window` seconds ago; else remember this one."""
-        if self.repeat_window <= 0:
-            return None
+        wrote it less than `repeat_window` seconds ago; else remember this one
+        (with a window of 0, it is forgotten at once: every traceback is written)."""
         key, now = fingerprint(record), time.time()
         earlier = self.tracebacks.get(key)
         if earlier and earlier[1] > now and earlier[0] != "-":
             return earlier[0]
         if len(self.tracebacks) >= MAX_REMEMBERED:
-            self.tracebacks = {k: v for k, v in self.tracebacks.items() if v[1] > now}
+            # Forget the expired, and if that isn't enough, the older half.
+            current = [(k, v) for k, v in self.tracebacks.items() if v[1] > now]
+            if len(current) >= MAX_REMEMBERED:
+                current = current[-(MAX_REMEMBERED // 2) :]
+            self.tracebacks = dict(current)
         self.tracebacks[key] = (record.request_id, now + self.repeat_window)
-        return None
 
 
 class LogFileHandler(ConcurrentRotatingFileHandler):

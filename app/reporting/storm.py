@@ -67,8 +67,8 @@ class ErrorGroup:
     subject: str  # of the latest mail about it; summaries refer to it
     first_seen: float
     last_seen: float
+    window_start: float  # when the current mail window opened
     total: int = 0
-    window_start: float = 0.0
     window_count: int = 0  # occurrences since window_start
     unreported: int = 0  # occurrences that no mail has mentioned yet
     claimed: int = 0  # of those, how many the summary being sent covers
@@ -285,8 +285,7 @@ class StormControl:
 
             def add(group, key=key, count=count, last_seen=last_seen, ref=reference):
                 if group is None:  # the store was emptied meanwhile: start it again
-                    group = ErrorGroup(key, "", "", "", last_seen, last_seen)
-                    group.window_start = last_seen
+                    group = ErrorGroup(key, "", "", "", last_seen, last_seen, last_seen)
                 group.total += count
                 group.window_count += count
                 group.unreported += count
@@ -317,8 +316,8 @@ class StormControl:
 
         def count_or_open_window(group: ErrorGroup | None):
             if group is None:
-                group = ErrorGroup(key, title, location, subject, now, now)
-                group.window_start = now - self.window  # closed: this one is mailed
+                # A window that has just closed: this occurrence is mailed.
+                group = ErrorGroup(key, title, location, subject, now, now, now - self.window)
             group.total += 1
             if now >= group.last_seen:  # a worker's late decision mustn't hide a newer one
                 group.last_seen, group.last_reference = now, reference or group.last_reference
@@ -366,25 +365,15 @@ class StormControl:
         one sends each summary; `summary_sent` or `summary_failed` settles it.
         """
         self.forget_old(now)
-        due = [
-            group
-            for group in self._store("all")
-            if group.unreported > 0
-            and now - group.window_start >= self.window
-            and group.claimed_until <= now
-        ]
         claimed = []
-        for group in due:
+        for group in self._store("all"):
+            if not self._summary_due(group, now):
+                continue
 
             def claim(current: ErrorGroup | None):
                 # Decided again inside the transaction: another worker may
                 # have claimed it since we looked.
-                if (
-                    current is None
-                    or current.unreported == 0
-                    or current.claimed_until > now  # claimed, or a failed one's retry time
-                    or now - current.window_start < self.window
-                ):
+                if current is None or not self._summary_due(current, now):
                     return None, None
                 current.claimed, current.claimed_until = current.unreported, now + CLAIM_FOR
                 return current, (current.fingerprint, current.subject, current.unreported)
@@ -393,6 +382,14 @@ class StormControl:
             if summary:
                 claimed.append(summary)
         return claimed
+
+    def _summary_due(self, group: ErrorGroup, now: float) -> bool:
+        """A count to report, a closed window, and no claim (or retry time) pending."""
+        return (
+            group.unreported > 0
+            and now - group.window_start >= self.window
+            and group.claimed_until <= now
+        )
 
     def forget_old(self, now: float, unreported_too: bool = False) -> None:
         """Forget the bugs not seen for KEEP_FOR (a week), unless a count is due

@@ -73,7 +73,7 @@ MODULES = {
     ],
     "app/reporting/error_mail.py": ["tests/test_storm_control.py", "tests/test_error_mail.py"],
     "app/reporting/log_context.py": ["tests/test_log_context.py", "tests/test_logger.py"],
-    "app/reporting/log_file.py": ["tests/test_logger.py", "tests/test_log_context.py"],
+    "app/reporting/log_file.py": ["tests/test_log_file.py", "tests/test_logger.py"],
 }
 
 # Where a module holds more than the promise, only these parts of it are
