@@ -335,6 +335,7 @@ def test_a_record_that_cannot_be_formatted_is_reported_as_logging_does(make_app,
     err = capsys.readouterr().err
     assert err.count("--- Logging error ---") == 2
     assert "TypeError: %d format: a real number is required, not str" in err
+    assert "Cannot write the log file" not in err  # the file is fine
 
 
 def test_a_replaced_log_handler_is_closed(make_app, log_file):
