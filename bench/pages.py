@@ -409,7 +409,7 @@ def seed(env: dict[str, str], posts: int) -> tuple[float, str, str]:
     )
     seconds = time.perf_counter() - began
     # The command prints the login of a user with a full feed; read it rather
-    # than repeat it here, so a change to the seed data can't leave us behind.
+    # than repeat it here, so a change to the demo data `flask seed` makes can't leave us behind.
     found = re.search(r"Log in as '([^']+)' with password '([^']+)'", output)
     if not found:
         raise RunFailed(f"flask seed printed no login:\n{output}")
