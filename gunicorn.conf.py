@@ -21,6 +21,11 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # database-backed app. Two per core is plenty for a small VPS.
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
 worker_class = "sync"
+# Whether a request came over HTTPS is the app's to decide, from the proxy's
+# X-Forwarded-Proto, and only when PROXY_COUNT says a proxy is in front
+# (app/__init__.py). Left to itself, gunicorn would believe that header from
+# any process on 127.0.0.1 and mark the request HTTPS before the app has a say.
+secure_scheme_headers = {}
 # A request that takes longer than this is killed (and logged by gunicorn);
 # on SIGTERM, workers get graceful_timeout seconds to finish their request
 # and to send the error mails still queued (app/mail.py drains at exit).

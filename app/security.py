@@ -9,6 +9,17 @@ blog works under this policy because Bootstrap's CSS and JS are served by the
 app itself (``BOOTSTRAP_SERVE_LOCAL``) and no template has a ``<script>``
 block or a ``style=`` attribute; keep it that way.
 
+Two headers depend on the request. Over HTTPS, Strict-Transport-Security
+tells the browser to use only HTTPS for this host for ``HSTS_MAX_AGE``
+seconds (a year by default; 0 sends none), so that nobody on the network can
+turn a later visit back into plain HTTP and read the cookies. It is never
+sent over plain HTTP, where browsers ignore it; behind a proxy, the request
+counts as HTTPS only if the proxy says so and ``PROXY_COUNT`` lets us believe
+it. And every response rendered for a logged-in user says ``Cache-Control:
+private, no-store``: no shared cache keeps one person's page for the next,
+and after logging out the back button can't bring the pages back from the
+browser's cache. Static files keep their caching, and so do a visitor's pages.
+
 Rate limits. Logging in is where passwords are guessed, and a reset request
 sends a mail, so both are limited, counting POSTs only (showing the form is
 free) and, for logging in, only the failed ones (so a classroom behind one
@@ -19,11 +30,15 @@ address can all log in to the demo account), in two ways at once:
   for), whatever the address: many machines guessing one password, or
   flooding one mailbox.
 
+Registering is limited per client (``limit_registrations``), counting every
+POST: a script creating accounts, or trying addresses to learn which have one
+("Please use a different email address"), gets a handful an hour per address.
+
 The limits are in config.py (``AUTH_RATE_LIMIT_PER_CLIENT``,
-``AUTH_RATE_LIMIT_PER_ACCOUNT``). No other URL is limited: there are no
-default limits, so ``/healthz``, static files and the rest of the site are
-never refused. A refused request gets the app's 429 page (app/errors.py) with
-a ``Retry-After`` header.
+``AUTH_RATE_LIMIT_PER_ACCOUNT``, ``REGISTRATION_RATE_LIMIT``). No other URL
+is limited: there are no default limits, so ``/healthz``, static files and
+the rest of the site are never refused. A refused request gets the app's
+429 page (app/errors.py) with a ``Retry-After`` header.
 """
 
 import hashlib
@@ -31,7 +46,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 from app.extensions import limiter
@@ -83,6 +98,33 @@ def security_headers(use_gravatar: bool) -> dict[str, str]:
         # frame-ancestors 'none' for browsers that predate CSP.
         "X-Frame-Options": "DENY",
     }
+
+
+def strict_transport_security(max_age: int) -> str | None:
+    """The Strict-Transport-Security header for HTTPS responses; None if `max_age` is 0.
+
+    No ``includeSubDomains``: that would hold every other host of the domain
+    to HTTPS as well, and some of them may not have it.
+    """
+    return f"max-age={max_age}" if max_age else None
+
+
+def session_names_a_user() -> bool:
+    """True if this request's session belongs to a logged-in user, without loading the user.
+
+    Flask-Login keeps the login under ``_user_id`` in the session. Asking
+    `current_user` instead would query the database, and on the 503 "database
+    unavailable" page that query fails again: an after-request function that
+    raises turns the 503 into a 500.
+    """
+    return "_user_id" in session
+
+
+def serves_static_file() -> bool:
+    """True if the request is for a static file: the app's ("static") or a
+    blueprint's ("bootstrap.static", Bootstrap-Flask's CSS and JS)."""
+    endpoint = request.endpoint or ""  # None when no URL matched (a 404)
+    return endpoint == "static" or endpoint.endswith(".static")
 
 
 def per_client_limit() -> str:
@@ -156,6 +198,17 @@ def limit_auth_attempts(
     return decorate
 
 
+def registration_limit() -> str:
+    """The rate limit on registering, read from the config at each request."""
+    return current_app.config["REGISTRATION_RATE_LIMIT"]
+
+
+# Every POST counts, per client address: each one creates an account or
+# says why it couldn't, and either is what a script registering accounts or
+# testing addresses wants.
+limit_registrations = limiter.limit(registration_limit, methods=["POST"])
+
+
 class HttpsCookieSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, and every cookie Secure over HTTPS.
 
@@ -190,11 +243,18 @@ def register_security(app: Flask) -> None:
     limiter.init_app(app)
     app.session_interface = HttpsCookieSessionInterface()
     headers = security_headers(app.config["USE_GRAVATAR"])
+    hsts = strict_transport_security(app.config["HSTS_MAX_AGE"])
 
     @app.after_request
     def add_security_headers(response: Response) -> Response:
-        """Add the headers to any response: pages, error pages, JSON, static files."""
+        """Add the headers to any response: pages, redirects, error pages, JSON,
+        static files; HSTS over HTTPS only, no-store for a logged-in user."""
         for name, value in headers.items():
             # setdefault: a view that needs a different policy can set its own.
             response.headers.setdefault(name, value)
+        if hsts and request.is_secure:
+            response.headers["Strict-Transport-Security"] = hsts
+        if session_names_a_user() and not serves_static_file():
+            # Whatever else was said about caching: this was made for one person.
+            response.headers["Cache-Control"] = "private, no-store"
         return response
