@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run debug test test-postgres mutate screenshots lint format clean bench-errors bench profile
+.PHONY: run debug test test-postgres mutate screenshots lint format clean bench-errors bench profile bench-timing
 
 ## Serve the blog on http://127.0.0.1:5000 with demo data (SQLite by default).
 run: $(VENV)/.installed
@@ -62,6 +62,10 @@ bench: $(VENV)/.installed-dev
 ## Where the hot pages' time goes: pyinstrument's call tree for the index, explore and a profile.
 profile: $(VENV)/.installed-dev
 	$(BIN)/python bench/profile.py $(ARGS)
+
+## Can a stopwatch tell who has an account? Failed logins and reset requests, with and without one.
+bench-timing: $(VENV)/.installed-dev
+	$(BIN)/python bench/timing.py $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import redis
@@ -23,6 +24,7 @@ from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.sansio.utils import host_is_trusted
 from werkzeug.security import generate_password_hash
 
 from app.database import database_failure
@@ -261,10 +263,13 @@ def deployment_problems(app: Flask) -> list[str]:
             "SESSION_COOKIE_SECURE is off: cookies are Secure only on requests the app sees "
             "as HTTPS (behind a proxy, that needs PROXY_COUNT)."
         )
-    if not config["BASE_URL"]:
-        problems.append(
-            "BASE_URL is not set: links in mails take their host from the request's Host header."
-        )
+    if config["BASE_URL"] and config["TRUSTED_HOSTS"] is not None:
+        host = urlsplit(config["BASE_URL"]).netloc
+        if not host_is_trusted(host, config["TRUSTED_HOSTS"]):
+            problems.append(
+                f"BASE_URL's host {host!r} is not in TRUSTED_HOSTS: the site would refuse "
+                "the links in its own mails."
+            )
     if not config["ADMINS"] or not config["MAIL_SERVER"]:
         problems.append("ADMINS or MAIL_SERVER is not set: nobody is told about errors.")
     if not config["LOG_TO_STDOUT"] and not directory_is_writable(Path(config["LOG_DIR"])):
@@ -278,18 +283,28 @@ def deployment_problems(app: Flask) -> list[str]:
 
 def deployment_warnings(app: Flask) -> list[str]:
     """What works, but probably not as meant: several workers each counting
-    rate limits in memory, a mail port that doesn't match the TLS mode."""
+    rate limits in memory, a mail port that doesn't match the TLS mode, reset
+    mails that only a request for localhost gets."""
     config = app.config
     warnings = []
     workers = gunicorn_workers()
     if config["RATELIMIT_STORAGE_URI"].startswith("memory://") and workers > 1:
         warnings.append(
             f"Rate limits are counted in memory by each of {workers} workers: a client gets "
-            "up to that many times each limit. Set REDIS_URL to count them in one place."
+            "up to that many times each limit. Unset RATELIMIT_STORAGE_URI (memory://) to "
+            "count them in one place."
         )
     settings = MailSettings.from_config(config)
     if settings is not None and (mismatch := port_mismatch(settings)):
         warnings.append(mismatch)
+    if settings is not None and not config["BASE_URL"] and config["TRUSTED_HOSTS"] is None:
+        # Right for a first test on the server itself; not for a public site.
+        warnings.append(
+            "Neither BASE_URL nor TRUSTED_HOSTS is set: password-reset mails go out only "
+            "for requests addressed to localhost, as any other Host header may be forged. "
+            "Set BASE_URL to the site's address (https://blog.example.com), or TRUSTED_HOSTS "
+            "to the host names it serves."
+        )
     if config["REDIS_URL"]:
         try:
             redis.Redis.from_url(config["REDIS_URL"], socket_connect_timeout=2).ping()

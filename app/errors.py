@@ -30,6 +30,7 @@ from flask import (
     render_template,
     request,
 )
+from flask.globals import request_ctx
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
@@ -103,11 +104,29 @@ def error_response(
     Both carry the request id, the reference a user can quote to the admins.
     """
     context["request_id"] = request_id()
+    bind_urls_if_host_refused()
     if wants_json():
         body = jsonify(error=str(title), message=str(message), status=status, **context)
     else:
         body = render_template(template, status=status, title=title, message=message, **context)
     return make_response(body, status)
+
+
+def bind_urls_if_host_refused() -> None:
+    """Let `url_for` work on the page that refuses a request's Host header.
+
+    Flask checks the Host header while it makes the request's URL adapter: a
+    host not in TRUSTED_HOSTS, or not a host name at all (a part longer than
+    63 letters), is a 400, and the request has no adapter, so every `url_for`
+    in base.html would fail and turn the 400 page into a 500. The page's links
+    are paths, which don't depend on the host, so the URL map is bound to no
+    host at all: the refused one must not appear anywhere, and reading it
+    (``request.host``) would raise the refusal again.
+    """
+    if request_ctx.url_adapter is None:
+        request_ctx.url_adapter = current_app.url_map.bind(
+            "", script_name=request.script_root, url_scheme=request.scheme
+        )
 
 
 def handle_http_error(error: HTTPException):

@@ -262,7 +262,7 @@ class Outbox:
                 try:
                     task()
                 except Exception:
-                    # A job's own failures are its business (see send_in_background);
+                    # A job's own failures are its business (see deliver);
                     # this only keeps a bug in one job from killing the thread.
                     log.exception("Mail job failed")
 
@@ -277,13 +277,9 @@ class Outbox:
 outbox = Outbox()
 
 
-def send_in_background(settings: MailSettings, message: EmailMessage) -> None:
-    """Queue `message` for delivery; a failure is logged, never raised to the caller."""
-
-    def deliver() -> None:
-        try:
-            send(settings, message)
-        except MailError as error:
-            log.error("Mail to %s not sent: %s", message["To"], error)
-
-    outbox.submit(deliver)
+def deliver(settings: MailSettings, message: EmailMessage) -> None:
+    """Send `message` now, from a job in the outbox; a failure is logged, never raised."""
+    try:
+        send(settings, message)
+    except MailError as error:
+        log.error("Mail to %s not sent: %s", message["To"], error)

@@ -467,7 +467,7 @@ def test_check_deploy_lists_every_problem_of_a_minimal_configuration(
 
     assert result.returncode != 0
     problems = problems_listed(result)
-    expected = ["SECRET_KEY", "SESSION_COOKIE_SECURE", "BASE_URL", "ADMINS or MAIL_SERVER"]
+    expected = ["SECRET_KEY", "SESSION_COOKIE_SECURE", "ADMINS or MAIL_SERVER"]
     assert len(problems) == len(expected), problems
     for problem, subject in zip(problems, expected, strict=True):
         assert problem.startswith(subject), problems
@@ -486,18 +486,23 @@ def test_check_deploy_passes_a_good_configuration(tmp_path, migrated_database_ur
 
 def test_check_deploy_warns_of_rate_limits_counted_by_each_worker(tmp_path, migrated_database_url):
     env = deploy_env(tmp_path, migrated_database_url, **GOOD_SETTINGS)
-    env |= {"REDIS_URL": "", "WEB_CONCURRENCY": "4"}
+    env |= {"REDIS_URL": "", "RATELIMIT_STORAGE_URI": "memory://", "WEB_CONCURRENCY": "4"}
     result = flask_command(env, "check-deploy")
 
     # A warning, not a problem: one host with memory:// works, only looser.
     assert result.returncode == 0, result.stdout + result.stderr
     assert warnings_listed(result) == [
         "Rate limits are counted in memory by each of 4 workers: a client gets up to that "
-        "many times each limit. Set REDIS_URL to count them in one place."
+        "many times each limit. Unset RATELIMIT_STORAGE_URI (memory://) to count them in "
+        "one place."
     ]
     assert result.stdout.splitlines()[-1] == "No problems found."
 
     env["WEB_CONCURRENCY"] = "1"  # one worker: memory is one place
+    assert warnings_listed(flask_command(env, "check-deploy")) == []
+
+    # The default without REDIS_URL: the workers share a SQLite file in LOG_DIR.
+    env |= {"RATELIMIT_STORAGE_URI": "", "WEB_CONCURRENCY": "4"}
     assert warnings_listed(flask_command(env, "check-deploy")) == []
 
 
@@ -757,14 +762,15 @@ def test_forwarded_headers_are_believed_only_from_the_proxies_we_have(
 def test_reset_mail_link_follows_the_proxy_scheme_and_host(
     make_app, tmp_path, proxy_count, link_start
 ):
-    """Without BASE_URL, the link in a reset mail is built from the request:
-    behind an HTTPS proxy (PROXY_COUNT=1) it must be https on the public host,
-    not http on whatever gunicorn was asked for. With PROXY_COUNT=0 the same
-    headers change nothing."""
+    """Without BASE_URL, the link in a reset mail is built from the request
+    (its host checked against TRUSTED_HOSTS): behind an HTTPS proxy
+    (PROXY_COUNT=1) it must be https on the public host, not http on whatever
+    gunicorn was asked for. With PROXY_COUNT=0 the same headers change nothing."""
     with smtp_server("plain", tmp_path) as smtp:
         app = make_app(
             PROXY_COUNT=proxy_count,
             BASE_URL=None,
+            TRUSTED_HOSTS=["localhost", "blog.example.com"],
             MAIL_DEFAULT_SENDER="blog@example.com",
             **smtp.settings,
         )

@@ -4,15 +4,30 @@ The token is signed with SECRET_KEY (itsdangerous, which Flask uses for its
 own session cookie), so nobody can make one for another user; it expires after
 RESET_TOKEN_MAX_AGE seconds; and it carries a digest of the current password
 hash, so it stops working as soon as it has been used once.
+
+Asking for a link must not tell anyone who has an account: not by what the
+page says, and not by how long it takes. So the request does the same work
+whatever address was typed: it decides where the link may point and queues a
+job with the address. The outbox thread (app/mail.py) then looks the account
+up, makes the token and writes the mail, or does nothing if there is no such
+account, after the answer has gone.
 """
 
-from flask import current_app, render_template, url_for
-from flask_babel import _, force_locale, get_locale
+import re
+from functools import partial
+
+from flask import Flask, current_app, render_template, request, url_for
+from flask_babel import _, force_locale
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.extensions import db
-from app.mail import MailSettings, build_message, log, send_in_background
+from app.i18n import current_language
+from app.mail import MailSettings, build_message, deliver, log, outbox
 from app.models import User
+
+# A Host header that names the machine the request came in on, with any port.
+# Exactly these: "localhost." or "localhost.evil.example" are other hosts.
+THIS_MACHINE = re.compile(r"(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?", re.IGNORECASE)
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -38,41 +53,76 @@ def user_from_reset_token(token: str) -> User | None:
     return user
 
 
-def external_url(endpoint: str, **values) -> str:
-    """A full URL for a mail, on BASE_URL when it is set.
+def link_base() -> str | None:
+    """Where links in a mail about this request start ("https://blog.example.com/"),
+    or None if no address can be trusted.
 
-    Without it, Flask takes the host from the request's Host header, which
-    the client chooses: someone asking for a reset of *your* account with
+    Flask builds external URLs from the request's Host header, which the
+    client chooses: someone asking for a reset of *your* account with
     ``Host: evil.example`` would get you a genuine mail whose link hands your
-    token to evil.example.
+    token to evil.example. So the request's own address is used only when
+    Flask has checked its host against TRUSTED_HOSTS (refusing others with a
+    400), or when it names this machine: that keeps `flask run` and a first
+    test of a new server working, and a forged ``Host: localhost`` only
+    points the victim at their own computer. BASE_URL, when set, wins.
     """
-    base_url = current_app.config["BASE_URL"]
-    if base_url:
-        return base_url.rstrip("/") + url_for(endpoint, **values)
-    return url_for(endpoint, _external=True, **values)
+    config = current_app.config
+    if config["BASE_URL"]:
+        return config["BASE_URL"]
+    if config["TRUSTED_HOSTS"] is not None or THIS_MACHINE.fullmatch(request.host):
+        return request.url_root
+    return None
 
 
-def send_password_reset_email(user: User) -> None:
-    """Mail `user` a reset link, in the background; a failure is only logged.
+def send_password_reset_email(email: str) -> None:
+    """Mail a reset link to the account with this address, if there is one, in the background.
 
-    The person asking sees the same page whether or not this works, as they
-    do whether or not the address has an account.
+    The person asking sees the same page whatever happens here: whether the
+    address has an account, whether mail is on, whether the link could be
+    built, whether the mail gets through. Only the log tells the admin.
     """
     settings = MailSettings.from_config(current_app.config)
     if settings is None:
-        log.warning("Password reset for user %s not mailed: mail is off", user.id)
+        log.warning("Password reset not mailed: mail is off (MAIL_SERVER is not set)")
         return
-    link = external_url("auth.reset_password_link", token=reset_token(user))
-    minutes = current_app.config["RESET_TOKEN_MAX_AGE"] // 60
-    context = {"user": user, "link": link, "minutes": minutes}
-    # In the language the account's owner chose, if they did; else in the
-    # language of the page the link was asked for on.
-    with force_locale(user.locale or get_locale()):
-        message = build_message(
-            settings,
-            [user.email],
-            _("Reset your password"),
-            render_template("email/reset_password.txt", **context),
-            render_template("email/reset_password.html", **context),
+    base = link_base()
+    if base is None:
+        log.warning(
+            "Password reset not mailed: the request was addressed to host %r, which any "
+            "client can forge, so a link on it could hand the token to someone else. Set "
+            "BASE_URL to the site's address, or TRUSTED_HOSTS to the host names it serves.",
+            # The header as sent: request.host is "" for one Werkzeug finds malformed.
+            request.headers.get("Host", ""),
         )
-    send_in_background(settings, message)
+        return
+    app = current_app._get_current_object()  # the app itself, for the outbox thread
+    # The page's language goes along, for an account whose owner never chose one.
+    outbox.submit(partial(mail_reset_link, app, settings, email, current_language(), base))
+
+
+def mail_reset_link(
+    app: Flask, settings: MailSettings, email: str, language: str, base: str
+) -> None:
+    """Look the account up and mail it a reset link; the outbox thread runs this.
+
+    That thread has no request, and `url_for` and `render_template` need one:
+    `test_request_context` makes one up, addressed to `base`, as Flask's
+    quickstart does to build URLs outside a request. It is never dispatched.
+    """
+    with app.test_request_context(base_url=base):
+        user = db.session.scalar(User.by_email(email))
+        if user is None:
+            return  # nobody to mail; the person asking was told the same as if there were
+        link = url_for("auth.reset_password_link", token=reset_token(user), _external=True)
+        context = {"user": user, "link": link, "minutes": app.config["RESET_TOKEN_MAX_AGE"] // 60}
+        # In the language the account's owner chose, if they did; else in the
+        # language of the page the link was asked for on.
+        with force_locale(user.locale or language):
+            message = build_message(
+                settings,
+                [user.email],
+                _("Reset your password"),
+                render_template("email/reset_password.txt", **context),
+                render_template("email/reset_password.html", **context),
+            )
+    deliver(settings, message)

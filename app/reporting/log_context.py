@@ -14,6 +14,7 @@ from flask import g, has_request_context, request, session
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from werkzeug.datastructures import iter_multi_items
+from werkzeug.exceptions import SecurityError
 
 from app.reporting.request_id import request_id
 
@@ -32,8 +33,8 @@ def current_user_label() -> str:
         # query the database; inspect() reads what is loaded without doing so.
         state = inspect(user)
         return state.dict.get("username") or f"id {state.identity[0]}"
-    # The session holds "id:digest" (User.get_id); the digest is part of the
-    # session's credentials, not of a log line.
+    # The session holds "id:token" (User.get_id); the token is the login's
+    # credential, never part of a log line.
     user_id = str(session.get("_user_id") or "") if has_request_context() else ""
     user_id = user_id.partition(":")[0]
     return f"id {user_id}" if user_id else "-"
@@ -64,7 +65,11 @@ def safe_url() -> str:
         (name, REDACTED if SENSITIVE_NAME.search(name) else value)
         for name, value in request.args.items(multi=True)
     ]
-    return request.base_url + (f"?{urlencode(query, safe='[]')}" if query else "")
+    try:
+        base_url = request.base_url
+    except SecurityError:  # a Host that TRUSTED_HOSTS refuses: reading it raises again
+        base_url = request.path
+    return base_url + (f"?{urlencode(query, safe='[]')}" if query else "")
 
 
 def config_secrets(config: Mapping) -> list[str]:
