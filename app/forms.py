@@ -2,20 +2,30 @@
 and the empty form.
 
 Registration (auth) and profile editing (user) accept the same usernames, so
-the rules live here once instead of in two blueprints that must agree.
+the rules live here once instead of in two blueprints that must agree. The
+profile form edits a name someone already has: it keeps it in
+`original_username`, and the rules below let an account keep its own name.
 """
 
 from flask import request
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from wtforms import SubmitField
+from wtforms import Field, SubmitField, ValidationError
 from wtforms.validators import DataRequired, Length, Regexp
 
 from app.extensions import db
-from app.models import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, User, clean_name
+from app.models import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, User, clean_name, name_key
+from app.usernames import lower_skeleton, mixes_scripts, upper_skeleton
 
 USERNAME_TAKEN = _l("Please use a different username.")
+USERNAME_MIXES_SCRIPTS = _l(
+    "Use letters from one writing system only, not a mix such as Latin and Cyrillic."
+)
+USERNAME_LOOKS_TAKEN = _l(
+    "This username looks too much like an existing one. Please use a different username."
+)
 
 
 class Form(FlaskForm):
@@ -40,18 +50,78 @@ def normalize_name(value: str | None) -> str | None:
     return clean_name(value) if value else value
 
 
+def is_own_name(form: FlaskForm, username: str) -> bool:
+    """Tell whether `username` is the name the form is editing, in any case."""
+    original = getattr(form, "original_username", None)
+    return original is not None and name_key(username) == name_key(original)
+
+
+def one_script(form: FlaskForm, field: Field) -> None:
+    """Validator: refuse a name that mixes scripts (app/usernames.py explains why).
+
+    Skipped when the name is refused already (one clear message) and when an
+    account keeps its own: a name registered before this rule stays usable.
+    """
+    if field.errors or is_own_name(form, field.data):
+        return
+    if mixes_scripts(field.data):
+        raise ValidationError(USERNAME_MIXES_SCRIPTS)
+
+
+def not_a_look_alike(form: FlaskForm, field: Field) -> None:
+    """Validator: refuse a name that looks like another account's (see `username_looks_taken`).
+
+    Skipped as `one_script` is, so that two accounts whose names looked alike
+    before this rule can both still save their profiles.
+    """
+    if field.errors or is_own_name(form, field.data):
+        return
+    if username_looks_taken(field.data, getattr(form, "original_username", None)):
+        raise ValidationError(USERNAME_LOOKS_TAKEN)
+
+
 username_validators = [
     DataRequired(),
     Length(min=USERNAME_MIN_LENGTH, max=USERNAME_MAX_LENGTH),
     # Letters (any script), digits, dot, dash and underscore: a name is part of
     # the profile URL, so no slashes, spaces or control characters.
     Regexp(r"^[\w.-]+$", message=_l("Use only letters, digits, dots, dashes and underscores.")),
+    one_script,
+    not_a_look_alike,
 ]
 
 
 def username_is_taken(username: str) -> bool:
     """Tell whether another account already uses this name, ignoring case."""
     return db.session.scalar(User.by_username(username)) is not None
+
+
+def username_looks_taken(username: str, own_username: str | None = None) -> bool:
+    """Tell whether another account's name looks like this one: the same skeleton
+    in small letters or in capitals (app/usernames.py).
+
+    Two names are left out: this very name in another case, which is
+    `username_is_taken`'s to refuse with its own message, and `own_username`,
+    the name being edited, since looking like yourself is no imitation.
+
+    The skeleton columns are indexed but not unique, so two people registering
+    look-alikes at the same moment could both succeed; only the exact name
+    (username_key) has a constraint that settles races.
+    """
+    key = name_key(username)
+    not_counted = [key] if own_username is None else [key, name_key(own_username)]
+    look_alike = (
+        select(User.id)
+        .where(
+            or_(
+                User.username_lower_skeleton == lower_skeleton(key),
+                User.username_upper_skeleton == upper_skeleton(key),
+            ),
+            User.username_key.not_in(not_counted),
+        )
+        .limit(1)
+    )
+    return db.session.scalar(look_alike) is not None
 
 
 class EmptyForm(Form):

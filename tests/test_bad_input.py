@@ -114,6 +114,8 @@ FORM_MESSAGES = {
     "Use only letters, digits, dots, dashes and underscores.",
     "Please enter a valid email address.",
     "Please use a different username.",
+    "Use letters from one writing system only, not a mix such as Latin and Cyrillic.",
+    "This username looks too much like an existing one. Please use a different username.",
     "Please use a different email address.",
     "The passwords don't match.",
 }
