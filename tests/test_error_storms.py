@@ -15,7 +15,7 @@ What storm control and the log promise when a bug is hit again and again:
   it; and `grep <reference> blog.log*` finds the request and its traceback.
 
 The storms use a short MAIL_ERROR_WINDOW, so that their windows close within
-seconds. The mails' Message-ID names the process that sent it (Python's
+seconds. Each mail's Message-ID names the process that sent it (Python's
 `make_msgid`), which tells whether a summary came from a worker that was
 there during the storm or from one that took its place.
 """
@@ -51,7 +51,8 @@ from servers import (
 ADMIN = "admin@example.com"
 BUG = "ZeroDivisionError: division by zero"
 TRACEBACK = "Traceback (most recent call last):"
-# For an app whose database has no tables: no page that reads it ever answers.
+# For an app whose database has no tables: every page that reads it fails, so
+# gunicorn's readiness is probed on a file that needs no database.
 STATIC_FILE = "/bootstrap/static/css/bootstrap.min.css"
 # Each check of a summary's arrival may wait this long: a window, the outbox's
 # next look at it, a worker booting on a busy machine. It only bounds a
@@ -94,7 +95,20 @@ def subject_of(reference: str) -> str:
     return f"[Blog] {BUG} (error {reference})"
 
 
+def summary_subject(reference: str, repeats: int) -> str:
+    """The subject of the summary of `repeats` more occurrences after the mail
+    about `reference`."""
+    return f"{subject_of(reference)} [repeated {repeats} times]"
+
+
+def storm_subjects(first: str, repeats: int) -> list[str]:
+    """The subjects of the mails one storm makes, and of no more: the one about
+    its first occurrence `first`, then the summary of the `repeats` after it."""
+    return [subject_of(first), summary_subject(first, repeats)]
+
+
 def subjects(messages: list[EmailMessage]) -> list[str]:
+    """The subjects of `messages`, in the order they arrived."""
     return [message["Subject"] for message in messages]
 
 
@@ -124,11 +138,22 @@ def occurrences_stored(log_dir: Path) -> int:
         return sum(total for (total,) in db.execute("SELECT total FROM error_groups"))
 
 
+def wait_for_count(log_dir: Path, total: int) -> None:
+    """Wait until the shared store has counted `total` occurrences in all.
+
+    A worker counts in memory first: until its count is in the store, the
+    count dies with the worker.
+    """
+    wait_until(lambda: occurrences_stored(log_dir) == total, message=f"a count of {total}")
+
+
 def log_files(log_dir: Path) -> list[Path]:
+    """The log file and its rotated copies, by name (not oldest first)."""
     return sorted(log_dir.glob("blog.log*"))
 
 
 def log_text(log_dir: Path) -> str:
+    """Everything the log files hold, for tests that search it, not read it in order."""
     return "".join(path.read_text(encoding="utf-8") for path in log_files(log_dir))
 
 
@@ -144,6 +169,20 @@ def mail_env(tmp_path: Path, database_url: str, port: int, window: int, **settin
         MAIL_ERROR_WINDOW=window,
         **settings,
     )
+
+
+def fail_repeatedly(server: Gunicorn, mailbox: Mailbox, repeats: int) -> str:
+    """Hit the bug once and wait for its mail, then `repeats` times more; return
+    the first one's reference.
+
+    The repeats come after the first mail went out, inside its window: all they
+    may add is one summary.
+    """
+    first = fail(server)
+    mailbox.wait_for(1)
+    for _ in range(repeats):
+        fail(server)
+    return first
 
 
 class FickleMailbox(Mailbox):
@@ -188,15 +227,14 @@ def test_the_summary_arrives_though_the_worker_that_mailed_first_was_recycled(
             fresh_database_url,
             smtp.port,
             window=6,
-            # Each worker is replaced after 3 requests.
+            # Each worker is replaced after 3 requests, so that the storm's
+            # workers are all gone before its window closes.
             GUNICORN_CMD_ARGS="--max-requests 3 --max-requests-jitter 0",
         )
         with run_gunicorn(env, tmp_path, workers=2) as server:
-            first = fail(server)
-            [mailed] = smtp.mailbox.wait_for(1)
+            first = fail_repeatedly(server, smtp.mailbox, repeats)
+            mailed = smtp.mailbox.messages[0]
             assert mailed["Subject"] == subject_of(first)
-            for _ in range(repeats):
-                fail(server)
             # Every worker so far, those recycled during the storm included.
             stormed = worker_pids(server) | booted_workers(server)
             assert sender_pid(mailed) in stormed
@@ -212,10 +250,7 @@ def test_the_summary_arrives_though_the_worker_that_mailed_first_was_recycled(
             wait_until(all_recycled, timeout=60, message="the workers of the storm recycled")
             _, summary = smtp.mailbox.wait_for(2, timeout=MAIL_TIMEOUT)
             assert server.stop() == 0
-        assert subjects(smtp.mailbox.messages) == [
-            subject_of(first),
-            f"{subject_of(first)} [repeated {repeats} times]",
-        ]
+        assert subjects(smtp.mailbox.messages) == storm_subjects(first, repeats)
     assert sender_pid(summary) not in stormed
 
 
@@ -227,13 +262,10 @@ def test_the_summary_arrives_though_the_workers_of_the_storm_were_killed(
     with smtp_server("plain", tmp_path) as smtp:
         env = mail_env(tmp_path, fresh_database_url, smtp.port, window=6)
         with run_gunicorn(env, tmp_path, workers=2) as server:
-            first = fail(server)
-            smtp.mailbox.wait_for(1)
-            for _ in range(repeats):
-                fail(server)
+            first = fail_repeatedly(server, smtp.mailbox, repeats)
             # The repeats were counted in the workers' memory; once they are
             # in the shared store, nothing is lost with the processes.
-            wait_until(lambda: occurrences_stored(log_dir) == 1 + repeats, message="the count")
+            wait_for_count(log_dir, 1 + repeats)
             wait_until(lambda: len(worker_pids(server)) == 2, message="both workers up")
             stormed = worker_pids(server)
             assert len(smtp.mailbox.messages) == 1  # the window is still open
@@ -246,10 +278,7 @@ def test_the_summary_arrives_though_the_workers_of_the_storm_were_killed(
             )
             _, summary = smtp.mailbox.wait_for(2, timeout=MAIL_TIMEOUT)
             assert server.stop() == 0
-        assert subjects(smtp.mailbox.messages) == [
-            subject_of(first),
-            f"{subject_of(first)} [repeated {repeats} times]",
-        ]
+        assert subjects(smtp.mailbox.messages) == storm_subjects(first, repeats)
     assert sender_pid(summary) not in stormed
 
 
@@ -259,11 +288,8 @@ def test_the_summary_arrives_after_a_restart_of_the_whole_app(tmp_path, fresh_da
     with smtp_server("plain", tmp_path) as smtp:
         env = mail_env(tmp_path, fresh_database_url, smtp.port, window=6)
         with run_gunicorn(env, tmp_path, workers=2) as before:
-            first = fail(before)
-            smtp.mailbox.wait_for(1)
-            for _ in range(repeats):
-                fail(before)
-            wait_until(lambda: occurrences_stored(log_dir) == 1 + repeats, message="the count")
+            first = fail_repeatedly(before, smtp.mailbox, repeats)
+            wait_for_count(log_dir, 1 + repeats)
             assert before.stop() == 0  # SIGTERM, as a deploy or a reboot sends it
         # Stopped while the window was still open: nobody has sent the summary.
         assert len(smtp.mailbox.messages) == 1
@@ -273,10 +299,7 @@ def test_the_summary_arrives_after_a_restart_of_the_whole_app(tmp_path, fresh_da
         with run_gunicorn(env, tmp_path, workers=2, upgrade=False) as after:
             smtp.mailbox.wait_for(2, timeout=MAIL_TIMEOUT)
             assert after.stop() == 0
-        assert subjects(smtp.mailbox.messages) == [
-            subject_of(first),
-            f"{subject_of(first)} [repeated {repeats} times]",
-        ]
+        assert subjects(smtp.mailbox.messages) == storm_subjects(first, repeats)
 
 
 # --- A summary the mail server refused ----------------------------------------
@@ -298,7 +321,7 @@ def test_a_refused_summary_loses_no_count(tmp_path, fresh_database_url):
             mailbox.refusing = True
             for _ in range(before_refusal):
                 fail(server)
-            refused_summary = f"{subject_of(first)} [repeated {before_refusal} times]"
+            refused_summary = summary_subject(first, before_refusal)
             wait_until(
                 lambda: f"Error mail {refused_summary!r} not sent: rejected" in log_text(log_dir),
                 timeout=MAIL_TIMEOUT,
@@ -317,7 +340,7 @@ def test_a_refused_summary_loses_no_count(tmp_path, fresh_database_url):
                 message="the next occurrence's mail refused",
             )
             total = 1 + before_refusal + during_refusal
-            wait_until(lambda: occurrences_stored(log_dir) == total, message="the count")
+            wait_for_count(log_dir, total)
             assert refused_summary in subjects(mailbox.refused)
             assert subject_of(reopened) in subjects(mailbox.refused)
 
@@ -327,7 +350,7 @@ def test_a_refused_summary_loses_no_count(tmp_path, fresh_database_url):
     # The summary names the latest mail about the bug, the refused one.
     assert subjects(mailbox.messages) == [
         subject_of(first),
-        f"{subject_of(reopened)} [repeated {before_refusal + during_refusal} times]",
+        summary_subject(reopened, before_refusal + during_refusal),
     ]
 
 
@@ -339,13 +362,15 @@ def test_a_storm_of_ten_thousand_errors_keeps_the_history(tmp_path, fresh_databa
     what is kept of the history is what a real deployment keeps."""
     storm, concurrency, marker = 10_000, 8, 424242
     log_dir = tmp_path / "logs"
-    # Mail off: the log is what this is about.
+    # Mail off (no MAIL_SERVER): the log is what this is about. One window for
+    # the whole storm, so that each worker process logs the traceback once.
     env = production_env(tmp_path, fresh_database_url, MAIL_ERROR_WINDOW=600)
     references: list[str] = []
     statuses: list[int] = []
     lock = threading.Lock()
 
     def client(count: int, host: str, port: int) -> None:
+        """Hit the bug `count` times over one connection; keep the statuses and references."""
         connection = http.client.HTTPConnection(host, port, timeout=60)
         mine, codes = [], []
         try:
@@ -422,6 +447,7 @@ def test_no_request_forges_a_log_line(tmp_path, fresh_database_url):
         host, port = server.url.removeprefix("http://").split(":")
 
         def status_of(path: str, headers: dict | None = None) -> int:
+            """GET `path`, exactly as written, with `headers`; return the status."""
             connection = http.client.HTTPConnection(host, int(port), timeout=30)
             try:
                 connection.request("GET", path, headers=headers or {})
@@ -443,11 +469,12 @@ def test_no_request_forges_a_log_line(tmp_path, fresh_database_url):
             assert status_of("/_test/fail", {"X-Forwarded-For": value}) == 500
         assert server.stop() == 0
 
-    lines = log_text(log_dir).splitlines()
+    text = log_text(log_dir)
+    lines = text.splitlines()
     for line in lines:
         assert RECORD_START.match(line) or CONTINUATION.match(line), repr(line)
     for escaped in breaks.values():
-        assert f"ERROR: Exception on /user/{escaped}{forged} [GET]" in "\n".join(lines)
+        assert f"ERROR: Exception on /user/{escaped}{forged} [GET]" in text
     assert [line for line in lines if line.startswith("2026-01-01 00:00:00")] == []
     # "forged" is only ever in a line where an escaped control character comes before it.
     forging = [line for line in lines if "forged" in line]
@@ -477,7 +504,7 @@ def test_a_clients_reference_is_ignored_unless_a_proxy_is_declared(tmp_path, fre
             assert chosen not in page
             assert chosen not in text
         else:
-            # The proxy we were told about set it: both logs then agree.
+            # A proxy we were told about set it: its log and ours show the same reference.
             assert reference == chosen
         assert f"<code>{reference}</code>" in page
         assert f"[request {reference} GET /_test/fail from 127.0.0.1 user -]" in text
@@ -505,8 +532,12 @@ def test_grep_for_a_reference_prints_the_request_and_its_traceback(tmp_path, fre
     assert (
         f"Exception on /_test/fail [GET] [traceback: see request {reference}] [in " in repeat_line
     )
-    assert grep(reference)[0] != repeat_line  # it is also found by the first's reference...
-    lines = [line for line in grep(reference) if line != repeat_line]  # ...as its pointer
+    # The first's reference finds its own lines first, then the repeat's line
+    # again, by its pointer: what is left is the first request's own.
+    found = grep(reference)
+    assert found[0] != repeat_line
+    assert repeat_line in found
+    lines = [line for line in found if line != repeat_line]
     assert re.fullmatch(
         rf"{RECORD_START.pattern}Exception on /_test/fail \[GET\] \[in \S+:\d+\] "
         rf"\[request {reference} GET /_test/fail from 127\.0\.0\.1 user -\]",

@@ -16,6 +16,7 @@ Times are shown in local time; the tests set the time zone to UTC+8
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def utc8(timestamp: float) -> str:
 
 @pytest.fixture
 def utc_plus_8(monkeypatch):
+    """Show the in-process commands' local times in UTC+8 (tzset: setting TZ is not enough)."""
     monkeypatch.setenv("TZ", TZ)
     time.tzset()
     yield
@@ -74,6 +76,7 @@ def lines_of(reference: str, *files: Path) -> list[str]:
 
 
 def source_line(path: Path, text: str) -> int:
+    """The number of the first line of `path` that holds `text`."""
     return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
@@ -93,6 +96,7 @@ def flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 
 def fail(browser: Browser, path: str) -> str:
+    """GET a path that fails: a 500; return the reference the user was given."""
     status, headers, _ = browser.request(path)
     assert status == 500
     return headers["X-Request-ID"]
@@ -129,13 +133,16 @@ def test_the_admin_lists_and_shows_what_two_workers_logged(tmp_path, fresh_datab
     division, key = groups["ZeroDivisionError: division by zero"], groups["KeyError: 'missing'"]
     assert (division.total, division.window_count, key.total) == (2, 2, 1)
     app_file = ROOT / "tests" / "gunicorn_app.py"
+    # Where each error was raised, as both listings name it.
+    key_where = f"tests/gunicorn_app.py:{source_line(app_file, 'return {}[')}"
+    division_where = f"tests/gunicorn_app.py:{source_line(app_file, 'return str(1 / 0)')}"
     listing = flask(admin_env, "errors")
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout == (
         f"Errors recorded in {store}, the most recently seen first:\n"
         "\n"
         "KeyError: 'missing'\n"
-        f"  Where: tests/gunicorn_app.py:{source_line(app_file, 'return {}[')}\n"
+        f"  Where: {key_where}\n"
         "  Occurrences: 1 in the current window, 1 in total\n"
         f"  First seen: {utc8(key.first_seen)}\n"
         f"  Last seen: {utc8(key.last_seen)}\n"
@@ -143,7 +150,7 @@ def test_the_admin_lists_and_shows_what_two_workers_logged(tmp_path, fresh_datab
         f"  {MAIL_OFF}\n"
         "\n"
         "ZeroDivisionError: division by zero\n"
-        f"  Where: tests/gunicorn_app.py:{source_line(app_file, 'return str(1 / 0)')}\n"
+        f"  Where: {division_where}\n"
         "  Occurrences: 2 in the current window, 2 in total\n"
         f"  First seen: {utc8(division.first_seen)}\n"
         f"  Last seen: {utc8(division.last_seen)}\n"
@@ -158,7 +165,7 @@ def test_the_admin_lists_and_shows_what_two_workers_logged(tmp_path, fresh_datab
         f"{store} 中记录的错误，最近发生的在前：\n"
         "\n"
         "KeyError: 'missing'\n"
-        f"  位置：tests/gunicorn_app.py:{source_line(app_file, 'return {}[')}\n"
+        f"  位置：{key_where}\n"
         "  次数：当前窗口内 1 次，共 1 次\n"
         f"  首次出现：{utc8(key.first_seen)}\n"
         f"  最近出现：{utc8(key.last_seen)}\n"
@@ -255,6 +262,7 @@ def test_a_repeat_shows_the_traceback_logged_before_rotation(tmp_path, fresh_dat
 
 @pytest.fixture
 def log_dir(tmp_path) -> Path:
+    """The app's LOG_DIR; not created, so that a test can tell whether anything created it."""
     return tmp_path / "logs"
 
 
@@ -300,7 +308,20 @@ def get(app: Flask, path: str, reference: str | None = None) -> str:
 
 
 def invoke(app: Flask, *args: str):
+    """Run `flask errors ARGS` against `app`, in this process."""
     return app.test_cli_runner().invoke(args=["errors", *args])
+
+
+def log_notes_until(app: Flask, done: Callable[[], bool]) -> None:
+    """Log a note at a time until `done()`, to rotate the log as far as a test needs.
+
+    At most a thousand: a log that never rotates fails the test, not hangs it.
+    """
+    for _ in range(1000):
+        if done():
+            return
+        get(app, "/note")
+    raise AssertionError("the log never rotated that far")
 
 
 def test_no_store_means_no_errors_and_nothing_is_created(make_app, log_dir):
@@ -500,8 +521,7 @@ def test_the_lines_of_one_request_across_rotated_files_oldest_first(logging_app,
     app = logging_app(PROXY_COUNT=1, LOG_MAX_BYTES=1000, LOG_BACKUP_COUNT=10)
     reference = "retried-request-01"
     get(app, "/fail", reference)
-    while not (log_dir / "blog.log.2").exists():
-        get(app, "/note")
+    log_notes_until(app, (log_dir / "blog.log.2").exists)
     get(app, "/note", reference)
     (log_dir / "blog.log.1").unlink()
     older = lines_of(reference, log_dir / "blog.log.2")
@@ -627,8 +647,9 @@ def test_a_traceback_rotated_away_is_said_to_be_gone(logging_app, log_dir):
     app = logging_app(LOG_MAX_BYTES=1000, LOG_BACKUP_COUNT=1)
     first = get(app, "/fail")
     # One rotated file kept: a few rotations later, no file has the first traceback.
-    while any(first in path.read_text() for path in log_dir.glob("blog.log*")):
-        get(app, "/note")
+    log_notes_until(
+        app, lambda: not any(first in path.read_text() for path in log_dir.glob("blog.log*"))
+    )
     repeat = get(app, "/fail")
     result = invoke(app, "show", repeat)
     assert result.exit_code == 0, result.output
