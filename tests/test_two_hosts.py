@@ -8,8 +8,9 @@ storm control keeps its groups in Redis instead of the SQLite file in LOG_DIR
 of in each worker's memory (config.py, app/security.py).
 
 The tests that share tests/servers.py's REDIS_URL (a database of the test
-suite's own) empty it first. The outage test starts a redis-server of its own,
-kills it in the middle of the traffic and starts it again on the same port.
+suite's own) empty it before and after. The outage test starts a redis-server
+of its own, kills it in the middle of the traffic and starts it again on the
+same port.
 
 Nothing here measures time: a timeout only bounds a test that is already
 failing, and the bounds on how often an outage is logged are worked out from
@@ -28,13 +29,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from pages import alerts
 from servers import (
     REDIS_URL,
     Browser,
     Gunicorn,
     Mailbox,
+    assert_login_failed,
+    assert_too_many_requests,
     env_settings,
+    fail_to_log_in,
     free_port,
     production_env,
     run_gunicorn,
@@ -48,9 +51,7 @@ WINDOW = 3  # MAIL_ERROR_WINDOW, seconds; also the store's retry delay (min(60, 
 WORKERS = 2  # per host
 DIVISION = f"{PREFIX} ZeroDivisionError: division by zero (error "
 MISSING_KEY = f"{PREFIX} KeyError: 'missing' (error "
-INVALID_LOGIN = [("danger", "Invalid username or password.")]
 SERVER_ERROR = "<h1>An unexpected error has occurred</h1>"
-TOO_MANY = "<h1>Too many requests</h1>"
 LIMITER_FALLBACK = "Rate limit storage unreachable - falling back to in-memory storage"
 # The first line of a log record ("<time> LEVEL: message [in file:line] [request ...]").
 RECORD = re.compile(
@@ -65,15 +66,19 @@ SEE_TRACEBACK = re.compile(r" \[traceback: see request [^\]]+\]$")
 
 @dataclass
 class Host:
+    """One of the two hosts: its gunicorn and the folder it logs to."""
+
     name: str
     server: Gunicorn
     log_dir: Path
 
     @property
     def url(self) -> str:
+        """Where its gunicorn answers."""
         return self.server.url
 
     def log(self) -> str:
+        """Its log file, blog.log (not the rotated copies)."""
         return (self.log_dir / "blog.log").read_text()
 
     def problems(self) -> list[str]:
@@ -120,6 +125,7 @@ def stop(hosts: list[Host]) -> None:
 
 
 def mail_settings(smtp) -> dict[str, str]:
+    """The settings that mail ADMIN through `smtp`, with storm control's window at WINDOW."""
     return {"ADMINS": ADMIN, "MAIL_ERROR_WINDOW": str(WINDOW), **env_settings(smtp.settings)}
 
 
@@ -145,6 +151,7 @@ class PrivateRedis:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        """Start it, on the same port as before if it ran already, and wait until it answers."""
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.folder)]
         with open(self.folder / f"redis-{self.port}.out", "a") as out:
@@ -159,6 +166,7 @@ class PrivateRedis:
         self.process = None
 
     def answers(self) -> bool:
+        """Whether it answers a PING; fail the test if it exited instead."""
         client = redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=1)
         try:
             return client.ping()
@@ -170,11 +178,13 @@ class PrivateRedis:
             client.close()
 
     def client(self) -> redis.Redis:
+        """A client for it, to look at what the hosts stored."""
         return redis.Redis(port=self.port, decode_responses=True)
 
 
 @pytest.fixture
 def private_redis(tmp_path) -> Iterator[PrivateRedis]:
+    """A PrivateRedis, started; killed after the test if it is still running."""
     server = PrivateRedis(tmp_path)
     server.start()
     try:
@@ -200,23 +210,6 @@ def fail(host: Host, path: str = "/_test/fail") -> str:
     return headers["X-Request-ID"]
 
 
-def fail_to_log_in(browser: Browser, username: str) -> tuple[int, dict, str]:
-    return browser.submit("/auth/login", {"username": username, "password": "a-wrong-guess"})
-
-
-def assert_login_failed(response: tuple[int, dict, str]) -> None:
-    """The login form again, saying the name or password was wrong."""
-    status, _, page = response
-    assert (status, alerts(page)) == (200, INVALID_LOGIN)
-
-
-def assert_too_many_requests(response: tuple[int, dict, str]) -> None:
-    status, headers, page = response
-    assert status == 429, page
-    assert TOO_MANY in page
-    assert 0 <= int(headers["Retry-After"]) <= 60
-
-
 def mails_about(mailbox: Mailbox, subject_start: str) -> tuple[list[str], list[str]]:
     """The subjects of the mails about one bug: (first mails, summaries)."""
     subjects = [m["Subject"] for m in mailbox.messages if m["Subject"].startswith(subject_start)]
@@ -225,6 +218,7 @@ def mails_about(mailbox: Mailbox, subject_start: str) -> tuple[list[str], list[s
 
 
 def summary_of(message: EmailMessage, count: int) -> str:
+    """The subject of the summary of `count` more occurrences after `message`."""
     return f"{message['Subject']} [repeated {count} times]"
 
 
@@ -273,7 +267,7 @@ def test_without_redis_each_host_mails_its_own(tmp_path, fresh_database_url):
             fail(hosts[number % 2])
 
         smtp.mailbox.wait_for(4, timeout=30)
-        time.sleep(2)
+        time.sleep(2)  # a few more summary checks, for a fifth mail to show up if one would
         stop(hosts)
         firsts, summaries = mails_about(smtp.mailbox, DIVISION)
         assert len(smtp.mailbox.messages) == 4
@@ -392,7 +386,7 @@ def test_redis_stopping_mid_run_loses_no_request(tmp_path, fresh_database_url, p
         private_redis.kill()
         errors = 0
         for attempt in range(1, 6):
-            for browser in browsers:
+            for host, browser in zip(hosts, browsers, strict=True):
                 status, _, page = browser.request("/explore")
                 assert status == 200, page
                 status, _, page = browser.request("/healthz")
@@ -401,7 +395,7 @@ def test_redis_stopping_mid_run_loses_no_request(tmp_path, fresh_database_url, p
                 # per host can't reach any worker's limit of five.
                 assert_login_failed(fail_to_log_in(browser, f"during-{attempt}"))
                 for _ in range(4):
-                    fail(hosts[browsers.index(browser)])
+                    fail(host)
                     errors += 1
         errors_ended_at = time.time()
         # Storm control fails open: mails come, not one per error.
@@ -437,19 +431,19 @@ def test_redis_stopping_mid_run_loses_no_request(tmp_path, fresh_database_url, p
     # The bug hit during the outage: at least one mail, at most one per worker
     # per window while the errors lasted, far fewer than the errors.
     firsts, _ = mails_about(smtp.mailbox, DIVISION)
-    windows = int((errors_ended_at - killed_at) // WINDOW) + 1
-    assert 1 <= len(firsts) <= 2 * WORKERS * windows
+    error_windows = int((errors_ended_at - killed_at) // WINDOW) + 1
+    assert 1 <= len(firsts) <= 2 * WORKERS * error_windows
     assert len(firsts) < errors
 
     outage = re.compile(
         rf"ERROR: Error store {re.escape(private_redis.url)} unusable \(.+\); "
         r"keeping it in memory$"
     )
-    windows = int((back_at - killed_at) // WINDOW) + 1
+    outage_windows = int((back_at - killed_at) // WINDOW) + 1
     for host in hosts:
         problems = host.problems()
         store_lines = [line for line in problems if outage.match(line)]
-        assert 1 <= len(store_lines) <= WORKERS * windows, store_lines
+        assert 1 <= len(store_lines) <= WORKERS * outage_windows, store_lines
         assert len(store_lines) < errors / 2
         limiter_lines = [line for line in problems if line == f"WARNING: {LIMITER_FALLBACK}"]
         # One per worker that took a login while Redis was gone: five logins, at most two lines.
@@ -460,13 +454,14 @@ def test_redis_stopping_mid_run_loses_no_request(tmp_path, fresh_database_url, p
             == ["ERROR: Exception on /_test/fail [GET]"] * (errors // 2)
             + ["ERROR: Exception on /_test/fail-differently [GET]"] * 2
         )
-        # A worker that counted in memory hands its counts to Redis once it answers.
+        # A worker that counted in memory says so when it hands its counts to
+        # Redis, once it answers: at most once per worker per window of the outage.
         recovered = [
             line
             for line in problems
             if line == f"WARNING: Error store {private_redis.url} answers again; "
             "the counts kept in memory are in it"
         ]
-        assert len(recovered) <= WORKERS * windows
+        assert len(recovered) <= WORKERS * outage_windows
         unexplained = set(problems) - {*store_lines, *limiter_lines, *errors_logged, *recovered}
         assert unexplained == set()
