@@ -11,6 +11,7 @@ Secrets belong in `.env` (git-ignored, see `.env.example`), never in `.flaskenv`
 
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -132,6 +133,15 @@ class Config:
     PASSWORD_HASH_METHOD = "scrypt"
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_SAMESITE = "Lax"
+    # "Remember me" keeps a browser logged in this long, and no login, with
+    # or without it, outlives it on the server (app/auth/sessions.py).
+    REMEMBER_COOKIE_DURATION = timedelta(days=30)
+    # Flask's limit on a session cookie's age; the same, so the two agree.
+    PERMANENT_SESSION_LIFETIME = REMEMBER_COOKIE_DURATION
+    # Strict-Transport-Security on responses to HTTPS requests (never on plain
+    # HTTP): for this many seconds the browser uses only HTTPS for the site,
+    # so nobody on the network can strip it. 0 sends no header.
+    HSTS_MAX_AGE = env_int("HSTS_MAX_AGE", 365 * 24 * 3600)
 
     # Gravatar sends every visitor's browser to a third party, so it is opt-in;
     # by default avatars are small SVGs drawn by the app itself.
@@ -166,7 +176,7 @@ class Config:
     MAIL_ERROR_WINDOW = env_int("MAIL_ERROR_WINDOW", 600)
     # One Redis for every host (redis:// or rediss://host:6379/0): storm control and the
     # rate limits then count across all of them. Unset, each host keeps its
-    # own (a SQLite file in LOG_DIR, and memory), which is right for one host.
+    # own (SQLite files in LOG_DIR, shared by its workers), right for one host.
     REDIS_URL = os.environ.get("REDIS_URL", "").strip() or None
 
     # Logging (app/logger.py). The directory is absolute by default, so the log
@@ -192,8 +202,12 @@ class Config:
     SENTRY_RELEASE = os.environ.get("SENTRY_RELEASE")
 
     # The site's public address, e.g. https://blog.example.com, for links in
-    # mails. Unset, links take the host from the request (see app/auth/email.py).
+    # mails (app/auth/email.py).
     BASE_URL = os.environ.get("BASE_URL")
+    # The host names the site answers to (Flask's own setting), comma-separated:
+    # "blog.example.com,www.blog.example.com"; ".example.com" takes every
+    # subdomain. A request for any other Host gets a 400 page. None: any Host.
+    TRUSTED_HOSTS = env_list("TRUSTED_HOSTS") or None
     # How long a password-reset link stays valid, in seconds.
     RESET_TOKEN_MAX_AGE = env_int("RESET_TOKEN_MAX_AGE", 3600)
 
@@ -215,17 +229,29 @@ class Config:
     AUTH_RATE_LIMIT_PER_ACCOUNT = (
         os.environ.get("AUTH_RATE_LIMIT_PER_ACCOUNT") or "5 per minute; 20 per hour"
     )
+    # Registering, per client address, counting every POST: enough for a
+    # family behind one router, not for a script creating accounts (or trying
+    # addresses to see which have one: app/auth/forms.py). A classroom
+    # registering at once from one address needs this raised.
+    REGISTRATION_RATE_LIMIT = (
+        os.environ.get("REGISTRATION_RATE_LIMIT") or "5 per minute; 20 per hour"
+    )
     # Always set, never left to Flask-Limiter's default: its limiter object is
     # shared by every app in the process and would keep the last app's choice.
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
-    # Where the counts live: Redis when REDIS_URL is set, else memory://, which
-    # is per process: each gunicorn worker counts on its own, so a client may
-    # get up to (workers x the limit). `flask check-deploy` warns about that.
+    # Where the counts live: Redis when REDIS_URL is set, else a SQLite file in
+    # LOG_DIR that every worker of this host shares (app/rate_limit_store.py).
+    # memory:// (only when set explicitly) is per process: each gunicorn worker
+    # counts on its own, so a client may get up to (workers x the limit), and
+    # `flask check-deploy` warns about that.
     RATELIMIT_STORAGE_URI = (
-        os.environ.get("RATELIMIT_STORAGE_URI", "").strip() or REDIS_URL or "memory://"
+        os.environ.get("RATELIMIT_STORAGE_URI", "").strip()
+        or REDIS_URL
+        or f"sqlite:///{Path(LOG_DIR) / 'rate-limits.sqlite3'}"
     )
-    # If Redis stops answering, count in memory until it is back rather than
-    # failing every login with a 500; and don't wait long to find out.
+    # If Redis stops answering, or the SQLite file can't be used, count in
+    # memory until it is back rather than failing every login with a 500; and
+    # don't wait long to find out.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_STORAGE_OPTIONS = {"socket_timeout": 2, "socket_connect_timeout": 2}
     # A failed login is counted after the view has run, where Flask-Limiter's
@@ -252,7 +278,11 @@ class Config:
                 f"ADMIN_LOCALE={cls.ADMIN_LOCALE!r} is not a language the blog speaks: "
                 f"use one of {', '.join(LANGUAGES)}."
             )
-        for name in ("AUTH_RATE_LIMIT_PER_CLIENT", "AUTH_RATE_LIMIT_PER_ACCOUNT"):
+        for name in (
+            "AUTH_RATE_LIMIT_PER_CLIENT",
+            "AUTH_RATE_LIMIT_PER_ACCOUNT",
+            "REGISTRATION_RATE_LIMIT",
+        ):
             # A typo here would otherwise be a 500 on every login, not a startup error.
             try:
                 parse_many(getattr(cls, name))
@@ -266,6 +296,8 @@ class Config:
                 f"MAIL_ERROR_WINDOW={cls.MAIL_ERROR_WINDOW} is not a number of seconds "
                 f"from 1 to {MAX_ERROR_WINDOW} (a week), e.g. 600."
             )
+        if cls.HSTS_MAX_AGE < 0:
+            raise ConfigError(f"HSTS_MAX_AGE={cls.HSTS_MAX_AGE} is negative: use 0 to turn it off.")
         if cls.REDIS_URL:
             check_redis_url(cls.REDIS_URL)
         if cls.MAIL_USE_TLS and cls.MAIL_USE_SSL:
@@ -293,6 +325,9 @@ class TestingConfig(Config):
     SQLALCHEMY_DATABASE_URI = "sqlite://"
     # Tests post forms without a CSRF token; the CSRF tests turn it back on.
     WTF_CSRF_ENABLED = False
+    # Each test's app counts its rate limits from zero, in memory, not in
+    # the SQLite file in LOG_DIR that every app would share.
+    RATELIMIT_STORAGE_URI = "memory://"
     # Fast hashes keep the suite quick; scrypt costs tens of ms per login.
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
 

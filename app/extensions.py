@@ -4,17 +4,21 @@ They live in their own module so that models, forms and views can import them
 without importing the app package (the import cycle microblog has).
 """
 
+import flask_login
 from flask_babel import Babel
 from flask_babel import lazy_gettext as _l
 from flask_bootstrap import Bootstrap5
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
+
+# Registers the sqlite:/// scheme with `limits`: RATELIMIT_STORAGE_URI's default
+# without REDIS_URL (config.py), which Flask-Limiter reads in init_app.
+from app import rate_limit_store  # noqa: F401
 
 
 class Base(DeclarativeBase):
@@ -29,6 +33,18 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+
+
+class LoginManager(flask_login.LoginManager):
+    """Flask-Login's, without its one crash on a forged remember-me cookie.
+
+    Flask-Login checks the cookie's signature with hmac.compare_digest, which
+    raises TypeError for a string with non-ASCII characters: a cookie of
+    "x|\u00e9" would be a 500 on every page. Ours are ASCII; any other is forged.
+    """
+
+    def _load_user_from_remember_cookie(self, cookie: str):
+        return super()._load_user_from_remember_cookie(cookie) if cookie.isascii() else None
 
 
 db = SQLAlchemy(model_class=Base)

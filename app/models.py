@@ -5,8 +5,10 @@ The schema itself is created only by the Alembic migrations in `migrations/`;
 """
 
 import hashlib
+import secrets
 import unicodedata
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from flask import current_app
 from flask_login import UserMixin
@@ -19,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    delete,
     exists,
     func,
     literal,
@@ -27,7 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship, validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.extensions import db, login
+from app.extensions import db
+from app.usernames import SKELETON_MAX_GROWTH, lower_skeleton, upper_skeleton
 
 # Column sizes, shared with the forms: PostgreSQL rejects a longer string with
 # an error (SQLite silently stores it), so every form field repeats its limit.
@@ -115,6 +119,22 @@ class User(UserMixin, db.Model):
     username_key: Mapped[str] = mapped_column(
         String(CASEFOLD_MAX_GROWTH * USERNAME_MAX_LENGTH), unique=True
     )
+    # What the name looks like in small letters and in capitals (app/usernames.py):
+    # the forms refuse a name that looks like another account's. Indexed for that
+    # lookup, but not unique: look-alikes registered before the check existed keep
+    # their names (a unique index could not even be built on them). Computed from
+    # username_key: the ORM sets them in `_fill_key`, and a Core or bulk INSERT
+    # that leaves them out gets them from its username_key.
+    username_lower_skeleton: Mapped[str] = mapped_column(
+        String(SKELETON_MAX_GROWTH * USERNAME_MAX_LENGTH),
+        index=True,
+        default=lambda context: lower_skeleton(context.get_current_parameters()["username_key"]),
+    )
+    username_upper_skeleton: Mapped[str] = mapped_column(
+        String(SKELETON_MAX_GROWTH * USERNAME_MAX_LENGTH),
+        index=True,
+        default=lambda context: upper_skeleton(context.get_current_parameters()["username_key"]),
+    )
     # The address is stored as typed and only the key is folded: mail goes to
     # the address as typed, and the folded form may be another mailbox
     # ("Straße@example.de" folds to "strasse@example.de").
@@ -147,16 +167,26 @@ class User(UserMixin, db.Model):
 
     @validates("username", "email")
     def _fill_key(self, field: str, value: str) -> str:
-        """Set username_key or email_key whenever username or email is set (also in User(...))."""
+        """Set username_key or email_key whenever username or email is set (also in
+        User(...)), and the username's skeletons with its key."""
         setattr(self, f"{field}_key", name_key(value))
+        if field == "username":
+            self.username_lower_skeleton = lower_skeleton(self.username_key)
+            self.username_upper_skeleton = upper_skeleton(self.username_key)
         return value
 
     def __repr__(self) -> str:
         return f"<User {self.username}>"
 
     def set_password(self, password: str) -> None:
+        """Set a new password, and end every login of this user (app/auth/sessions.py).
+
+        Whoever had the old password, or a browser logged in with it, is out.
+        """
         method = current_app.config["PASSWORD_HASH_METHOD"]
         self.password_hash = generate_password_hash(password, method=method)
+        if self.id is not None:
+            db.session.execute(delete(UserSession).where(UserSession.user_id == self.id))
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
@@ -165,14 +195,15 @@ class User(UserMixin, db.Model):
         """A short digest of the password hash: it changes whenever the password does."""
         return hashlib.sha256(self.password_hash.encode()).hexdigest()[:16]
 
-    def get_id(self) -> str:
-        """What Flask-Login keeps in the session and the remember-me cookie.
+    # The token of the login this user was loaded for (app/auth/sessions.py);
+    # set on the instance for this request only, never stored (unannotated,
+    # so the ORM doesn't take it for a column).
+    session_token = None
 
-        The id alone would keep every session valid for ever; with the
-        password's digest, changing the password (a reset after a stolen
-        laptop) logs out every other browser too.
-        """
-        return f"{self.id}:{self.password_digest()}"
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session and the remember-me cookie:
+        "<id>:<token>", the token naming a row of user_session."""
+        return f"{self.id}:{self.session_token}"
 
     def avatar_hash(self) -> str:
         """The Gravatar key for this user's address (also seeds the SVG colour)."""
@@ -224,14 +255,37 @@ class User(UserMixin, db.Model):
         return select(User).where(User.email_key == name_key(email))
 
 
-@login.user_loader
-def load_user(session_id: str) -> User | None:
-    """Turn what User.get_id() put in the session back into a User (one query)."""
-    user_id, _, digest = session_id.partition(":")
-    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-    if user is None or digest != user.password_digest():
-        return None  # gone, or the password has changed since this login
-    return user
+def password_matches(user: User | None, password: str) -> bool:
+    """Check a password typed to log in; as slow without an account as with one.
+
+    Skipping the hash when the username doesn't exist would make that answer
+    come back ten times faster, telling anyone with a stopwatch which
+    usernames have accounts. So a missing user's guess is hashed too, against
+    a hash made the same way.
+    """
+    if user is None:
+        check_password_hash(stand_in_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
+        return False
+    return user.check_password(password)
+
+
+@cache
+def stand_in_hash(method: str) -> str:
+    """A hash of a password nobody has, made once per process and hash method."""
+    return generate_password_hash(secrets.token_hex(16), method=method)
+
+
+class UserSession(db.Model):
+    """One browser logged in as a user; deleting the row logs it out (app/auth/sessions.py)."""
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey(User.id), index=True)
+    # The SHA-256 of the token in the cookie, never the token itself.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Indexed: expired logins are deleted by age.
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
 
 
 class Post(db.Model):

@@ -139,7 +139,7 @@ def config_defaults(**env: str) -> dict[str, object]:
     """Config's values with none of the settings below in the environment, and
     no .env file (`env` adds some back): what a fresh install runs with."""
     names = ["LOG_MAX_BYTES", "LOG_BACKUP_COUNT", "MAIL_ERROR_WINDOW", "REDIS_URL"]
-    names.append("RATELIMIT_STORAGE_URI")
+    names += ["RATELIMIT_STORAGE_URI", "HSTS_MAX_AGE", "TRUSTED_HOSTS", "REGISTRATION_RATE_LIMIT"]
     clean = {key: value for key, value in os.environ.items() if key not in names}
     script = (
         "import json, config\n"
@@ -170,11 +170,35 @@ def test_the_configuration_table_gives_configs_defaults():
         assert table_value(documented[name]) == actual[name], f"README's default for {name}"
 
 
+def settings_config_reads() -> set[str]:
+    """Every environment variable config.py reads, by the helpers or os.environ.get."""
+    source = read(ROOT / "config.py")
+    return set(re.findall(r'(?:env_bool|env_int|env_list|os\.environ\.get)\("([A-Z_]+)"', source))
+
+
+def test_every_setting_config_reads_is_in_the_table():
+    # FLASK_DEBUG is Flask's own, read only to refuse debug mode in production.
+    assert settings_config_reads() - {"FLASK_DEBUG"} == set(documented_defaults())
+
+
+def test_the_security_settings_defaults_are_configs():
+    documented, actual = documented_defaults(), config_defaults()
+    assert documented["HSTS_MAX_AGE"] == "`31536000` (a year)"
+    assert actual["HSTS_MAX_AGE"] == 365 * 24 * 3600
+    for name in ("TRUSTED_HOSTS", "REGISTRATION_RATE_LIMIT"):
+        assert table_value(documented[name]) == actual[name], f"README's default for {name}"
+
+
 def test_the_rate_limits_default_to_redis_url_as_the_table_says():
-    assert documented_defaults()["RATELIMIT_STORAGE_URI"] == "`REDIS_URL`, else `memory://`"
-    assert config_defaults()["RATELIMIT_STORAGE_URI"] == "memory://"
+    documented = "`REDIS_URL`, else `rate-limits.sqlite3` in `LOG_DIR`"
+    assert documented_defaults()["RATELIMIT_STORAGE_URI"] == documented
+    one_host = config_defaults(LOG_DIR="/var/log/blog")
+    assert one_host["RATELIMIT_STORAGE_URI"] == "sqlite:////var/log/blog/rate-limits.sqlite3"
     shared = config_defaults(REDIS_URL="redis://redis.example:6379/3")
     assert shared["RATELIMIT_STORAGE_URI"] == "redis://redis.example:6379/3"
+    # memory:// only when chosen.
+    chosen = config_defaults(RATELIMIT_STORAGE_URI="memory://", REDIS_URL="redis://r:6379/3")
+    assert chosen["RATELIMIT_STORAGE_URI"] == "memory://"
 
 
 def test_the_log_retention_the_readme_states_is_configs():

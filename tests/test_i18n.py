@@ -638,9 +638,10 @@ def test_the_chinese_catalogue_is_complete_current_and_compiled(tmp_path):
         catalog = read_po(f)
     in_the_catalogue = {m.id for m in catalog if m.id}
 
-    missing = sorted(in_the_code - in_the_catalogue)
+    # key=str: a plural message's id is a (singular, plural) tuple.
+    missing = sorted(in_the_code - in_the_catalogue, key=str)
     assert not missing, f"missing (run `flask translate update`): {missing}"
-    leftovers = sorted(in_the_catalogue - in_the_code)
+    leftovers = sorted(in_the_catalogue - in_the_code, key=str)
     assert not leftovers, f"no longer in the code (`flask translate update`): {leftovers}"
     assert not catalog.obsolete, "obsolete entries: `flask translate update`"
     untranslated = [

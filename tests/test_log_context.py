@@ -23,6 +23,7 @@ from flask_login import current_user
 from query_count import count_statements
 
 from app import create_app
+from app.auth.sessions import record_login
 from app.extensions import db
 from app.reporting.log_context import (
     config_secrets,
@@ -263,15 +264,16 @@ def test_repeated_query_arguments_survive(app):
 
 @pytest.fixture
 def user_app(make_app) -> Flask:
-    """An app of the test's own, for the tests that add a user (conftest deletes it)."""
+    """An app of the test's own, for the tests that add a user or change the config."""
     return make_app()
 
 
 @pytest.fixture
 def susan(user_app) -> tuple[int, str]:
-    """A user's id, and what a login puts in her session: "id:digest" (User.get_id)."""
+    """A user's id, and what a login puts in her session: "id:token" (User.get_id)."""
     with user_app.app_context():
         user = add_user("susan")
+        record_login(user)
         return user.id, user.get_id()
 
 
@@ -333,12 +335,20 @@ def test_a_logged_in_user_is_named(user_app, susan):
         }
 
 
+def test_a_refused_host_is_described_by_the_path(user_app):
+    """TRUSTED_HOSTS refuses the Host: the URL can't be built, and the record still can."""
+    app = user_app
+    app.config["TRUSTED_HOSTS"] = ["blog.example.com"]
+    with app.test_request_context("/explore?token=abcdef", headers={"Host": "evil.example"}):
+        assert describe_request()["URL"] == "/explore?token=[redacted]"
+
+
 def test_a_user_nobody_loaded_is_named_by_the_id_in_the_session(app):
     # The database was down, or the request failed before the view ran: the
-    # session says who it is, as "id:digest"; the digest stays out of the log.
+    # session says who it is, as "id:token"; the token stays out of the log.
     app.config["PROXY_COUNT"] = 1
     with app.test_request_context("/explore", headers={"X-Request-ID": "req-1234abcd"}):
-        session["_user_id"] = "7:0123456789abcdef"
+        session["_user_id"] = "7:Xq3v9bW2kLmN8pRt"
         assert describe_request() == {
             "Method": "GET",
             "URL": "http://localhost/explore",

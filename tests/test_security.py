@@ -9,6 +9,8 @@ a pretend HTTPS proxy.
 """
 
 import re
+import statistics
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,9 +23,12 @@ from conftest import PASSWORD, AuthActions, add_posts, add_user
 from flask import Flask
 from flask.testing import FlaskClient
 from pages import alerts, form_errors
-from servers import production_env, run_gunicorn
+from servers import Browser, production_env, run_gunicorn
+from sqlalchemy import create_engine, select, text
 
-from config import ConfigError
+from app.extensions import db
+from app.models import User
+from config import ConfigError, database_url
 
 # Small limits, so that a test reaches them in a few requests.
 PER_CLIENT = 6
@@ -341,6 +346,59 @@ def test_showing_the_reset_form_does_not_count(client):
     assert request_reset(client, "alice@example.com").status_code == 302
 
 
+# --- Rate limits: registering ---------------------------------------------------------------
+
+REGISTRATIONS = 4
+
+
+def register(client: FlaskClient, username: str, email: str | None = None, **kwargs):
+    data = {"username": username, "email": email or f"{username}@example.com"}
+    data |= {"password": PASSWORD, "password2": PASSWORD}
+    return client.post("/auth/register", data=data, **kwargs)
+
+
+@pytest.fixture
+def registering(make_app) -> Flask:
+    """An app that lets one address register REGISTRATIONS times a minute."""
+    return make_app(REGISTRATION_RATE_LIMIT=f"{REGISTRATIONS} per minute")
+
+
+def usernames(app: Flask) -> list[str]:
+    """The usernames in the database, in the order they registered."""
+    with app.app_context():
+        return list(db.session.scalars(select(User.username).order_by(User.id)))
+
+
+def test_registrations_are_limited_per_client(registering):
+    client = registering.test_client()
+    for number in range(REGISTRATIONS):
+        assert register(client, f"member{number}").status_code == 302
+    assert_too_many_requests(register(client, "one_too_many"))
+    assert usernames(registering) == [f"member{number}" for number in range(REGISTRATIONS)]
+    # Another address registers as usual.
+    assert register(client, "next_door", environ_base=OTHER_CLIENT).status_code == 302
+    assert usernames(registering)[-1] == "next_door"
+
+
+def test_refused_registrations_count_too(registering):
+    """Testing which addresses have accounts costs a try each, as registering does."""
+    client = registering.test_client()
+    assert register(client, "owner", "taken@example.com").status_code == 302
+    for number in range(REGISTRATIONS - 1):
+        response = register(client, f"prober{number}", "taken@example.com")
+        assert form_errors(response) == {"email": ["Please use a different email address."]}
+    assert_too_many_requests(register(client, "prober", "taken@example.com"))
+    assert usernames(registering) == ["owner"]
+
+
+def test_showing_the_registration_form_does_not_count(registering):
+    client = registering.test_client()
+    for _ in range(REGISTRATIONS + 1):
+        assert client.get("/auth/register").status_code == 200
+    assert register(client, "patient").status_code == 302
+    assert usernames(registering) == ["patient"]
+
+
 # --- Bad input: a message or a 4xx, never a 500 ------------------------------------------
 
 FORM = "application/x-www-form-urlencoded"
@@ -452,7 +510,9 @@ def test_turning_limits_off_in_one_app_does_not_leak_into_the_next(make_app, use
     assert login(client, "admin").status_code == 429
 
 
-@pytest.mark.parametrize("name", ["AUTH_RATE_LIMIT_PER_CLIENT", "AUTH_RATE_LIMIT_PER_ACCOUNT"])
+@pytest.mark.parametrize(
+    "name", ["AUTH_RATE_LIMIT_PER_CLIENT", "AUTH_RATE_LIMIT_PER_ACCOUNT", "REGISTRATION_RATE_LIMIT"]
+)
 def test_a_limit_that_is_not_a_limit_is_refused_at_startup(make_app, name):
     with pytest.raises(ConfigError, match=name):
         make_app(**{name: "5 per fortnight"})
@@ -539,7 +599,7 @@ class ProxiedBrowser:
 
 
 def test_as_deployed(tmp_path, fresh_database_url):
-    """gunicorn with one worker (the in-memory counts are per process), behind a proxy.
+    """gunicorn with one worker, behind a proxy.
 
     The per-account limit is the production default, 5 failures a minute; the
     per-client limit is lowered to 7 through the environment, to reach it quickly.
@@ -594,3 +654,64 @@ def test_as_deployed(tmp_path, fresh_database_url):
         status, headers, _ = other.request("/bootstrap/static/css/bootstrap.min.css")
         assert (status, headers["X-Content-Type-Options"]) == (200, "nosniff")
         assert other.request("/healthz")[0] == 200
+
+
+def test_twelve_registrations_in_a_row_under_several_workers(tmp_path, fresh_database_url):
+    """The production default, 5 a minute per address, whichever worker answers.
+
+    Each registration is a new connection, so gunicorn's workers share them:
+    counted in each worker's memory, twelve in a row would all get through.
+    """
+    env = production_env(tmp_path, fresh_database_url)
+    with run_gunicorn(env, tmp_path, app="blog:app", workers=4) as server:
+        answers = []
+        for number in range(12):
+            browser = Browser(server.url)
+            fields = {"username": f"signup{number}", "email": f"signup{number}@example.com"}
+            fields |= {"password": PASSWORD, "password2": PASSWORD}
+            status, headers, page = browser.submit("/auth/register", fields)
+            answers.append(status)
+            if status == 429:
+                assert "<h1>Too many requests</h1>" in page
+                assert 0 <= int(headers["Retry-After"]) <= 60
+    assert answers == [302] * 5 + [429] * 7
+    engine = create_engine(database_url(fresh_database_url))
+    try:
+        with engine.connect() as connection:
+            names = connection.execute(text('SELECT username FROM "user" ORDER BY id'))
+            assert names.scalars().all() == [f"signup{number}" for number in range(5)]
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_login_takes_as_long_for_a_missing_user(tmp_path, fresh_database_url):
+    """Nobody can tell with a stopwatch which usernames have accounts.
+
+    Checking a password is the slow part of a login (scrypt, by design); if it
+    were skipped for a username that doesn't exist, that failure would come
+    back about ten times sooner. Not a speed test: the two medians must be of
+    the same order, and skipping the hash puts them a factor of ten apart
+    (bench/timing.py prints the figures).
+    """
+    env = production_env(tmp_path, fresh_database_url)
+    with run_gunicorn(env, tmp_path, app="blog:app", workers=1) as server:
+        browser = Browser(server.url)
+        fields = {"username": "timed", "email": "timed@example.com"}
+        fields |= {"password": PASSWORD, "password2": PASSWORD}
+        assert browser.submit("/auth/register", fields)[0] == 302
+
+        def failed_login_seconds(username: str) -> float:
+            token = browser.csrf_token("/auth/login")
+            fields = {"csrf_token": token, "username": username, "password": "a-wrong-guess"}
+            started = time.perf_counter()
+            status, _, page = browser.request("/auth/login", fields)
+            elapsed = time.perf_counter() - started
+            assert (status, alerts(page)) == (200, [("danger", INVALID_LOGIN)])
+            return elapsed
+
+        # Four of each, interleaved: under the per-account limit of five a minute.
+        existing, missing = [], []
+        for number in range(4):
+            existing.append(failed_login_seconds("timed"))
+            missing.append(failed_login_seconds(f"nobody{number}"))
+    assert statistics.median(missing) > 0.5 * statistics.median(existing), (existing, missing)

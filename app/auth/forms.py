@@ -59,6 +59,14 @@ class RegistrationForm(Form):
             raise ValidationError(USERNAME_TAKEN)
 
     def validate_email(self, field):
+        # This tells whoever registers that an address has an account, which
+        # the login and reset forms never do. Hiding it would protect no one:
+        # if the form pretended to succeed, logging in to the new account
+        # would work only if the address had been free. Only confirming every
+        # address by mail before the account exists would close that, and mail
+        # is optional here. So the form says it plainly, for the person who
+        # forgot they had an account, and the rate limit on registering
+        # (REGISTRATION_RATE_LIMIT) lets one machine test a handful an hour.
         if db.session.scalar(User.by_email(field.data)) is not None:
             raise ValidationError(_l("Please use a different email address."))
 

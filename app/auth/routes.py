@@ -1,6 +1,6 @@
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from flask_babel import _
-from flask_login import current_user, login_url, login_user, logout_user
+from flask_babel import _, ngettext
+from flask_login import current_user, login_required, login_url
 
 from app.auth.email import send_password_reset_email, user_from_reset_token
 from app.auth.forms import (
@@ -9,12 +9,13 @@ from app.auth.forms import (
     ResetPasswordForm,
     ResetPasswordRequestForm,
 )
+from app.auth.sessions import end_other_sessions, end_session, start_session
 from app.extensions import db
 from app.extensions import login as login_manager  # `login` is the view below
 from app.forms import commit_or_show_conflict
-from app.models import User
+from app.models import User, password_matches
 from app.redirects import page_before, safe_next_url
-from app.security import limit_auth_attempts, login_failed
+from app.security import limit_auth_attempts, limit_registrations, login_failed
 
 bp = Blueprint("auth", __name__)
 
@@ -42,11 +43,11 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         user = db.session.scalar(User.by_username(form.username.data))
-        if user is None or not user.check_password(form.password.data):
+        if not password_matches(user, form.password.data):
             # One message for both cases, so the form doesn't reveal who has an account.
             flash(_("Invalid username or password."), "danger")
         else:
-            login_user(user, remember=form.remember_me.data)
+            start_session(user, remember=form.remember_me.data)
             return redirect(safe_next_url(request.args.get("next")) or url_for("main.index"))
     return render_template("auth/login.html", title=_("Log in"), form=form)
 
@@ -58,12 +59,29 @@ def logout():
     POST only, so that no link or image on another site can log people out;
     the CSRF token is checked by CSRFProtect before this view runs.
     """
-    logout_user()
+    end_session()
     flash(_("You have been logged out."), "info")
     return redirect(url_for("main.index"))
 
 
+@bp.route("/logout_elsewhere", methods=["POST"])
+@login_required
+def logout_elsewhere():
+    """Log the current user out of every other browser they are logged in on."""
+    count = end_other_sessions(current_user)
+    flash(
+        ngettext(
+            "You have been logged out of %(num)d other browser.",
+            "You have been logged out of %(num)d other browsers.",
+            count,
+        ),
+        "info",
+    )
+    return redirect(url_for("user.edit_profile"))
+
+
 @bp.route("/register", methods=["GET", "POST"])
+@limit_registrations
 def register():
     """Create an account."""
     if current_user.is_authenticated:
@@ -87,9 +105,9 @@ def reset_password_request():
         return redirect(url_for("main.index"))
     form = ResetPasswordRequestForm()
     if form.validate_on_submit():
-        user = db.session.scalar(User.by_email(form.email.data))
-        if user is not None:
-            send_password_reset_email(user)
+        # No lookup here: the outbox looks the address up after the answer has
+        # gone, so this request takes as long with an account as without one.
+        send_password_reset_email(form.email.data)
         # The same answer either way, so the form doesn't reveal who has an account.
         flash(_("If that address has an account, a mail with a reset link is on its way."), "info")
         return redirect(url_for("auth.login"))
