@@ -114,6 +114,9 @@ def site(tmp_path_factory) -> Iterator[Site]:
             database_url,
             POSTS_PER_PAGE=POSTS_PER_PAGE,
             MAIL_DEFAULT_SENDER="blog@example.com",
+            # Every test registers its people from 127.0.0.1; the limit on
+            # registering is tested in tests/test_security.py.
+            REGISTRATION_RATE_LIMIT="1000 per minute",
             **env_settings(smtp.settings),
         )
         with run_gunicorn(env, tmp_path) as gunicorn:
@@ -257,7 +260,7 @@ def fill_login_form(page: Page, username: str, password: str) -> None:
 
 
 def log_out(page: Page) -> None:
-    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Log out", exact=True).click()
     expect(page.get_by_role("alert")).to_have_text("You have been logged out.")
 
 
@@ -507,6 +510,41 @@ def test_switching_to_chinese_is_remembered(page, browser, site, traffic):
     language_button(page, "English").click()
     expect(page.locator("html")).to_have_attribute("lang", re.compile(r"^en"))
     expect(navigation(page).get_by_role("link", name="Explore", exact=True)).to_be_visible()
+
+
+def test_log_out_everywhere_else(page, browser, site, traffic):
+    """The laptop left logged in at a friend's is logged out from the phone."""
+    register(page, "left_logged_in")
+    log_in(page, "left_logged_in")
+    left_behind = open_window(browser, site, traffic)
+    log_in(left_behind, "left_logged_in")
+
+    page.goto("/edit_profile")
+    page.get_by_role("button", name="Log out everywhere else").click()
+    expect(page.get_by_role("alert")).to_have_text("You have been logged out of 1 other browser.")
+    assert_looks_right(page, traffic)
+
+    left_behind.reload()
+    expect(navigation(left_behind).get_by_role("link", name="Log in")).to_be_visible()
+    expect(left_behind.get_by_role("heading", level=1)).to_have_text("Welcome to the blog")
+    left_behind.context.close()
+    page.goto("/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Hi, left_logged_in!")
+
+
+def test_the_back_button_after_logging_out_shows_no_private_page(page):
+    """Pages made for a logged-in user are never kept (Cache-Control: no-store):
+    after logging out, Back asks the server again, which sends a visitor to log in."""
+    register(page, "shared_pc")
+    log_in(page, "shared_pc")
+    page.goto("/edit_profile")
+    page.get_by_label("About me").fill("draft: not for the next person at this computer")
+    log_out(page)
+
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/auth/login\?next=%2Fedit_profile$"))
+    expect(page.get_by_text("not for the next person")).to_have_count(0)
+    expect(page.get_by_role("button", name="Log out", exact=True)).to_have_count(0)
 
 
 @pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
