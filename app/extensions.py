@@ -53,8 +53,10 @@ login = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
 bootstrap = Bootstrap5()
-# Counts requests per client address (behind a proxy, the real client's: see
-# PROXY_COUNT). No default limits: only the views app/security.py marks are limited.
+# No default limits: only the views app/security.py marks are limited, each
+# with its own key (a client's address or IPv6 network, an account). The key
+# given here, the client's address (behind a proxy, the real client's: see
+# PROXY_COUNT), is only Flask-Limiter's fallback.
 # The headers carry Retry-After, which the 429 page needs to say when to come back.
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 

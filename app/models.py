@@ -284,6 +284,10 @@ class UserSession(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey(User.id), index=True)
     # The SHA-256 of the token in the cookie, never the token itself.
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # User.password_digest() of the password this login was made with: a
+    # login that was checking the old password while a reset committed
+    # records it after the reset deleted the rows, and this tells it apart.
+    password_digest: Mapped[str] = mapped_column(String(16))
     # Indexed: expired logins are deleted by age.
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
 

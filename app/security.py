@@ -25,14 +25,15 @@ sends a mail, so both are limited, counting POSTs only (showing the form is
 free) and, for logging in, only the failed ones (so a classroom behind one
 address can all log in to the demo account), in two ways at once:
 
-- per client (its IP address): one machine trying many accounts;
+- per client (its IP address, ``client_key``): one machine trying many accounts;
 - per account (the username typed, or the address a reset link is asked
   for), whatever the address: many machines guessing one password, or
   flooding one mailbox.
 
 Registering is limited per client (``limit_registrations``), counting every
 POST: a script creating accounts, or trying addresses to learn which have one
-("Please use a different email address"), gets a handful an hour per address.
+("Please use a different email address"), gets 20 an hour by default.
+A client is an IPv4 address or an IPv6 /64 network (``client_key``).
 
 The limits are in config.py (``AUTH_RATE_LIMIT_PER_CLIENT``,
 ``AUTH_RATE_LIMIT_PER_ACCOUNT``, ``REGISTRATION_RATE_LIMIT``). No other URL
@@ -42,6 +43,7 @@ the rest of the site are never refused. A refused request gets the app's
 """
 
 import hashlib
+import ipaddress
 from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
@@ -127,6 +129,26 @@ def serves_static_file() -> bool:
     return endpoint == "static" or endpoint.endswith(".static")
 
 
+def client_key() -> str:
+    """The client a per-client limit counts: its IPv4 address, or its IPv6 /64 network.
+
+    An IPv6 subscriber is usually given a whole /64 (18 billion billion
+    addresses), so counting single addresses would let one machine take a
+    new address for every try. Behind a proxy the address is the real
+    client's (PROXY_COUNT), as everywhere else.
+    """
+    address = request.remote_addr or ""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # not an IP address (a Unix socket's peer): count it as it is
+        return address
+    if ip.version == 4:
+        return address
+    if ip.ipv4_mapped is not None:  # "::ffff:203.0.113.5" is an IPv4 client
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
 def per_client_limit() -> str:
     """The per-client rate limit, read from the config at each request."""
     return current_app.config["AUTH_RATE_LIMIT_PER_CLIENT"]
@@ -183,7 +205,9 @@ def limit_auth_attempts(
     # With `count_if` the limiter checks before the view and counts after it, so
     # requests running at the same moment can each pass the check: the limit
     # plus at most one try per request in flight (a sync gunicorn worker runs one).
-    per_client = limiter.limit(per_client_limit, methods=["POST"], deduct_when=count_if)
+    per_client = limiter.limit(
+        per_client_limit, key_func=client_key, methods=["POST"], deduct_when=count_if
+    )
     per_account = limiter.limit(
         per_account_limit,
         key_func=partial(account_key, account_field),
@@ -206,7 +230,7 @@ def registration_limit() -> str:
 # Every POST counts, per client address: each one creates an account or
 # says why it couldn't, and either is what a script registering accounts or
 # testing addresses wants.
-limit_registrations = limiter.limit(registration_limit, methods=["POST"])
+limit_registrations = limiter.limit(registration_limit, key_func=client_key, methods=["POST"])
 
 
 class HttpsCookieSessionInterface(SecureCookieSessionInterface):

@@ -13,10 +13,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from conftest import PASSWORD as CONFTEST_PASSWORD
+from conftest import add_user
 from databases import fresh_database
+from flask import Flask
+from flask.testing import FlaskClient
 from pages import alerts
+from query_count import statements_for_get
 from servers import Browser, production_env, run_gunicorn
 
+from app.auth.sessions import load_user, record_login
+from app.extensions import db
+from app.models import User
 from config import database_url
 
 PASSWORD = "a-good-password"
@@ -279,3 +287,78 @@ def test_forged_login_cookies_are_anonymous_not_errors(server, cookie):
     url, _ = server
     status, _, page = replay(url, "/", cookie)
     assert (status, logged_in_as(page)) == (200, None)
+
+
+# --- In-process: a login racing a reset, and what a dead login costs ----------------------
+
+
+def test_a_login_checked_against_the_old_password_ends_with_it(make_app):
+    """A login that checked the old password while a reset committed is no login.
+
+    The reset deletes the account's login rows; a login that was checking
+    the old password at that moment writes its row a moment later. The row
+    keeps the digest of the password it was made with, which no longer
+    matches: without that, the thief who had the old password could loop
+    logins through the reset and stay logged in for a month.
+    """
+    app = make_app()
+    with app.app_context():
+        user_id = add_user("racer").id
+    with app.app_context():
+        checked = db.session.get(User, user_id)  # the login request, old password checked
+        with app.app_context():  # meanwhile, another request resets the password
+            owner = db.session.get(User, user_id)
+            owner.set_password("a-brand-new-password")
+            db.session.commit()
+        record_login(checked)  # the login request goes on and writes its row
+        with app.test_request_context():  # the next page, with the cookie it got
+            assert load_user(checked.get_id()) is None
+    with app.test_request_context():  # a login made after the reset works
+        user = db.session.get(User, user_id)
+        record_login(user)
+        assert load_user(user.get_id()) == user
+
+
+def log_in_client(app: Flask, username: str) -> FlaskClient:
+    client = app.test_client()
+    response = client.post(
+        "/auth/login",
+        data={"username": username, "password": CONFTEST_PASSWORD, "remember_me": "y"},
+    )
+    assert response.status_code == 302
+    return client
+
+
+def test_a_page_loads_its_logged_in_user_in_one_statement(make_app):
+    app = make_app()
+    with app.app_context():
+        add_user("counted")
+    client = log_in_client(app, "counted")
+    client.get("/explore")  # the first page may also record last_seen
+    status, statements = statements_for_get(app, client, "/explore")
+    user_loads = [s for s in statements if "user_session" in s]
+    assert (status, len(user_loads)) == (200, 1), statements
+
+
+def test_a_browser_whose_login_ended_forgets_it_at_once(make_app):
+    """Its next page clears the remember-me cookie and the session's claim, so
+    the pages after it cost what a visitor's do, and are not marked private."""
+    app = make_app()
+    with app.app_context():
+        add_user("ended")
+    here, there = log_in_client(app, "ended"), log_in_client(app, "ended")
+    assert here.post("/auth/logout_elsewhere").status_code == 302
+    assert there.get_cookie("remember_token") is not None
+
+    status, statements = statements_for_get(app, there, "/explore")
+    assert status == 200
+    assert len([s for s in statements if "user_session" in s]) == 1  # the session's claim
+    assert there.get_cookie("remember_token") is None
+    with there.session_transaction() as session:
+        assert "_user_id" not in session
+
+    _, visitor = statements_for_get(app, app.test_client(), "/explore")
+    response = there.get("/explore")
+    assert response.headers.get("Cache-Control") != "private, no-store"
+    status, statements = statements_for_get(app, there, "/explore")
+    assert (status, len(statements)) == (200, len(visitor))

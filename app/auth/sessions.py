@@ -30,8 +30,8 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from flask import current_app, session
-from flask_login import current_user, login_user, logout_user
+from flask import current_app, request, session
+from flask_login import COOKIE_NAME, current_user, login_user, logout_user
 from sqlalchemy import delete, select
 
 from app.extensions import db, login
@@ -63,7 +63,11 @@ def start_session(user: User, remember: bool) -> None:
 def record_login(user: User) -> None:
     """Add a login row for `user`; `user.get_id()` then names it."""
     token = secrets.token_urlsafe(32)
-    db.session.add(UserSession(user_id=user.id, token_hash=token_digest(token)))
+    # The digest of the password hash that was just checked, as loaded then.
+    login = UserSession(
+        user_id=user.id, token_hash=token_digest(token), password_digest=user.password_digest()
+    )
+    db.session.add(login)
     # Logins nobody ended (a browser closed, not logged out) expire here, a
     # few at a time, instead of in a job of their own.
     db.session.execute(
@@ -111,21 +115,34 @@ def _clear_session() -> None:
 def load_user(session_id: str) -> User | None:
     """Turn what User.get_id() put in the session back into a User, in one statement.
 
-    None (an anonymous visitor) when the login was ended, has expired, or was
-    never one of ours.
+    None (an anonymous visitor) when the login was ended, has expired, was
+    made with a password that has changed since, or was never one of ours.
     """
     user_id, _, token = session_id.partition(":")
-    if not (user_id.isdigit() and token):
+    row = None
+    if user_id.isascii() and user_id.isdigit() and token:
+        row = db.session.execute(
+            select(User, UserSession.password_digest)
+            .join(UserSession, UserSession.user_id == User.id)
+            .where(
+                User.id == int(user_id),
+                UserSession.token_hash == token_digest(token),
+                UserSession.created >= now_utc() - login_lifetime(),
+            )
+        ).first()
+    if row is None or row.password_digest != row.User.password_digest():
+        forget_ended_login()
         return None
-    user = db.session.scalar(
-        select(User)
-        .join(UserSession, UserSession.user_id == User.id)
-        .where(
-            User.id == int(user_id),
-            UserSession.token_hash == token_digest(token),
-            UserSession.created >= now_utc() - login_lifetime(),
-        )
-    )
-    if user is not None:
-        user.session_token = token
-    return user
+    row.User.session_token = token
+    return row.User
+
+
+def forget_ended_login() -> None:
+    """Drop what names an ended login from this browser's cookies.
+
+    Otherwise every later page would look it up again, twice (the session's
+    copy, then the remember-me cookie's), and mark itself private.
+    """
+    session.pop("_user_id", None)
+    if current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies:
+        session["_remember"] = "clear"  # Flask-Login deletes the cookie from the browser

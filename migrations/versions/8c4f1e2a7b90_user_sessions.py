@@ -30,6 +30,7 @@ def upgrade():
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("password_digest", sa.String(16), nullable=False),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"], ["user.id"], name=op.f("fk_user_session_user_id_user")
