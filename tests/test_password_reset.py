@@ -6,6 +6,7 @@ import time
 
 import pytest
 from conftest import PASSWORD, add_user
+from flask.testing import FlaskClient
 from pages import alerts, form_errors
 from servers import free_port, smtp_server, wait_until
 
@@ -194,19 +195,28 @@ def test_logged_in_users_are_sent_home(client, auth, users):
 
 
 def test_a_reset_logs_out_every_other_browser(app, client, alice, mail_server):
-    """Someone who had the password (a stolen laptop) loses their session."""
+    """Someone who had the password (a stolen laptop) loses their session, and
+    a remember-me cookie copied from it is worth nothing either."""
     thief = app.test_client()
-    assert (
-        thief.post("/auth/login", data={"username": "alice", "password": PASSWORD}).status_code
-        == 302
-    )
+    login = {"username": "alice", "password": PASSWORD, "remember_me": "y"}
+    assert thief.post("/auth/login", data=login).status_code == 302
     assert "Profile (alice)" in thief.get("/").text
+    copied = thief.get_cookie("remember_token").value
+
+    def remembered() -> FlaskClient:
+        """Another browser with nothing but a copy of the remember-me cookie."""
+        browser = app.test_client()
+        browser.set_cookie("remember_token", copied)
+        return browser
+
+    assert "Profile (alice)" in remembered().get("/").text
 
     request_reset(client, "alice@example.com")
     set_password(client, reset_link(mail_server.mailbox.wait_for(1)[0]))
 
-    assert "Profile (alice)" not in thief.get("/").text
-    assert thief.get("/edit_profile").headers["Location"].startswith("/auth/login")
+    for browser in (thief, remembered()):
+        assert "Profile (alice)" not in browser.get("/").text
+        assert browser.get("/edit_profile").headers["Location"].startswith("/auth/login")
 
 
 def test_links_use_base_url_not_the_host_a_client_sends(make_app, mail_server, alice):
