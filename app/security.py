@@ -30,9 +30,10 @@ address can all log in to the demo account), in two ways at once:
   for), whatever the address: many machines guessing one password, or
   flooding one mailbox.
 
-Registering is limited per client (``limit_registrations``), counting every
-POST: a script creating accounts, or trying addresses to learn which have one
-("Please use a different email address"), gets 20 an hour by default.
+Registering is limited per client (``limit_registrations``), counting the
+registrations that create an account or say that an address has one
+("Please use a different email address"): a script doing either gets 20 an
+hour by default.
 A client is an IPv4 address or an IPv6 /64 network (``client_key``).
 
 The limits are in config.py (``AUTH_RATE_LIMIT_PER_CLIENT``,
@@ -48,7 +49,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
-from flask import Flask, Response, current_app, request, session
+from flask import Flask, Response, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 from app.extensions import limiter
@@ -227,10 +228,21 @@ def registration_limit() -> str:
     return current_app.config["REGISTRATION_RATE_LIMIT"]
 
 
-# Every POST counts, per client address: each one creates an account or
-# says why it couldn't, and either is what a script registering accounts or
-# testing addresses wants.
-limit_registrations = limiter.limit(registration_limit, key_func=client_key, methods=["POST"])
+def registration_counts(response: Response) -> bool:
+    """True if a registration counts against the limit: it created an account
+    (the redirect to the login page), or it told that an address has one.
+
+    Those are what a script creating accounts or testing addresses does. A
+    typo, a weak password or a taken username (usernames are public) costs
+    nothing, so twenty people racing for one name from one office all get
+    their answer. The view sets ``g.told_address_is_taken``.
+    """
+    return response.status_code == 302 or g.get("told_address_is_taken", False)
+
+
+limit_registrations = limiter.limit(
+    registration_limit, key_func=client_key, methods=["POST"], deduct_when=registration_counts
+)
 
 
 class HttpsCookieSessionInterface(SecureCookieSessionInterface):

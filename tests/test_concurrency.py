@@ -80,9 +80,6 @@ def blog(tmp_path_factory) -> Iterator[Blog]:
             url,
             LOG_EXTRA_LOGGERS="sqlalchemy.engine.Engine:INFO,gunicorn.error",
             LOG_MAX_BYTES=0,
-            # Twenty people register at once from 127.0.0.1: the race is the
-            # test, not the rate limit (tests/test_security.py has that).
-            REGISTRATION_RATE_LIMIT="1000 per minute",
         )
         with run_gunicorn(env, tmp_path, app="blog:app", workers=WORKERS) as server:
             app = create_app(config_for(url))

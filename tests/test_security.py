@@ -382,7 +382,7 @@ def test_registrations_are_limited_per_client(registering):
 
 
 def test_refused_registrations_count_too(registering):
-    """Testing which addresses have accounts costs a try each, as registering does."""
+    """Testing which addresses have accounts costs a try each, as an account does."""
     client = registering.test_client()
     assert register(client, "owner", "taken@example.com").status_code == 302
     for number in range(REGISTRATIONS - 1):
@@ -413,6 +413,21 @@ def test_an_ipv6_client_is_its_64_network(registering):
     assert register_from("203.0.113.5", "v4member").status_code == 302
     assert register_from("::ffff:203.0.113.6", "mapped").status_code == 302
     assert usernames(registering)[-3:] == ["next_network", "v4member", "mapped"]
+
+
+def test_typos_and_taken_usernames_do_not_count(registering):
+    """Twenty people racing for one name from one office all get an answer."""
+    client = registering.test_client()
+    assert register(client, "popular").status_code == 302
+    for number in range(REGISTRATIONS + 2):
+        response = register(client, "popular", f"racer{number}@example.com")
+        assert form_errors(response) == {"username": ["Please use a different username."]}
+        response = register(client, f"typo{number}", "not-an-address")
+        assert form_errors(response) == {"email": [INVALID_EMAIL]}
+    for number in range(REGISTRATIONS - 1):
+        assert register(client, f"member{number}").status_code == 302
+    assert_too_many_requests(register(client, "one_too_many"))
+    assert usernames(registering) == ["popular"] + [f"member{n}" for n in range(REGISTRATIONS - 1)]
 
 
 def test_showing_the_registration_form_does_not_count(registering):

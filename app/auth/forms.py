@@ -6,6 +6,8 @@ from app.extensions import db
 from app.forms import USERNAME_TAKEN, Form, normalize_name, username_is_taken, username_validators
 from app.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH, User
 
+EMAIL_TAKEN = _l("Please use a different email address.")
+
 # Not a column (only the hash is stored), but hashing a megabyte-long password
 # on every attempt is an easy way to tie up a worker.
 PASSWORD_MIN_LENGTH = 8
@@ -68,7 +70,7 @@ class RegistrationForm(Form):
         # forgot they had an account, and the rate limit on registering
         # (REGISTRATION_RATE_LIMIT) lets one machine test 20 an hour by default.
         if db.session.scalar(User.by_email(field.data)) is not None:
-            raise ValidationError(_l("Please use a different email address."))
+            raise ValidationError(EMAIL_TAKEN)
 
 
 class ResetPasswordRequestForm(Form):

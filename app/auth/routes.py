@@ -1,9 +1,10 @@
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import _, ngettext
 from flask_login import current_user, login_required, login_url
 
 from app.auth.email import send_password_reset_email, user_from_reset_token
 from app.auth.forms import (
+    EMAIL_TAKEN,
     LoginForm,
     RegistrationForm,
     ResetPasswordForm,
@@ -94,6 +95,9 @@ def register():
         if commit_or_show_conflict(form):
             flash(_("Congratulations, you are now a registered user! Please sign in."), "success")
             return redirect(url_for("auth.login"))
+    # Telling that an address has an account counts against the rate limit
+    # on registering (app/security.py's registration_counts).
+    g.told_address_is_taken = EMAIL_TAKEN in form.email.errors
     return render_template("auth/register.html", title=_("Register"), form=form)
 
 
