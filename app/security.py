@@ -32,9 +32,9 @@ address can all log in to the demo account), in two ways at once:
 
 Registering is limited per client (``limit_registrations``), counting the
 registrations that create an account or say that an address has one
-("Please use a different email address"): a script doing either gets 20 an
-hour by default.
-A client is an IPv4 address or an IPv6 /64 network (``client_key``).
+("Please use a different email address"): a script doing either gets 5 a
+minute and 50 an hour by default. A client is an IPv4 address or an IPv6
+/64 network (``client_key``).
 
 The limits are in config.py (``AUTH_RATE_LIMIT_PER_CLIENT``,
 ``AUTH_RATE_LIMIT_PER_ACCOUNT``, ``REGISTRATION_RATE_LIMIT``). No other URL
