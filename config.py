@@ -112,6 +112,40 @@ def check_redis_url(url: str) -> None:
         )
 
 
+def check_base_url(url: str) -> None:
+    """Refuse a BASE_URL that the links in mails can't start with (raise ConfigError).
+
+    Every link is BASE_URL and a path: without a scheme it would be relative
+    to wherever the mail is read, a query or a fragment would land in the
+    middle of it, and a port that isn't one makes the mail job fail.
+    """
+    how = (
+        "write the site's address, e.g. https://blog.example.com "
+        "(a port and a path may follow: https://example.com:8443/blog)"
+    )
+    # Not repeated in the message if it may hold a password ("https://user:password@host").
+    setting = "BASE_URL" if "@" in url else f"BASE_URL={url!r}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # reading it checks it: "https://host:notaport" raises
+    except ValueError as error:
+        raise ConfigError(f"{setting} is not a URL ({error}): {how}.") from None
+    # urlsplit drops spaces at either end, which would still be in every link.
+    if any(char.isspace() or not char.isprintable() for char in url):
+        problem = "has a space or a control character in it"
+    elif parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = "does not start with http:// or https:// and a host name"
+    elif port == 0:
+        problem = "has port 0"
+    elif parts.username is not None:
+        problem = "has a user name or a password in it"
+    elif "?" in url or "#" in url:
+        problem = "has a query (?) or a fragment (#), which would land in the middle of each link"
+    else:
+        return
+    raise ConfigError(f"{setting} {problem}: {how}.")
+
+
 class Config:
     """Settings shared by every environment."""
 
@@ -229,12 +263,13 @@ class Config:
     AUTH_RATE_LIMIT_PER_ACCOUNT = (
         os.environ.get("AUTH_RATE_LIMIT_PER_ACCOUNT") or "5 per minute; 20 per hour"
     )
-    # Registering, per client address, counting every POST: enough for a
-    # family behind one router, not for a script creating accounts (or trying
-    # addresses to see which have one: app/auth/forms.py). A classroom
-    # registering at once from one address needs this raised.
+    # Registering, per client address, counting the registrations that create
+    # an account or say that an address is taken (app/security.py): enough for
+    # a family behind one router, not for a script creating accounts or trying
+    # addresses to see which have one. A classroom registering at once from
+    # one address needs this raised.
     REGISTRATION_RATE_LIMIT = (
-        os.environ.get("REGISTRATION_RATE_LIMIT") or "5 per minute; 20 per hour"
+        os.environ.get("REGISTRATION_RATE_LIMIT") or "5 per minute; 50 per hour"
     )
     # Always set, never left to Flask-Limiter's default: its limiter object is
     # shared by every app in the process and would keep the last app's choice.
@@ -300,6 +335,8 @@ class Config:
             raise ConfigError(f"HSTS_MAX_AGE={cls.HSTS_MAX_AGE} is negative: use 0 to turn it off.")
         if cls.REDIS_URL:
             check_redis_url(cls.REDIS_URL)
+        if cls.BASE_URL:
+            check_base_url(cls.BASE_URL)
         if cls.MAIL_USE_TLS and cls.MAIL_USE_SSL:
             raise ConfigError(
                 "MAIL_USE_TLS (STARTTLS) and MAIL_USE_SSL (implicit TLS) exclude "

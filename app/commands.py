@@ -22,6 +22,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from flask_babel import force_locale
 from flask_babel import gettext as _
+from limits.storage import storage_from_string
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.sansio.utils import host_is_trusted
@@ -31,6 +32,7 @@ from app.database import database_failure
 from app.extensions import db
 from app.mail import MailError, MailSettings, build_message, outbox, port_mismatch, send
 from app.models import Post, User, followers, name_key, now_utc
+from app.rate_limit_store import SQLiteStorage
 from app.reporting import LOG_HANDLER
 from app.reporting.cli import errors_command
 from app.reporting.error_mail import ErrorMailHandler
@@ -283,8 +285,9 @@ def deployment_problems(app: Flask) -> list[str]:
 
 def deployment_warnings(app: Flask) -> list[str]:
     """What works, but probably not as meant: several workers each counting
-    rate limits in memory, a mail port that doesn't match the TLS mode, reset
-    mails that only a request for localhost gets."""
+    rate limits in memory (by choice, or because their store can't be used),
+    a mail port that doesn't match the TLS mode, reset mails that only a
+    request for localhost gets."""
     config = app.config
     warnings = []
     workers = gunicorn_workers()
@@ -312,6 +315,26 @@ def deployment_warnings(app: Flask) -> list[str]:
             warnings.append(
                 f"REDIS_URL doesn't answer ({error}): storm control and rate limits fall "
                 "back to each process's memory until it does."
+            )
+    # The rate limits' own store (unless it is the Redis just pinged). While
+    # it fails, each worker counts in its own memory and says so only in the
+    # log, at the first failure (app/rate_limit_store.py).
+    uri = config["RATELIMIT_STORAGE_URI"]
+    if uri != config["REDIS_URL"]:
+        storage = storage_from_string(uri, **config["RATELIMIT_STORAGE_OPTIONS"])
+        if not storage.check():
+            if isinstance(storage, SQLiteStorage):
+                where = f"the file {storage.path}"
+                fix = (
+                    "Make its folder writable (LOG_DIR, by default), or set "
+                    "RATELIMIT_STORAGE_URI to a file that can be written (or to Redis)."
+                )
+            else:
+                where = "RATELIMIT_STORAGE_URI"  # not shown: a Redis URL may hold a password
+                fix = "Check that its server answers, or unset RATELIMIT_STORAGE_URI."
+            warnings.append(
+                f"Rate limits can't be counted in {where}: each worker counts them in its "
+                f"own memory instead, so a client gets each limit once per worker. {fix}"
             )
     return warnings
 

@@ -89,14 +89,14 @@ def main() -> None:
             **env_settings(smtp.settings),
         )
         with run_gunicorn(env, root, workers=1) as server:
-            seeded = subprocess.run(
+            demo_data = subprocess.run(
                 [BIN / "flask", "seed", "--users", "2", "--posts", "0"],
                 cwd=ROOT,
                 env=env,
                 capture_output=True,
                 text=True,
             )
-            assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+            assert demo_data.returncode == 0, demo_data.stdout + demo_data.stderr
             browser = Browser(server.url)
 
             def failed_login(account: dict) -> float:

@@ -1,5 +1,6 @@
 """The deployment pieces: gunicorn.conf.py, `flask check-deploy`, /healthz,
-ProxyFix, the NUL-character guard, and the nginx and systemd files in deploy/.
+ProxyFix, the NUL-character guard, and the systemd unit in deploy/ (nginx's
+file has tests/test_nginx.py).
 
 Everything real, all on 127.0.0.1: gunicorn started the way the systemd unit
 starts it (``gunicorn -c gunicorn.conf.py blog:app``, from the project's
@@ -861,42 +862,7 @@ def test_a_nul_in_any_form_field_is_a_400_and_nothing_is_saved(
         assert client.get("/edit_profile").status_code == 302
 
 
-# --- 7. The nginx and systemd files ---------------------------------------------------
-
-
-def test_nginx_conf_is_valid(tmp_path):
-    """`nginx -t` on deploy/nginx.conf, included in a minimal nginx.conf of our own.
-
-    The file is a site (server blocks for the http context), as it is copied
-    into sites-available; paths it writes to are moved into tmp_path. `nginx
-    -t` parses everything and opens the log files, but binds no port.
-    """
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    if nginx is None:
-        pytest.skip("nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)")
-    site = (ROOT / "deploy" / "nginx.conf").read_text()
-    assert "/var/log/nginx/" in site
-    (tmp_path / "blog.conf").write_text(site.replace("/var/log/nginx/", f"{tmp_path}/"))
-    (tmp_path / "nginx.conf").write_text(
-        f"pid {tmp_path}/nginx.pid;\n"
-        f"error_log {tmp_path}/error.log;\n"
-        "events {}\n"
-        "http {\n"
-        f"    access_log {tmp_path}/access.log;\n"
-        f"    client_body_temp_path {tmp_path}/client_body;\n"
-        f"    proxy_temp_path {tmp_path}/proxy;\n"
-        f"    include {tmp_path}/blog.conf;\n"
-        "}\n"
-    )
-    done = subprocess.run(
-        # -e: the error log before the configuration is read (default: /var/log/nginx).
-        [nginx, "-t", "-p", str(tmp_path), "-e", f"{tmp_path}/error.log", "-c", "nginx.conf"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "test is successful" in done.stderr
+# --- 7. The systemd unit -----------------------------------------------------------------
 
 
 def test_systemd_unit_is_valid(tmp_path):
@@ -929,3 +895,94 @@ def test_systemd_unit_is_valid(tmp_path):
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "blog.service" not in output, output
+
+
+# --- 8. flask check-deploy and a rate-limit store that can't be used -------------------
+
+COUNTED_IN_MEMORY = (
+    "each worker counts them in its own memory instead, so a client gets each limit once "
+    "per worker."
+)
+FIX_THE_FILE = (
+    "Make its folder writable (LOG_DIR, by default), or set RATELIMIT_STORAGE_URI to a "
+    "file that can be written (or to Redis)."
+)
+
+
+def check_deploy_without_redis(tmp_path: Path, database_url: str, **settings) -> list[str]:
+    """Run `flask check-deploy` with GOOD_SETTINGS but no REDIS_URL; return its
+    warnings, after checking that it found no problem."""
+    env = deploy_env(tmp_path, database_url, **{**GOOD_SETTINGS, "REDIS_URL": "", **settings})
+    result = flask_command(env, "check-deploy")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "No problems found."
+    return warnings_listed(result)
+
+
+def test_check_deploy_warns_of_a_rate_limit_file_in_a_log_dir_it_cannot_write(
+    tmp_path, migrated_database_url
+):
+    """LOG_TO_STDOUT, so an unwritable LOG_DIR is no problem for the log: but the
+    rate limits' default file is there, and every worker would count on its own.
+
+    LOG_DIR below a regular file, not a chmod: the tests may run as root.
+    """
+    log_dir = tmp_path / "a-regular-file" / "logs"
+    log_dir.parent.write_text("")
+    warnings = check_deploy_without_redis(
+        tmp_path, migrated_database_url, LOG_TO_STDOUT="1", LOG_DIR=log_dir
+    )
+    assert warnings == [
+        f"Rate limits can't be counted in the file {log_dir / 'rate-limits.sqlite3'}: "
+        f"{COUNTED_IN_MEMORY} {FIX_THE_FILE}"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "not a database"])
+def test_check_deploy_warns_of_a_rate_limit_file_that_cannot_be_used(
+    tmp_path, migrated_database_url, kind
+):
+    notes = "These are notes, not a database.\n" * 100
+    if kind == "missing folder":
+        path = tmp_path / "no-such-folder" / "rate-limits.sqlite3"
+    else:
+        path = tmp_path / "rate-limits.sqlite3"
+        path.write_text(notes)
+    warnings = check_deploy_without_redis(
+        tmp_path, migrated_database_url, RATELIMIT_STORAGE_URI=f"sqlite:///{path}"
+    )
+    assert warnings == [
+        f"Rate limits can't be counted in the file {path}: {COUNTED_IN_MEMORY} {FIX_THE_FILE}"
+    ]
+    # The check made nothing and spoilt nothing.
+    if kind == "missing folder":
+        assert not path.parent.exists()
+    else:
+        assert path.read_text() == notes
+
+
+def test_check_deploy_warns_of_a_rate_limit_redis_that_does_not_answer(
+    tmp_path, migrated_database_url
+):
+    """Another Redis than REDIS_URL's (here, none): its URL may hold a password,
+    so the warning names the setting, not the URL."""
+    uri = f"redis://:a-redis-password@127.0.0.1:{free_port()}/1"
+    warnings = check_deploy_without_redis(
+        tmp_path, migrated_database_url, RATELIMIT_STORAGE_URI=uri
+    )
+    assert warnings == [
+        f"Rate limits can't be counted in RATELIMIT_STORAGE_URI: {COUNTED_IN_MEMORY} "
+        "Check that its server answers, or unset RATELIMIT_STORAGE_URI."
+    ]
+
+
+def test_check_deploy_says_nothing_of_a_rate_limit_file_that_works(tmp_path, migrated_database_url):
+    """LOG_TO_STDOUT with a LOG_DIR that exists, and a file of one's choosing."""
+    (tmp_path / "logs").mkdir()
+    assert check_deploy_without_redis(tmp_path, migrated_database_url, LOG_TO_STDOUT="1") == []
+    path = tmp_path / "limits" / "rate-limits.sqlite3"
+    path.parent.mkdir()
+    uri = f"sqlite:///{path}"
+    assert (
+        check_deploy_without_redis(tmp_path, migrated_database_url, RATELIMIT_STORAGE_URI=uri) == []
+    )

@@ -13,8 +13,11 @@ config, one worker (so that its one outbox thread sends the mails in the order
 they were asked for), a real SMTP server, on SQLite or PostgreSQL. Requests
 are written byte by byte, so that the Host header can be anything, or missing.
 
-Also: `flask check-deploy` on those settings, and the reset request doing the
-same work with or without an account (the difference in time told who has one).
+Also: `flask check-deploy` on those settings; the reset request doing the
+same work with or without an account (the difference in time told who has one);
+what BASE_URL may be (the app refuses to start on one that can't begin a link);
+TRUSTED_HOSTS checking host names but not ports; and the database failing when
+the outbox looks the account up.
 """
 
 import http.client
@@ -30,7 +33,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 from conftest import add_user, config_for
-from databases import fresh_database, upgrade_database
+from databases import ON_POSTGRESQL, fresh_database, upgrade_database
 from flask import template_rendered
 from pages import alerts
 from query_count import count_statements
@@ -40,6 +43,7 @@ from servers import (
     Browser,
     Gunicorn,
     env_settings,
+    free_port,
     production_env,
     run_gunicorn,
     smtp_server,
@@ -49,6 +53,7 @@ from servers import (
 from app import create_app
 from app.extensions import db
 from app.mail import outbox
+from config import ConfigError
 
 NEW_PASSWORD = "a-brand-new-password"
 ALICE = "alice@example.com"  # whose reset a forged Host asks for
@@ -573,3 +578,265 @@ def test_the_request_does_the_same_work_with_or_without_an_account(
     assert minutes_line in plain
     [link] = links_in(message)
     assert link.startswith("http://localhost/auth/reset_password/")
+
+
+# --- What BASE_URL may be -----------------------------------------------------------
+
+HOW_TO_WRITE_IT = (
+    "write the site's address, e.g. https://blog.example.com "
+    "(a port and a path may follow: https://example.com:8443/blog)."
+)
+NO_SCHEME = "does not start with http:// or https:// and a host name"
+QUERY = "has a query (?) or a fragment (#), which would land in the middle of each link"
+# (BASE_URL, what the startup error says about it). These used to start the app,
+# then give links that lead nowhere (//blog.example.com/auth/..., https:///auth/...,
+# http://alert(1)/auth/...) or make the mail job fail (a query, a port that isn't one).
+BAD_BASE_URLS = [
+    ("blog.example.com", NO_SCHEME),
+    ("//blog.example.com", NO_SCHEME),
+    ("https:blog.example.com", NO_SCHEME),
+    ("https://", NO_SCHEME),
+    ("ftp://blog.example.com", NO_SCHEME),
+    ("javascript:alert(1)", NO_SCHEME),
+    ("https://blog.example.com?lang=en", QUERY),
+    ("https://x?y", QUERY),
+    ("https://blog.example.com/#top", QUERY),
+    ("https://blog.example.com/?", QUERY),
+    (
+        "https://blog.example.com:notaport",
+        "is not a URL (Port could not be cast to integer value as 'notaport')",
+    ),
+    ("https://blog.example.com:99999", "is not a URL (Port out of range 0-65535)"),
+    ("https://blog.example.com:0", "has port 0"),
+    ("https://[::1", "is not a URL (Invalid IPv6 URL)"),
+    (" https://blog.example.com", "has a space or a control character in it"),
+    ("https://blog.example.com\n", "has a space or a control character in it"),
+    ("https://blog.example.com/my blog", "has a space or a control character in it"),
+]
+
+
+def base_url_error(url: str, problem: str) -> str:
+    return f"BASE_URL={url!r} {problem}: {HOW_TO_WRITE_IT}"
+
+
+@pytest.mark.parametrize(("url", "problem"), BAD_BASE_URLS, ids=[repr(u) for u, _ in BAD_BASE_URLS])
+def test_a_base_url_that_cannot_start_a_link_is_refused(url, problem):
+    with pytest.raises(ConfigError) as refused:
+        create_app(config_for("sqlite://", BASE_URL=url))
+    assert str(refused.value) == base_url_error(url, problem)
+
+
+def test_a_base_url_with_a_password_is_refused_without_repeating_it():
+    """The message goes to the terminal and the service's log: not the password."""
+    with pytest.raises(ConfigError) as refused:
+        create_app(config_for("sqlite://", BASE_URL="https://editor:s3cret@blog.example.com"))
+    assert str(refused.value) == f"BASE_URL has a user name or a password in it: {HOW_TO_WRITE_IT}"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("blog.example.com", NO_SCHEME),
+        ("https://x?y", QUERY),
+        ("https://blog.example.com:99999", "is not a URL (Port out of range 0-65535)"),
+    ],
+    ids=["no scheme", "query", "bad port"],
+)
+def test_the_flask_command_refuses_a_bad_base_url(tmp_path, url, problem):
+    """Exit status 3 and one line saying what to write, no traceback."""
+    env = production_env(tmp_path, f"sqlite:///{tmp_path / 'unused.sqlite'}", BASE_URL=url)
+    result = subprocess.run(
+        [BIN / "flask", "routes"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stderr) == (
+        3,
+        f"Configuration error: {base_url_error(url, problem)}\n",
+    )
+    assert result.stdout == ""
+
+
+def test_gunicorn_refuses_a_bad_base_url(tmp_path):
+    """gunicorn's master reads a worker's exit status 3 as "cannot boot" and
+    stops, with the same status, instead of starting workers for ever."""
+    env = production_env(
+        tmp_path, f"sqlite:///{tmp_path / 'unused.sqlite'}", BASE_URL="blog.example.com"
+    )
+    command = [BIN / "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{free_port()}"]
+    result = subprocess.run(
+        [*command, "--no-control-socket", "blog:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a gunicorn that started would run until then, and fail the test
+    )
+    assert result.returncode == 3, result.stderr
+    assert f"Configuration error: {base_url_error('blog.example.com', NO_SCHEME)}\n" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("base_url", "link_start"),
+    [
+        ("https://blog.example.com/", "https://blog.example.com/auth/reset_password/"),
+        ("https://blog.example.com:8443", "https://blog.example.com:8443/auth/reset_password/"),
+        ("https://example.com/blog", "https://example.com/blog/auth/reset_password/"),
+        ("http://example.com:8080/blog/", "http://example.com:8080/blog/auth/reset_password/"),
+        ("HTTPS://Blog.Example.com", "https://blog.example.com/auth/reset_password/"),
+    ],
+    ids=["trailing slash", "port", "path", "port, path and slash", "capitals"],
+)
+def test_a_base_url_with_a_port_or_a_path_gives_links_that_work(
+    make_app, tmp_path, base_url, link_start
+):
+    """The mail as the outbox writes and sends it; its token opens the form."""
+    with smtp_server("plain", tmp_path) as smtp:
+        app = make_app(**smtp.settings, BASE_URL=base_url)
+        with app.app_context():
+            add_user("mei")
+        client = app.test_client()
+        response = client.post("/auth/reset_password_request", data={"email": "mei@example.com"})
+        assert response.headers["Location"] == "/auth/login"
+        [mail] = smtp.mailbox.wait_for(1)
+    assert mail["To"] == "mei@example.com"
+    [link] = links_in(mail)
+    assert link.startswith(link_start), link
+    token = link.removeprefix(link_start)
+    # The blog serves what follows BASE_URL's own path (a proxy in front takes
+    # that part off): the token in the link opens the form.
+    response = client.get(f"/auth/reset_password/{token}")
+    assert response.headers["Location"] == "/auth/reset_password"
+    assert 'name="password2"' in client.get("/auth/reset_password").text
+
+
+# --- TRUSTED_HOSTS checks host names, not ports ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base_url", "link_start"),
+    [
+        ("", "http://blog.example.com:6666/auth/reset_password/"),
+        ("https://blog.example.com", "https://blog.example.com/auth/reset_password/"),
+    ],
+    ids=["no BASE_URL", "BASE_URL"],
+)
+def test_trusted_hosts_lets_any_port_through_and_base_url_decides_the_link(
+    tmp_path, site_database, smtp, base_url, link_start
+):
+    """What the README says of TRUSTED_HOSTS: Werkzeug compares the host name
+    only, so a Host with any port is answered, and without BASE_URL the link
+    in the mail carries that port."""
+    # 127.0.0.1 too: where the tests open the form and see that the server is up.
+    hosts = "blog.example.com,127.0.0.1"
+    with blog(tmp_path, site_database, smtp, TRUSTED_HOSTS=hosts, BASE_URL=base_url) as server:
+        client = RawClient(server)
+        answer, mails = mails_caused_by(
+            smtp, client, lambda: client.ask_for_reset(ALICE, host="blog.example.com:6666")
+        )
+        assert (answer.status, answer.headers["Location"]) == (302, "/auth/login")
+        [mail] = mails
+        assert mail["To"] == ALICE
+        [link] = links_in(mail)
+        assert link.startswith(link_start), link
+        # The host name is what is checked: another one, on the same port, is refused.
+        assert_bad_request_page(server, client.request("GET", "/", "evil.example:6666"))
+
+
+# --- The database unavailable when the outbox looks the account up --------------------
+
+ADMIN = "admin@example.com"
+STATIC_FILE = "/bootstrap/static/css/bootstrap.min.css"  # answers without the database
+
+
+@contextmanager
+def blog_on_its_own(folder: Path, database_url: str, smtp) -> Iterator[Gunicorn]:
+    """The blog under gunicorn, mailing its errors to ADMIN, ready once a
+    static file answers: its database may not."""
+    env = production_env(
+        folder,
+        database_url,
+        ADMINS=ADMIN,
+        BASE_URL="",
+        TRUSTED_HOSTS="",
+        REDIS_URL="",
+        MAIL_DEFAULT_SENDER="blog@example.com",
+        DATABASE_CONNECT_TIMEOUT=2,
+        **env_settings(smtp.settings),
+    )
+    with run_gunicorn(env, folder, workers=1, upgrade=False, ready_path=STATIC_FILE) as server:
+        yield server
+
+
+def lines_with(server: Gunicorn, text: str) -> list[str]:
+    log = server.output.parent / "logs" / "blog.log"
+    return [line for line in log.read_text().splitlines() if text in line]
+
+
+@pytest.mark.parametrize(
+    "outage", ["sqlite-file-gone", "postgresql-down"], ids=["sqlite", "postgresql"]
+)
+def test_a_database_outage_in_the_outbox_is_a_line_each_and_one_mail_to_the_admins(
+    tmp_path, outage
+):
+    """The reset request needs no database (the outbox looks the account up),
+    so the person asking sees the usual page. The outbox then finds the
+    database gone: one ERROR line each time, saying so as the 503 page's line
+    does, without a traceback; and one mail to the admins, who would otherwise
+    never hear of it, however many resets the outage stops (storm control)."""
+    if outage == "sqlite-file-gone":
+        database_url = f"sqlite:///{tmp_path / 'gone' / 'blog.sqlite'}"
+        failure = "unable to open database file"
+    else:
+        port = free_port()  # nothing listens there
+        database_url = f"postgresql://postgres@127.0.0.1:{port}/blog"
+        failure = f'connection failed: connection to server at "127.0.0.1", port {port} failed: '
+        failure += "Connection refused"
+    not_mailed = f"Password reset not mailed: the database is unavailable: {failure}"
+    with (
+        smtp_server("plain", tmp_path) as smtp,
+        blog_on_its_own(tmp_path, database_url, smtp) as server,
+    ):
+        client = RawClient(server)
+        for email in (ALICE, "bob@example.com", ALICE):
+            answer = client.ask_for_reset(email)
+            assert (answer.status, answer.headers["Location"]) == (302, "/auth/login")
+            assert alerts(client.get("/auth/login").text) == [ON_ITS_WAY]
+        wait_until(lambda: len(lines_with(server, " ERROR: ")) >= 3, message="three lines")
+        # Stopped as systemd stops it: the worker finishes its outbox first.
+        assert server.stop() == 0
+
+    lines = lines_with(server, " ERROR: ")
+    assert len(lines) == 3, lines
+    for line in lines:
+        assert f" ERROR: {not_mailed} [in {ROOT / 'app' / 'auth' / 'email.py'}:" in line
+        assert line.endswith("[request -]")  # the outbox's, after the request
+    assert "Traceback" not in (server.output.parent / "logs" / "blog.log").read_text()
+    assert "Traceback" not in server.log()
+    # Only the admins' mail, once: no reset mail could be written.
+    [mail] = smtp.mailbox.messages
+    assert (mail["To"], mail["Subject"]) == (ADMIN, f"[Blog] {not_mailed}")
+    assert "Traceback" not in mail.get_body(("plain",)).get_content()
+
+
+def test_a_bug_in_the_outbox_keeps_its_traceback(tmp_path, fresh_database_url):
+    """A database without its tables is no outage: on SQLite an
+    OperationalError too ("no such table"), which must not pass for one."""
+    with (
+        smtp_server("plain", tmp_path) as smtp,
+        blog_on_its_own(tmp_path, fresh_database_url, smtp) as server,
+    ):
+        client = RawClient(server)
+        answer = client.ask_for_reset(ALICE)
+        assert (answer.status, answer.headers["Location"]) == (302, "/auth/login")
+        wait_until(lambda: lines_with(server, "Mail job failed"), message="the job's failure")
+    log = (server.output.parent / "logs" / "blog.log").read_text()
+    assert "the database is unavailable" not in log
+    if ON_POSTGRESQL:
+        raised = 'sqlalchemy.exc.ProgrammingError: (psycopg.errors.UndefinedTable) relation "user"'
+    else:
+        raised = "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) no such table: user"
+    assert "| Traceback (most recent call last):" in log
+    assert f"| {raised}" in log
+    assert smtp.mailbox.messages == []

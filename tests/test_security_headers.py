@@ -177,7 +177,8 @@ def plain_server(tmp_path_factory):
 def proxied_server(tmp_path_factory):
     """The blog behind one proxy (PROXY_COUNT=1), which says whether the browser used HTTPS.
 
-    One worker: the rate limits' counts are per process (the 429 test).
+    One worker is enough: the rate limits' counts (the 429 test) are in a SQLite file
+    in LOG_DIR, which more workers would share.
     """
     tmp_path = tmp_path_factory.mktemp("proxied")
     env = {"PROXY_COUNT": 1, "AUTH_RATE_LIMIT_PER_ACCOUNT": "1 per minute"}

@@ -14,12 +14,16 @@ account, after the answer has gone.
 """
 
 import re
+from email.message import EmailMessage
 from functools import partial
 
 from flask import Flask, current_app, render_template, request, url_for
 from flask_babel import _, force_locale
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from app.database import database_failure, is_unavailable
 from app.extensions import db
 from app.i18n import current_language
 from app.mail import MailSettings, build_message, deliver, log, outbox
@@ -103,26 +107,50 @@ def send_password_reset_email(email: str) -> None:
 def mail_reset_link(
     app: Flask, settings: MailSettings, email: str, language: str, base: str
 ) -> None:
-    """Look the account up and mail it a reset link; the outbox thread runs this.
+    """Look the account up and mail it a reset link; the outbox thread runs this."""
+    try:
+        message = write_reset_mail(app, settings, email, language, base)
+    except (OperationalError, PoolTimeout) as error:
+        if isinstance(error, OperationalError) and not is_unavailable(error):
+            raise  # a bug (a missing table...): the outbox logs it with its traceback
+        # An outage, told apart and logged as app/errors.py does for requests:
+        # one line on the app's logger, without a traceback. ERROR, not
+        # WARNING: someone asked for a mail that will never come, so the admins
+        # should hear of it, and ERROR is what reaches them. The message is
+        # fixed, so every occurrence has one fingerprint and storm control
+        # mails an outage once per window, however many resets it stops.
+        app.logger.error(
+            "Password reset not mailed: the database is unavailable: %s", database_failure(error)
+        )
+        return
+    if message is not None:
+        deliver(settings, message)
 
-    That thread has no request, and `url_for` and `render_template` need one:
-    `test_request_context` makes one up, addressed to `base`, as Flask's
-    quickstart does to build URLs outside a request. It is never dispatched.
+
+def write_reset_mail(
+    app: Flask, settings: MailSettings, email: str, language: str, base: str
+) -> EmailMessage | None:
+    """The reset mail for the account with this address; None if there is none.
+
+    The outbox thread has no request, and `url_for` and `render_template`
+    need one: `test_request_context` makes one up, addressed to `base`, as
+    Flask's quickstart does to build URLs outside a request. It is never
+    dispatched, and it has ended before an outage is logged, so that the
+    error mail doesn't describe it as a visitor's request.
     """
     with app.test_request_context(base_url=base):
         user = db.session.scalar(User.by_email(email))
         if user is None:
-            return  # nobody to mail; the person asking was told the same as if there were
+            return None  # nobody to mail; the person asking was told the same as if there were
         link = url_for("auth.reset_password_link", token=reset_token(user), _external=True)
         context = {"user": user, "link": link, "minutes": app.config["RESET_TOKEN_MAX_AGE"] // 60}
         # In the language the account's owner chose, if they did; else in the
         # language of the page the link was asked for on.
         with force_locale(user.locale or language):
-            message = build_message(
+            return build_message(
                 settings,
                 [user.email],
                 _("Reset your password"),
                 render_template("email/reset_password.txt", **context),
                 render_template("email/reset_password.html", **context),
             )
-    deliver(settings, message)
