@@ -35,10 +35,13 @@ Fixtures and helpers for new test modules:
 
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from databases import (
+    MIGRATIONS,
     ON_POSTGRESQL,
     SHARED_DATABASE_NAME,
     check_server,
@@ -51,6 +54,7 @@ from databases import (
 from flask import Flask
 from flask.logging import default_handler
 from flask.testing import FlaskClient
+from flask_migrate import upgrade
 from sqlalchemy import text
 from werkzeug.security import generate_password_hash
 
@@ -79,6 +83,20 @@ def config_for(database_url: str, **overrides) -> type[TestingConfig]:
     return type(
         "TestConfig", (TestingConfig,), {"SQLALCHEMY_DATABASE_URI": database_url, **overrides}
     )
+
+
+@contextmanager
+def app_at_revision(folder: Path, revision: str) -> Iterator[Flask]:
+    """An app on a new database migrated only up to `revision`: to test the next
+    migration against rows written before it."""
+    with fresh_database(folder, "old") as url:
+        app = create_app(config_for(url))
+        with app.app_context():
+            upgrade(directory=str(MIGRATIONS), revision=revision)
+        yield app
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import PASSWORD, add_posts, add_user, config_for
-from databases import ON_POSTGRESQL, fresh_database
+from conftest import PASSWORD, add_posts, add_user, app_at_revision
+from databases import ON_POSTGRESQL
 from flask import Flask, current_app
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import (
@@ -33,7 +33,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import generate_password_hash
 
-from app import create_app
 from app.extensions import db
 from app.models import (
     CASEFOLD_MAX_GROWTH,
@@ -188,14 +187,8 @@ def test_casefold_growth_fits_the_key_columns():
 @pytest.fixture
 def old_app(tmp_path) -> Iterator[Flask]:
     """An app on a new database migrated only up to BEFORE_KEYS."""
-    with fresh_database(tmp_path, "old") as url:
-        app = create_app(config_for(url))
-        with app.app_context():
-            upgrade(directory=str(MIGRATIONS), revision=BEFORE_KEYS)
+    with app_at_revision(tmp_path, BEFORE_KEYS) as app:
         yield app
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
 
 
 def insert_the_old_way(username: str, email: str) -> None:

@@ -32,14 +32,13 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import AuthActions, add_user, config_for
+from conftest import AuthActions, add_user, app_at_revision
 from databases import fresh_database
 from flask_migrate import downgrade, upgrade
 from pages import form_errors
 from servers import Browser, production_env, run_gunicorn
 from sqlalchemy import create_engine, func, inspect, select, text
 
-from app import create_app
 from app.extensions import db
 from app.models import USERNAME_MAX_LENGTH, User, name_key
 from app.usernames import (
@@ -513,14 +512,8 @@ def test_a_rename_updates_the_skeletons(app):
 @pytest.fixture
 def old_app(tmp_path):
     """An app on a new database migrated only up to BEFORE_SKELETONS."""
-    with fresh_database(tmp_path, "old") as url:
-        app = create_app(config_for(url))
-        with app.app_context():
-            upgrade(directory=str(MIGRATIONS), revision=BEFORE_SKELETONS)
+    with app_at_revision(tmp_path, BEFORE_SKELETONS) as app:
         yield app
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
 
 
 def insert_the_old_way(username: str) -> None:
