@@ -127,7 +127,9 @@ def fresh_database_url(tmp_path) -> Iterator[str]:
 def make_app(database_url) -> Iterator[Callable[..., Flask]]:
     """Return a factory for apps on the test database, with config overrides.
 
-    Every row the test wrote is deleted afterwards, children before parents.
+    Afterwards every row written to the test database is deleted, children
+    before parents, whichever of the apps wrote it; an app given a database of
+    its own (SQLALCHEMY_DATABASE_URI=...) is left for its test to dispose of.
     """
     apps = []
 
@@ -138,10 +140,11 @@ def make_app(database_url) -> Iterator[Callable[..., Flask]]:
 
     yield factory
 
+    on_test_database = [a for a in apps if a.config["SQLALCHEMY_DATABASE_URI"] == database_url]
     for app in apps:
         with app.app_context():
             db.session.remove()
-            if app is apps[0]:
+            if on_test_database and app is on_test_database[0]:
                 with db.engine.begin() as connection:
                     if connection.dialect.name == "postgresql":
                         # A lock left behind by a test (a transaction never

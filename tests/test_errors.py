@@ -142,11 +142,8 @@ def test_500_page_after_a_failed_flush(app, client, auth, users):
 
 
 @pytest.fixture
-def lost_database_app(app, make_app, tmp_path) -> Iterator[Flask]:
+def lost_database_app(make_app, tmp_path) -> Iterator[Flask]:
     """An app on a database of its own, with a route that deletes that database.
-
-    `app` is created first on purpose: make_app empties the database of the
-    first app it made, which must be the shared one, not the one deleted here.
 
     /lose-database runs after the logged-in user was loaded (by the
     before_request hook), so the session holds them and a connection. It

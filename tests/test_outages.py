@@ -670,26 +670,17 @@ def test_unreachable_database_under_gunicorn(tmp_path):
 
 
 @pytest.fixture
-def unreachable_app() -> Iterator[tuple[Flask, Cable]]:
-    """An app in this process whose database is a tarpit.
-
-    Built with create_app, not conftest's make_app: make_app empties the
-    tables of the first app it made after the test, which here would be one
-    more connect timeout and an error.
-    """
+def unreachable_app(make_app) -> Iterator[tuple[Flask, Cable]]:
+    """An app in this process whose database is a tarpit."""
     with cable() as tarpit:
-        app = create_app(
-            config_for(
-                tarpit_url(tarpit),
-                # psycopg rounds anything under 2 seconds up to 2.
-                DATABASE_CONNECT_TIMEOUT=1,
-                # The error handlers must run, as in production, not re-raise into the test.
-                PROPAGATE_EXCEPTIONS=False,
-            )
+        app = make_app(
+            SQLALCHEMY_DATABASE_URI=tarpit_url(tarpit),
+            # psycopg rounds anything under 2 seconds up to 2.
+            DATABASE_CONNECT_TIMEOUT=1,
+            # The error handlers must run, as in production, not re-raise into the test.
+            PROPAGATE_EXCEPTIONS=False,
         )
         yield app, tarpit
-        with app.app_context():
-            db.engine.dispose()
 
 
 def test_unreachable_database_in_process(unreachable_app, caplog):
