@@ -51,21 +51,21 @@ screenshots: $(VENV)/.installed-dev
 ## Measure the error path: 500-page latency with a dead mail server, what a storm costs,
 ## a 10,000-error storm, two hosts sharing Redis (the one on 127.0.0.1:6379), log rotation.
 bench-errors: $(VENV)/.installed-dev
-	$(BIN)/python bench/errors.py
+	$(BIN)/python -m bench.errors
 
-## Measure the pages: req/s, latency, SQL statements and memory against a hello-world ceiling,
-## on SQLite, on PostgreSQL when one answers, and at 10x the posts (a few minutes; wrk if installed).
-## Options through ARGS, e.g. `make bench ARGS=--quick`.
+## Measure the pages with wrk (`apt-get install wrk`): req/s and latency against a hello-world
+## ceiling, and SQL statements per request, on SQLite, on PostgreSQL when one answers, and at
+## 10x the posts (a few minutes). Options through ARGS, e.g. `make bench ARGS=--quick`.
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/pages.py $(ARGS)
+	$(BIN)/python -m bench.pages $(ARGS)
 
 ## Where the hot pages' time goes: pyinstrument's call tree for the index, explore and a profile.
 profile: $(VENV)/.installed-dev
-	$(BIN)/python bench/profile.py $(ARGS)
+	$(BIN)/python -m bench.profile $(ARGS)
 
 ## Can a stopwatch tell who has an account? Failed logins and reset requests, with and without one.
 bench-timing: $(VENV)/.installed-dev
-	$(BIN)/python bench/timing.py $(ARGS)
+	$(BIN)/python -m bench.timing $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -1,4 +1,4 @@
-"""Benchmark the error path: `make bench-errors` (or `.venv/bin/python bench/errors.py`).
+"""Benchmark the error path: `make bench-errors` (or `.venv/bin/python -m bench.errors`).
 
 It runs the blog under gunicorn with its production config on 127.0.0.1 and
 prints, side by side, from one run:
@@ -25,7 +25,6 @@ The figures are printed, not asserted: speed is measured here, not in tests.
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 import urllib.error
@@ -35,9 +34,7 @@ from pathlib import Path
 
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from servers import (
+from tests.servers import (
     env_settings,
     production_env,
     run_gunicorn,

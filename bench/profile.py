@@ -1,6 +1,6 @@
-"""Where a page's time goes: `make profile` (or `.venv/bin/python bench/profile.py`).
+"""Where a page's time goes: `make profile` (or `.venv/bin/python -m bench.profile`).
 
-Seeds a temporary SQLite database at the benchmark's size (bench/pages.py:
+Fills a temporary SQLite database at the benchmark's size (bench/pages.py:
 1,000 users, 50,000 posts, 50 follows each), logs in as the demo user with
 Flask's test client, and runs each hot page a few hundred times under
 pyinstrument, a sampling profiler: it looks at the call stack every 0.2 ms and
@@ -21,15 +21,13 @@ from pathlib import Path
 
 from pyinstrument import Profiler
 
+from app import create_app
+from app.commands import DEMO_PASSWORD, seed_database
+from app.extensions import db
+from bench.pages import FOLLOWS, POSTS, PROFILE_USER, USERS
+from config import TestingConfig
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pages import FOLLOWS, POSTS, PROFILE_USER, USERS  # noqa: E402  (after the path is set)
-
-from app import create_app  # noqa: E402
-from app.commands import DEMO_PASSWORD, seed_database  # noqa: E402
-from app.extensions import db  # noqa: E402
-from config import TestingConfig  # noqa: E402
 
 PAGES = ["/", "/explore", f"/user/{PROFILE_USER}"]
 SAMPLE_INTERVAL = 0.0002  # seconds

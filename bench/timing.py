@@ -1,4 +1,4 @@
-"""Can a stopwatch tell who has an account? `make bench-timing` (or `python bench/timing.py`).
+"""Can a stopwatch tell who has an account? `make bench-timing` (or `python -m bench.timing`).
 
 The login form and the reset form give the same answer whether or not an
 account exists; if one case takes longer, the time tells instead. This runs
@@ -22,18 +22,20 @@ Options: --rounds (requests of each kind, default 50).
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# The tests' helpers (servers), and the project for its production config.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from servers import BIN, ROOT, Browser, env_settings, production_env, run_gunicorn, smtp_server
-
 from config import ProductionConfig
+from tests.servers import (
+    BIN,
+    ROOT,
+    Browser,
+    env_settings,
+    production_env,
+    run_gunicorn,
+    smtp_server,
+)
 
 # `flask seed` makes the user "demo" (demo@example.com) with a production hash.
 EXISTING = {"username": "demo", "email": "demo@example.com"}

@@ -4,9 +4,14 @@ and the flashed alerts, as text (entities decoded, whitespace collapsed).
 Tests compare them whole (``form_errors(page) == {"username": [...]}``), so
 that a message that changed, or a second one that appeared, is noticed; a
 fragment found with ``in`` would miss both.
+
+At the end, failing to log in over HTTP, as the rate-limit tests do, and the
+two pages that can answer it.
 """
 
 from html.parser import HTMLParser
+
+from servers import Browser
 
 
 class _PageReader(HTMLParser):
@@ -63,3 +68,27 @@ def form_errors(page) -> dict[str, list[str]]:
 def alerts(page) -> list[tuple[str, str]]:
     """The flashed messages on a page, as (category, text): ("danger", "Invalid ...")."""
     return read_page(page).alerts
+
+
+# --- Failing to log in, as the rate-limit tests do --------------------------------------
+
+INVALID_LOGIN = [("danger", "Invalid username or password.")]
+
+
+def fail_to_log_in(browser: Browser, username: str) -> tuple[int, dict, str]:
+    """Submit the login form with a wrong password for `username`; return the response."""
+    return browser.submit("/auth/login", {"username": username, "password": "a-wrong-guess"})
+
+
+def assert_login_failed(response: tuple[int, dict, str]) -> None:
+    """The login form again, saying the name or password was wrong."""
+    status, _, page = response
+    assert (status, alerts(page)) == (200, INVALID_LOGIN)
+
+
+def assert_too_many_requests(response: tuple[int, dict, str]) -> None:
+    """The page that says to slow down, and when to try again (within the minute)."""
+    status, headers, page = response
+    assert status == 429, page
+    assert "<h1>Too many requests</h1>" in page
+    assert 0 <= int(headers["Retry-After"]) <= 60

@@ -38,7 +38,6 @@ import redis
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from pages import alerts
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -405,27 +404,3 @@ def redis_server(port: int | None = None) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
-
-
-# --- Failing to log in, as the rate-limit tests do --------------------------------------
-
-INVALID_LOGIN = [("danger", "Invalid username or password.")]
-
-
-def fail_to_log_in(browser: Browser, username: str) -> tuple[int, dict, str]:
-    """Submit the login form with a wrong password for `username`; return the response."""
-    return browser.submit("/auth/login", {"username": username, "password": "a-wrong-guess"})
-
-
-def assert_login_failed(response: tuple[int, dict, str]) -> None:
-    """The login form again, saying the name or password was wrong."""
-    status, _, page = response
-    assert (status, alerts(page)) == (200, INVALID_LOGIN)
-
-
-def assert_too_many_requests(response: tuple[int, dict, str]) -> None:
-    """The page that says to slow down, and when to try again (within the minute)."""
-    status, headers, page = response
-    assert status == 429, page
-    assert "<h1>Too many requests</h1>" in page
-    assert 0 <= int(headers["Retry-After"]) <= 60

@@ -23,12 +23,10 @@ from pathlib import Path
 
 import pytest
 from limits.storage import storage_from_string
+from pages import assert_login_failed, assert_too_many_requests, fail_to_log_in
 from servers import (
     ROOT,
     Browser,
-    assert_login_failed,
-    assert_too_many_requests,
-    fail_to_log_in,
     production_env,
     run_gunicorn,
     wait_until,

@@ -29,15 +29,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from pages import assert_login_failed, assert_too_many_requests, fail_to_log_in
 from servers import (
     REDIS_URL,
     Browser,
     Gunicorn,
     Mailbox,
-    assert_login_failed,
-    assert_too_many_requests,
     env_settings,
-    fail_to_log_in,
     free_port,
     production_env,
     run_gunicorn,
