@@ -245,29 +245,24 @@ class Config:
     # How long a password-reset link stays valid, in seconds.
     RESET_TOKEN_MAX_AGE = env_int("RESET_TOKEN_MAX_AGE", 3600)
 
-    # Rate limits on logging in and on asking for a reset mail (app/security.py).
-    # Only POSTs count, and for logging in only failed ones. "5 per minute; 20 per
-    # hour" means both must hold. A client over a limit gets the 429 page.
-    # Per client address: one machine trying many accounts. Failed logins only, so
-    # a school or an office behind one address can all log in; 20 failures a
-    # minute is more than a roomful of typos.
+    # Rate limits: what each one counts, and why, is explained in app/security.py;
+    # here are the numbers. "5 per minute; 20 per hour" means both must hold.
+    # Failed logins and reset requests per client: 20 failures a minute is more
+    # than a roomful of typos.
     AUTH_RATE_LIMIT_PER_CLIENT = (
         os.environ.get("AUTH_RATE_LIMIT_PER_CLIENT") or "20 per minute; 200 per hour"
     )
-    # Per account (the username typed, or the address a reset link is asked for),
-    # from any address: someone who has forgotten a password gives up before 5
-    # tries a minute, while a botnet gets 20 guesses an hour and a mailbox at most
-    # 20 reset mails. The price: by failing on purpose, anyone can keep an account
-    # from logging in until the window ends. That's the usual trade; the
-    # per-client limit makes it cost the attacker an address per account.
+    # The same per account, from any address: someone who has forgotten a
+    # password gives up before 5 tries a minute, while a botnet gets 20 guesses
+    # an hour and a mailbox at most 20 reset mails. The price: by failing on
+    # purpose, anyone can keep an account from logging in until the window ends.
+    # That's the usual trade; the per-client limit makes it cost the attacker an
+    # address per account.
     AUTH_RATE_LIMIT_PER_ACCOUNT = (
         os.environ.get("AUTH_RATE_LIMIT_PER_ACCOUNT") or "5 per minute; 20 per hour"
     )
-    # Registering, per client address, counting the registrations that create
-    # an account or say that an address is taken (app/security.py): enough for
-    # a family behind one router, not for a script creating accounts or trying
-    # addresses to see which have one. A classroom registering at once from
-    # one address needs this raised.
+    # Registrations per client: enough for a family behind one router, not for a
+    # script. A classroom registering at once from one address needs this raised.
     REGISTRATION_RATE_LIMIT = (
         os.environ.get("REGISTRATION_RATE_LIMIT") or "5 per minute; 50 per hour"
     )

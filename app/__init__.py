@@ -1,14 +1,20 @@
-"""The application factory: read it as the table of contents of the app."""
+"""The application factory: read it as the table of contents of the app.
+
+Every extension is bound, and every hook registered, by `create_app`: here, or
+in the `configure_*`, `register_*` and `init_*` functions it calls, one per concern.
+"""
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import models  # noqa: F401  (Flask-Migrate's autogenerate needs the models registered)
 from app.auth import bp as auth_bp
+from app.auth.routes import login_first
+from app.auth.sessions import load_user
 from app.commands import register_commands
 from app.database import configure_database
 from app.errors import register_error_handlers
-from app.extensions import babel, bootstrap, csrf, db, login, migrate
+from app.extensions import babel, bootstrap, csrf, db, limiter, login_manager, migrate
 from app.i18n import register_i18n, select_locale
 from app.input_guard import register_input_guard
 from app.logger import init_email, init_logger, init_sentry
@@ -32,24 +38,39 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         count = app.config["PROXY_COUNT"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
+    # Engine options (timeouts, reconnecting), and the "connect" listener that
+    # tunes SQLite (WAL, busy timeout) for several workers.
     configure_database(app)
     db.init_app(app)
     # An absolute path, so `flask db upgrade` works from any directory.
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     # No `current_user` in templates: reading it can query the database, and
     # the error pages must render without one (app/templating.py).
-    login.init_app(app, add_context_processor=False)
+    login_manager.init_app(app, add_context_processor=False)
+    # Who the session names (a row per login, app/auth/sessions.py), and where
+    # a visitor who must log in is sent (app/auth/routes.py).
+    login_manager.user_loader(load_user)
+    login_manager.unauthorized_handler(login_first)
+    # CSRFProtect checks the token of every POST before any view runs, so a
+    # POST-only button needs no form class: a hidden csrf_token() input will do.
     csrf.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
     bootstrap.init_app(app)
 
     register_request_id(app)
     register_input_guard(app)
+    # One blueprint a package (auth, main, user), each re-exporting the `bp` its
+    # routes.py creates, so importing them here runs into no import cycle.
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(user_bp)
 
     register_error_handlers(app)
+    # The limits themselves are on the views (app/security.py). Bound after the
+    # hooks above, so that its check runs after theirs (hooks run in order).
+    limiter.init_app(app)
+    # Security headers on every response; cookies Secure over HTTPS (its own
+    # session interface).
     register_security(app)
     register_template_helpers(app)
     register_i18n(app)

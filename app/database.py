@@ -26,7 +26,8 @@ SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file")
 
 
 def configure_database(app: Flask) -> None:
-    """Add timeouts and reconnection to the engine options (call before db.init_app).
+    """Add timeouts and reconnection to the engine options (call before db.init_app),
+    and tune every SQLite connection (`tune_sqlite`).
 
     - ``pool_pre_ping``: before lending out a pooled connection, check that it
       still works. After the database restarts, every pooled connection is
@@ -55,17 +56,21 @@ def configure_database(app: Flask) -> None:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options | app.config.get(
         "SQLALCHEMY_ENGINE_OPTIONS", {}
     )
+    # On the Engine class, not this app's engine, which doesn't exist yet:
+    # every engine then gets it (others than SQLite's are left alone). Once
+    # per process: listening again would run it twice on every connection,
+    # and a process can create many apps (the tests do).
+    if not event.contains(Engine, "connect", tune_sqlite):
+        event.listen(Engine, "connect", tune_sqlite)
 
 
-@event.listens_for(Engine, "connect")
 def tune_sqlite(dbapi_connection, connection_record) -> None:
-    """Make SQLite fit for several processes at once, on every new connection.
+    """Make SQLite fit for several processes at once, on every new connection
+    (`configure_database` makes it a "connect" listener).
 
     WAL (write-ahead log) lets readers go on while one process writes, where
     the default journal blocks everyone; the busy timeout makes a writer wait
     for the lock instead of failing at once with "database is locked".
-    (Listening on every Engine is simplest with an app factory: the engine
-    doesn't exist yet when this module is imported; others are left alone.)
     """
     if not isinstance(dbapi_connection, sqlite3.Connection):
         return

@@ -8,8 +8,8 @@ Rules every handler here follows:
 
 - The 500 handler rolls the session back before anything else: after a failed
   flush the session refuses every query until it is rolled back, and the 500
-  page in the classic tutorial bug crashed on exactly that (renaming "admin"
-  to the taken "admin1", then `current_user.username` in the navigation).
+  page of the duplicate-username bug crashed on exactly that (app/forms.py,
+  `commit_or_show_conflict`, tells the story).
 - Nothing in ``base.html`` or ``errors/*.html`` queries the database; the
   navigation's username is worked out in Python, inside a try (see
   `app.templating.navigation_username`), so the page renders even when the
@@ -41,7 +41,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.database import database_failure, is_unavailable
-from app.extensions import db, login
+from app.extensions import db, login_manager
 from app.reporting.request_id import request_id
 
 # What a person is told: a title and a sentence for each status we expect.
@@ -191,7 +191,7 @@ def handle_database_unavailable(error: OperationalError | PoolTimeout):
         db.session.rollback()
     # The user can't be loaded either: say so once, or the page's navigation
     # would try the database again and wait out another connect timeout.
-    g._login_user = login.anonymous_user()
+    g._login_user = login_manager.anonymous_user()
     # One line, without the traceback: an outage fails in every view at once,
     # and this single logging call gives every occurrence the same
     # fingerprint, so storm control mails it once per window.

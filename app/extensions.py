@@ -1,4 +1,5 @@
-"""Extension objects, created unbound and bound to an app in `create_app`.
+"""Extension objects, created here unbound, and bound to each app by `create_app`
+(`init_app`), which also registers the hooks they call back (Flask-Login's).
 
 They live in their own module so that models, forms and views can import them
 without importing the app package (the import cycle microblog has).
@@ -49,18 +50,17 @@ class LoginManager(flask_login.LoginManager):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-login = LoginManager()
+login_manager = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
 bootstrap = Bootstrap5()
 # No default limits: only the views app/security.py marks are limited, each
-# with its own key (a client's address or IPv6 network, an account). The key
-# given here, the client's address (behind a proxy, the real client's: see
-# PROXY_COUNT), is only Flask-Limiter's fallback.
+# with its own key. The key given here, the client's address (behind a proxy,
+# the real client's: see PROXY_COUNT), is only Flask-Limiter's fallback.
 # The headers carry Retry-After, which the 429 page needs to say when to come back.
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 # Where @login_required sends anonymous visitors, and what it tells them there.
-login.login_view = "auth.login"
-login.login_message = _l("Please log in to access this page.")
-login.login_message_category = "info"
+login_manager.login_view = "auth.login"
+login_manager.login_message = _l("Please log in to access this page.")
+login_manager.login_message_category = "info"

@@ -1,5 +1,5 @@
-"""Form pieces shared by several blueprints: the base form, username rules
-and the empty form.
+"""Form pieces shared by several blueprints: the base form, username rules,
+and the commit that turns a lost race for a name into a form error.
 
 Registration (auth) and profile editing (user) accept the same usernames, so
 the rules live here once instead of in two blueprints that must agree. The
@@ -12,11 +12,11 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from wtforms import Field, SubmitField, ValidationError
+from wtforms import Field, ValidationError
 from wtforms.validators import DataRequired, Length, Regexp
 
 from app.extensions import db
-from app.models import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, User, clean_name, name_key
+from app.models import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, User, name_key, stored_name
 from app.usernames import lower_skeleton, mixes_scripts, upper_skeleton
 
 USERNAME_TAKEN = _l("Please use a different username.")
@@ -28,7 +28,7 @@ USERNAME_LOOKS_TAKEN = _l(
 )
 
 
-class Form(FlaskForm):
+class BaseForm(FlaskForm):
     """The base of every form in the blog: its fields come from the form body only.
 
     Flask-WTF also fills fields from uploaded files and from JSON bodies. None
@@ -42,12 +42,12 @@ class Form(FlaskForm):
         super().__init__(*args, **kwargs)
 
 
-def normalize_name(value: str | None) -> str | None:
-    """Form filter: tidy a name or address with `app.models.clean_name`.
+def stored_name_filter(value: str | None) -> str | None:
+    """Form filter: turn a typed name or address into `app.models.stored_name`'s form.
 
     An empty or missing value (a GET has none) is passed through for the validators.
     """
-    return clean_name(value) if value else value
+    return stored_name(value) if value else value
 
 
 def is_own_name(form: FlaskForm, username: str) -> bool:
@@ -93,7 +93,7 @@ username_validators = [
 
 def username_is_taken(username: str) -> bool:
     """Tell whether another account already uses this name, ignoring case."""
-    return db.session.scalar(User.by_username(username)) is not None
+    return db.session.scalar(User.select_by_username(username)) is not None
 
 
 def username_looks_taken(username: str, own_username: str | None = None) -> bool:
@@ -124,23 +124,24 @@ def username_looks_taken(username: str, own_username: str | None = None) -> bool
     return db.session.scalar(look_alike) is not None
 
 
-class EmptyForm(Form):
-    """A form with only a CSRF token and a button, for POST-only actions
-    (follow, unfollow, log out)."""
-
-    submit = SubmitField(_l("Submit"))
-
-
 def commit_or_show_conflict(form: FlaskForm) -> bool:
     """Commit the session; on a unique-constraint clash show it on the form.
 
-    The form's ``validate_<field>`` checks run before the commit, but two
-    requests can pass them at the same moment and race to commit the same
-    username. The unique index lets only one win; the loser gets an
-    IntegrityError. We roll back (the session is unusable until we do, which
-    is what broke the 500 page in the classic tutorial bug) and validate again: the
-    winner's row is committed now, so the same check that would have caught it
-    puts "Please use a different username." on the form.
+    This is where the blog ends the duplicate-username bug, the one the Flask
+    Mega-Tutorial's chapter on error handling starts from: a profile editor
+    that commits a new username unchecked, so renaming "admin" to the taken
+    "admin1" fails the commit with an IntegrityError, a 500. Worse, a custom
+    500 page then crashes as well unless something rolls back first: its
+    navigation reads `current_user.username` from a session that refuses
+    every query after a failed flush. Here the forms check the name first
+    (``validate_username``), the 500 handler rolls back before anything else
+    (app/errors.py), and this function handles what a check can't see:
+
+    Two requests can pass the form's checks at the same moment and race to
+    commit the same username. The unique index lets only one win; the loser
+    gets an IntegrityError. We roll back (the session is unusable until we do)
+    and validate again: the winner's row is committed now, so the same check
+    that would have caught it puts "Please use a different username." on the form.
 
     :return: True if the commit went through, False if the form now has errors.
     :raise IntegrityError: if validation still passes, i.e. a constraint the

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Select,
     String,
     Table,
     TypeDecorator,
@@ -51,9 +52,14 @@ CASEFOLD_MAX_GROWTH = 3
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
 
 
-def clean_name(name: str) -> str:
-    """Trim spaces and fold look-alike characters (NFKC turns full-width "\uff41dmin" into
-    "admin"), so two names that read the same are stored the same way."""
+def stored_name(name: str) -> str:
+    """Return a username or email address as it is stored and shown: the
+    compatibility characters folded (NFKC turns full-width "\uff41dmin" into
+    "admin") and the spaces around it trimmed, its case kept.
+
+    The forms store what was typed in this form (`app.forms.stored_name_filter`);
+    `name_key` starts from it to compare names.
+    """
     return unicodedata.normalize("NFKC", name).strip()
 
 
@@ -66,7 +72,7 @@ def name_key(name: str) -> str:
     would let "Émile" and "émile" both register. casefold() rather than lower() because it
     is Unicode's rule for ignoring case ("Straße" and "STRASSE" are the same name).
     """
-    return clean_name(name).casefold()
+    return stored_name(name).casefold()
 
 
 def now_utc() -> datetime:
@@ -114,7 +120,7 @@ class User(UserMixin, db.Model):
     # "Admin" and "admin" are the same user: the database enforces it with a
     # unique constraint on name_key(username), so even two requests racing past
     # the form's check cannot both commit. Lookups by name use this column too.
-    # The ORM fills the keys (see `_fill_key`); a Core or bulk INSERT must pass
+    # The ORM fills the keys (see `_store_keys`); a Core or bulk INSERT must pass
     # them itself, and NOT NULL turns forgetting them into an error, not a hole.
     username_key: Mapped[str] = mapped_column(
         String(CASEFOLD_MAX_GROWTH * USERNAME_MAX_LENGTH), unique=True
@@ -123,7 +129,7 @@ class User(UserMixin, db.Model):
     # the forms refuse a name that looks like another account's. Indexed for that
     # lookup, but not unique: look-alikes registered before the check existed keep
     # their names (a unique index could not even be built on them). Computed from
-    # username_key: the ORM sets them in `_fill_key`, and a Core or bulk INSERT
+    # username_key: the ORM sets them in `_store_keys`, and a Core or bulk INSERT
     # that leaves them out gets them from its username_key.
     username_lower_skeleton: Mapped[str] = mapped_column(
         String(SKELETON_MAX_GROWTH * USERNAME_MAX_LENGTH),
@@ -166,9 +172,13 @@ class User(UserMixin, db.Model):
     )
 
     @validates("username", "email")
-    def _fill_key(self, field: str, value: str) -> str:
-        """Set username_key or email_key whenever username or email is set (also in
-        User(...)), and the username's skeletons with its key."""
+    def _store_keys(self, field: str, value: str) -> str:
+        """Keep the derived columns in step: set username_key or email_key whenever
+        username or email is set (also in User(...)), and the username's skeletons.
+
+        `@validates` is SQLAlchemy's hook for every assignment to these
+        attributes; nothing is refused here, and the value is stored as given.
+        """
         setattr(self, f"{field}_key", name_key(value))
         if field == "username":
             self.username_lower_skeleton = lower_skeleton(self.username_key)
@@ -206,8 +216,11 @@ class User(UserMixin, db.Model):
         return f"{self.id}:{self.session_token}"
 
     def avatar_hash(self) -> str:
-        """The Gravatar key for this user's address (also seeds the SVG colour)."""
-        return hashlib.md5(self.email.strip().lower().encode()).hexdigest()
+        """The Gravatar key for this user's address (also picks the SVG avatar's colour).
+
+        MD5 because Gravatar asks for it: a lookup key, not a protection.
+        """
+        return hashlib.md5(self.email.strip().lower().encode(), usedforsecurity=False).hexdigest()
 
     def needs_last_seen_update(self, now: datetime) -> bool:
         return now - self.last_seen >= LAST_SEEN_RESOLUTION
@@ -224,13 +237,18 @@ class User(UserMixin, db.Model):
         if self.is_following(user):
             self.following.remove(user)
 
+    # The select_* methods return a statement, not rows (Post's too): run it
+    # with db.session (scalar, scalars, execute), or give it to paginate().
+
     @staticmethod
-    def by_username(username: str):
+    def select_by_username(username: str) -> Select[tuple["User"]]:
         """Select the user with this name, ignoring case (served by username_key's index)."""
         return select(User).where(User.username_key == name_key(username))
 
     @staticmethod
-    def profile(username: str, viewer_id: int | None):
+    def select_profile(
+        username: str, viewer_id: int | None
+    ) -> Select[tuple["User", int, int, bool]]:
         """Select a user with their follower and following counts, and whether the
         viewer follows them: everything a profile header needs, in one statement.
         """
@@ -243,14 +261,14 @@ class User(UserMixin, db.Model):
         followed_by_viewer = exists().where(
             followers.c.followed_id == User.id, followers.c.follower_id == viewer_id
         )
-        return User.by_username(username).add_columns(
+        return User.select_by_username(username).add_columns(
             follower_count.label("follower_count"),
             following_count.label("following_count"),
             followed_by_viewer.label("followed_by_viewer"),
         )
 
     @staticmethod
-    def by_email(email: str):
+    def select_by_email(email: str) -> Select[tuple["User"]]:
         """Select the user with this address, ignoring case (served by email_key's index)."""
         return select(User).where(User.email_key == name_key(email))
 
@@ -309,7 +327,7 @@ class Post(db.Model):
         # Explore: every post.
         Index("ix_post_timestamp_id", "timestamp", "id"),
         # A profile (one author), and the timeline: for each author followed, their
-        # newest posts, merged (see timeline()).
+        # newest posts, merged (see select_timeline()).
         Index("ix_post_user_id_timestamp_id", "user_id", "timestamp", "id"),
     )
 
@@ -317,17 +335,17 @@ class Post(db.Model):
         return f"<Post {self.id} by user {self.user_id}>"
 
     @staticmethod
-    def newest_first():
+    def select_newest_first() -> Select[tuple["Post"]]:
         """Select every post, newest first (the explore page)."""
         return select(Post).order_by(Post.timestamp.desc(), Post.id.desc())
 
     @staticmethod
-    def by_author(user: User):
+    def select_by_author(user: User) -> Select[tuple["Post"]]:
         """Select one user's posts, newest first (their profile page)."""
-        return Post.newest_first().where(Post.user_id == user.id)
+        return Post.select_newest_first().where(Post.user_id == user.id)
 
     @staticmethod
-    def timeline(user: User):
+    def select_timeline(user: User) -> Select[tuple["Post"]]:
         """Select the posts of the people `user` follows, and their own, newest first.
 
         Written as one `user_id IN (...)` list rather than "mine OR followed", so
@@ -342,4 +360,4 @@ class Post(db.Model):
         """
         authors = select(followers.c.followed_id).where(followers.c.follower_id == user.id)
         authors = authors.union_all(select(literal(user.id, Integer)))
-        return Post.newest_first().where(Post.user_id.in_(authors))
+        return Post.select_newest_first().where(Post.user_id.in_(authors))

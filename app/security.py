@@ -32,15 +32,16 @@ address can all log in to the demo account), in two ways at once:
 
 Registering is limited per client (``limit_registrations``), counting the
 registrations that create an account or say that an address has one
-("Please use a different email address"): a script doing either gets 5 a
-minute and 50 an hour by default. A client is an IPv4 address or an IPv6
-/64 network (``client_key``).
+("Please use a different email address"): what a script creating accounts
+or testing addresses does (``registration_counts``). A client is an IPv4
+address or an IPv6 /64 network (``client_key``).
 
-The limits are in config.py (``AUTH_RATE_LIMIT_PER_CLIENT``,
-``AUTH_RATE_LIMIT_PER_ACCOUNT``, ``REGISTRATION_RATE_LIMIT``). No other URL
-is limited: there are no default limits, so ``/healthz``, static files and
-the rest of the site are never refused. A refused request gets the app's
-429 page (app/errors.py) with a ``Retry-After`` header.
+How many of each are allowed, and why those numbers, is in config.py
+(``AUTH_RATE_LIMIT_PER_CLIENT``, ``AUTH_RATE_LIMIT_PER_ACCOUNT``,
+``REGISTRATION_RATE_LIMIT``). No other URL is limited: there are no default
+limits, so ``/healthz``, static files and the rest of the site are never
+refused. A refused request gets the app's 429 page (app/errors.py) with a
+``Retry-After`` header.
 """
 
 import hashlib
@@ -164,7 +165,7 @@ def account_named(field: str) -> str:
     """The account named in the posted form's `field`, as lookups compare it ("" if none).
 
     `name_key` makes "Admin", " admin " and "\uff41dmin" one account, as in
-    `User.by_username`, so changing the case doesn't buy a new set of tries.
+    `User.select_by_username`, so changing the case doesn't buy a new set of tries.
     Never raises: a body that isn't a form, or isn't valid UTF-8, reads as an
     empty form, and an oversized one is the 413 page before we get here.
     """
@@ -274,9 +275,8 @@ def secure_cookie(set_cookie: str) -> str:
 
 
 def register_security(app: Flask) -> None:
-    """Bind the rate limiter to `app`, put the security headers on every
-    response, and make cookies Secure over HTTPS."""
-    limiter.init_app(app)
+    """Put the security headers on every response, and make cookies Secure over
+    HTTPS (`HttpsCookieSessionInterface`). The rate limiter is bound by `create_app`."""
     app.session_interface = HttpsCookieSessionInterface()
     headers = security_headers(app.config["USE_GRAVATAR"])
     hsts = strict_transport_security(app.config["HSTS_MAX_AGE"])

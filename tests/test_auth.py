@@ -186,7 +186,7 @@ def test_register_race_shows_form_error(app, auth, monkeypatch):
     assert form_errors(response) == {"username": [USERNAME_TAKEN]}
     assert count_users(app, "bob") == 1
     with app.app_context():
-        bob = db.session.scalar(User.by_username("bob"))
+        bob = db.session.scalar(User.select_by_username("bob"))
         assert bob.email == "first-bob@example.com"
 
 

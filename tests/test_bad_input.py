@@ -65,7 +65,7 @@ from app.models import (
     USERNAME_MAX_LENGTH,
     Post,
     User,
-    clean_name,
+    stored_name,
 )
 
 FUZZ = settings(
@@ -452,7 +452,7 @@ def post_count(app) -> int:
 
 def newest_post_body(app) -> str:
     with app.app_context():
-        return db.session.scalar(Post.newest_first().with_only_columns(Post.body).limit(1))
+        return db.session.scalar(Post.select_newest_first().with_only_columns(Post.body).limit(1))
 
 
 # --- Every form, fuzzed ----------------------------------------------------------------------
@@ -496,8 +496,8 @@ def test_register(app, client, users, fields, extras, encoding):
     if accepted and None not in sent.fields.values():
         (new,) = set(after) - set(before)
         username, email, _, _ = after[new]
-        assert username == clean_name(sent.fields["username"])
-        assert email == clean_name(sent.fields["email"])
+        assert username == stored_name(sent.fields["username"])
+        assert email == stored_name(sent.fields["email"])
 
 
 @FUZZ
@@ -680,7 +680,7 @@ def test_edit_profile(app, admin_client, users, fields, extras, encoding):
         assert after[admin] == before[admin]
     elif None not in sent.fields.values():
         name, _, _, about = after[admin]
-        assert (name, about) == (clean_name(sent.fields["username"]), sent.fields["about_me"])
+        assert (name, about) == (stored_name(sent.fields["username"]), sent.fields["about_me"])
 
 
 # --- Every URL parameter, fuzzed ----------------------------------------------------------
@@ -1325,8 +1325,8 @@ def test_too_many_hostile_logins_get_the_429_page(make_app):
 
 # A text field sent as a *file* part of a multipart body. Flask-WTF reads
 # request.files together with request.form, so the field's data was a
-# FileStorage, and the field's filter or validator (clean_name(), str.strip(),
-# len()) raised a TypeError; app.forms.Form reads the form body only.
+# FileStorage, and the field's filter or validator (stored_name(), str.strip(),
+# len()) raised a TypeError; app.forms.BaseForm reads the form body only.
 # Each with the errors the form shows: the file's field is empty, as if missing.
 FILE_IN_A_TEXT_FIELD = {
     "login": ("/auth/login", {"username": None, "password": "x"}, False, ["username"]),
@@ -1367,7 +1367,7 @@ def test_a_file_in_a_text_field_is_a_form_error(form_client, url, data, logged_i
 # the filters, a body that isn't an object crashed the MultiDict, and strings
 # in it were never seen by the NUL guard (app/input_guard.py reads
 # request.form only): on PostgreSQL a NUL in a post was a DataError.
-# app.forms.Form reads the form body only: a JSON body is an empty form.
+# app.forms.BaseForm reads the form body only: a JSON body is an empty form.
 JSON_BODIES = {
     "a number for a name": (
         "/auth/login", '{"username": 123, "password": "x"}', False, ["username", "password"],

@@ -248,7 +248,7 @@ def test_twenty_users_rename_themselves_to_the_same_name_at_once(blog):
     assert f"Profile ({wanted[winner]})" in page
 
     with blog.app.app_context():
-        named = db.session.scalars(User.by_username("champion")).all()
+        named = db.session.scalars(User.select_by_username("champion")).all()
         assert [(user.id, user.username) for user in named] == [(ids[winner], wanted[winner])]
         for number, user_id in enumerate(ids):
             user = db.session.get(User, user_id)
@@ -290,7 +290,7 @@ def test_twenty_people_register_the_same_username_at_once(blog):
         assert [(user.username, user.email) for user in created] == [
             (forms[winner]["username"], forms[winner]["email"])
         ]
-        assert db.session.scalar(User.by_username("NEWCOMER")).id == created[0].id
+        assert db.session.scalar(User.select_by_username("NEWCOMER")).id == created[0].id
 
     # And the account works: its owner can log in with the password they chose.
     status, headers, _ = browsers[winner].submit(

@@ -38,8 +38,8 @@ def add_failing_routes(app: Flask) -> None:
         abort(403)
 
     def rename_to_admin1():
-        # The classic tutorial bug, without the form's check: the flush fails on
-        # the unique index and nothing catches the IntegrityError.
+        # The duplicate-username bug (app/forms.py), without the form's check: the
+        # flush fails on the unique index and nothing catches the IntegrityError.
         current_user.username = "admin1"
         db.session.flush()
 

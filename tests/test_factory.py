@@ -20,10 +20,11 @@ from databases import fresh_database
 from flask import Flask
 from pages import alerts
 from servers import clean_env, free_port, wait_until
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 import config
 from app import create_app
+from app.database import SQLITE_BUSY_TIMEOUT_MS, tune_sqlite
 from app.extensions import db
 from app.models import Post, User, followers
 from config import (
@@ -93,6 +94,17 @@ def test_logout_is_post_only():
     """A GET (a link, an <img> on another site) cannot log anyone out."""
     rules = [r for r in create_app(TestingConfig).url_map.iter_rules() if r.rule == "/auth/logout"]
     assert [sorted(r.methods - {"OPTIONS"}) for r in rules] == [["POST"]]
+
+
+def test_sqlite_is_tuned_once_however_many_apps_a_process_creates(make_app, tmp_path):
+    """Every SQLite connection gets WAL and a busy timeout (several workers share
+    the file), from one listener: each app the factory makes doesn't add another."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'blog.db'}")
+    make_app()
+    with app.app_context():
+        assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert db.session.execute(text("PRAGMA busy_timeout")).scalar() == SQLITE_BUSY_TIMEOUT_MS
+        assert list(db.engine.pool.dispatch.connect).count(tune_sqlite) == 1
 
 
 # --- Reading the environment ---------------------------------------------------------
@@ -420,7 +432,7 @@ def test_upgrade_then_seed_fills_an_empty_database(new_app):
     assert "Added 5 users, 20 posts and 2 follows per user." in result.output
     assert counts(app) == (5, 20, 10)
     with app.app_context():
-        assert db.session.scalar(User.by_username("demo")) is not None
+        assert db.session.scalar(User.select_by_username("demo")) is not None
         follow_pairs = db.session.execute(select(followers)).all()
     assert all(follower != followed for follower, followed in follow_pairs)
 

@@ -3,17 +3,16 @@ called directly inside a request context: fast and precise.
 
 What is pinned here, and why it matters to a user:
 
-- `Form` reads its fields from the posted form only. Not from a GET (a GET
+- `BaseForm` reads its fields from the posted form only. Not from a GET (a GET
   shows the form, it submits nothing), not from uploaded files, not from a
   JSON body: a file or a JSON list where a text field is expected would
   otherwise reach the validators and end in a 500.
-- `normalize_name` tidies what was typed (spaces, full-width letters) and
+- `stored_name_filter` tidies what was typed (spaces, full-width letters) and
   passes an empty or missing value through for the validators to refuse.
 - `username_validators`: the exact length limits, and which characters a
   name may have (a name is part of the profile's URL), with the exact message
   the form shows.
 - `username_is_taken` ignores case, as the unique constraint does.
-- `EmptyForm`: a CSRF token and a button, nothing else.
 - `commit_or_show_conflict`: a clash the form can explain becomes the form's
   own error; anything else is a bug and is raised; either way the session is
   rolled back and serves the next query.
@@ -28,7 +27,6 @@ import io
 import pytest
 from conftest import PASSWORD_HASH, add_user
 from flask import Flask
-from flask_wtf.csrf import generate_csrf
 from pages import alerts, form_errors
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -38,10 +36,9 @@ from wtforms import StringField
 from app.auth.forms import RegistrationForm
 from app.extensions import db
 from app.forms import (
-    EmptyForm,
-    Form,
+    BaseForm,
     commit_or_show_conflict,
-    normalize_name,
+    stored_name_filter,
     username_is_taken,
     username_validators,
 )
@@ -75,13 +72,13 @@ def test_the_page_reader_finds_each_message_under_its_field():
     assert alerts(page) == [("danger", "Invalid username or password.")]
 
 
-# --- Form: fields from the posted form only -------------------------------------------------
+# --- BaseForm: fields from the posted form only ---------------------------------------------
 
 
-class NameForm(Form):
+class NameForm(BaseForm):
     """A form with the username rules that registration and profile editing share."""
 
-    username = StringField("Username", validators=username_validators, filters=[normalize_name])
+    username = StringField("Username", validators=username_validators, filters=[stored_name_filter])
 
 
 def test_a_post_fills_the_fields_from_the_form_body(app):
@@ -126,7 +123,7 @@ def test_form_data_given_by_the_caller_wins(app):
         assert NameForm(formdata=None).username.data is None
 
 
-# --- normalize_name -------------------------------------------------------------------------
+# --- stored_name_filter ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -141,8 +138,8 @@ def test_form_data_given_by_the_caller_wins(app):
         (None, None),  # a GET: no value at all
     ],
 )
-def test_normalize_name(typed, stored):
-    assert normalize_name(typed) == stored
+def test_stored_name_filter(typed, stored):
+    assert stored_name_filter(typed) == stored
 
 
 # --- username_validators --------------------------------------------------------------------
@@ -232,29 +229,6 @@ def test_username_is_taken_ignores_case_and_look_alikes(app):
             assert username_is_taken(spelling), spelling
         for other in ("Emile", "Émil", "Émile2"):
             assert not username_is_taken(other), other
-
-
-# --- EmptyForm ------------------------------------------------------------------------------
-
-
-def test_empty_form_has_a_button_and_nothing_to_fill_in(app):
-    with app.test_request_context("/", method="POST", data={"username": "ignored"}):
-        form = EmptyForm()
-        assert [field.name for field in form] == ["submit"]
-        assert form.submit() == '<input id="submit" name="submit" type="submit" value="Submit">'
-        assert form.validate()
-
-
-def test_empty_form_needs_the_csrf_token(make_app):
-    """What it is for: follow, unfollow and log out can't be posted from another site."""
-    app = make_app(WTF_CSRF_ENABLED=True)
-    with app.test_request_context("/", method="POST"):
-        form = EmptyForm()
-        assert not form.validate()
-        assert form.errors == {"csrf_token": ["The CSRF token is missing."]}
-        # The token the page's form would carry (it is kept in this request's session).
-        form = EmptyForm(formdata=MultiDict({"csrf_token": generate_csrf()}))
-        assert form.validate()
 
 
 # --- commit_or_show_conflict ----------------------------------------------------------------

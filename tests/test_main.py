@@ -23,7 +23,7 @@ def page_text(response) -> str:
 
 def add_post(username: str, body: str, minutes_ago: int) -> None:
     """Give `username` a post written `minutes_ago` (call inside an app context)."""
-    author = db.session.scalar(User.by_username(username))
+    author = db.session.scalar(User.select_by_username(username))
     db.session.add(
         Post(body=body, author=author, timestamp=now_utc() - timedelta(minutes=minutes_ago))
     )
@@ -342,7 +342,7 @@ def count_queries(app):
 
 def add_authors(first: int, last: int, reader: str = "admin") -> None:
     """Authors `first`..`last - 1`, one post each, all followed by `reader`."""
-    me = db.session.scalar(User.by_username(reader))
+    me = db.session.scalar(User.select_by_username(reader))
     for n in range(first, last):
         author = add_user(f"author{n}")
         add_post(author.username, f"post by author{n}", minutes_ago=n)

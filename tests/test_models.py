@@ -213,7 +213,7 @@ def test_upgrade_fills_the_keys_of_existing_users(old_app):
         upgrade(directory=str(MIGRATIONS))
         keys = db.session.execute(select(User.username_key, User.email_key)).one()
         assert tuple(keys) == ("émile", "émile@example.com")
-        assert db.session.scalar(User.by_username("ÉMILE")).username == "Émile"
+        assert db.session.scalar(User.select_by_username("ÉMILE")).username == "Émile"
 
 
 def test_downgrade_then_upgrade_again(old_app):
@@ -227,7 +227,7 @@ def test_downgrade_then_upgrade_again(old_app):
         assert {"uq_user_username_lower", "uq_user_email_lower"} <= user_index_names()
 
         upgrade(directory=str(MIGRATIONS))
-        assert db.session.scalar(User.by_username("émile")).username == "Émile"
+        assert db.session.scalar(User.select_by_username("émile")).username == "Émile"
         assert compare_with_database(db.metadata) == []
 
 
@@ -296,20 +296,20 @@ def test_database_refuses_names_differing_only_in_case(app, first, second):
         assert db.session.scalar(select(func.count()).select_from(User)) == 1
 
 
-def test_by_username_and_by_email_ignore_case(app):
+def test_select_by_username_and_by_email_ignore_case(app):
     with app.app_context():
         user_id = add_user("Alice", email="Alice@Example.com").id
-        assert db.session.scalar(User.by_username("aLICE")).id == user_id
-        assert db.session.scalar(User.by_email("alice@example.COM")).id == user_id
-        assert db.session.scalar(User.by_username("alic")) is None
+        assert db.session.scalar(User.select_by_username("aLICE")).id == user_id
+        assert db.session.scalar(User.select_by_email("alice@example.COM")).id == user_id
+        assert db.session.scalar(User.select_by_username("alic")) is None
 
 
-def test_by_username_and_by_email_ignore_case_beyond_ascii(app):
+def test_select_by_username_and_by_email_ignore_case_beyond_ascii(app):
     with app.app_context():
         user_id = add_user("Élodie", email="Élodie@Example.com").id
-        assert db.session.scalar(User.by_username("éLODIE")).id == user_id
-        assert db.session.scalar(User.by_email("élodie@example.com")).id == user_id
-        assert db.session.scalar(User.by_username("Elodie")) is None  # accents still count
+        assert db.session.scalar(User.select_by_username("éLODIE")).id == user_id
+        assert db.session.scalar(User.select_by_email("élodie@example.com")).id == user_id
+        assert db.session.scalar(User.select_by_username("Elodie")) is None  # accents still count
 
 
 @pytest.mark.parametrize(
@@ -453,24 +453,29 @@ def bodies(statement) -> list[str]:
 def test_timeline_has_own_and_followed_posts_newest_first(app, cast):
     with app.app_context():
         me = db.session.get(User, cast["me"])
-        assert bodies(Post.timeline(me)) == ["me at 4", "friend at 3", "friend at 1", "me at 0"]
+        assert bodies(Post.select_timeline(me)) == [
+            "me at 4",
+            "friend at 3",
+            "friend at 1",
+            "me at 0",
+        ]
 
 
 def test_timeline_of_someone_following_nobody_is_their_own_posts(app, cast):
     with app.app_context():
         stranger = db.session.get(User, cast["stranger"])
-        assert bodies(Post.timeline(stranger)) == ["stranger at 5", "stranger at 2"]
+        assert bodies(Post.select_timeline(stranger)) == ["stranger at 5", "stranger at 2"]
 
 
-def test_by_author_is_one_users_posts_newest_first(app, cast):
+def test_select_by_author_is_one_users_posts_newest_first(app, cast):
     with app.app_context():
         friend = db.session.get(User, cast["friend"])
-        assert bodies(Post.by_author(friend)) == ["friend at 3", "friend at 1"]
+        assert bodies(Post.select_by_author(friend)) == ["friend at 3", "friend at 1"]
 
 
-def test_newest_first_is_every_post_by_time(app, cast):
+def test_select_newest_first_is_every_post_by_time(app, cast):
     with app.app_context():
-        assert bodies(Post.newest_first()) == [
+        assert bodies(Post.select_newest_first()) == [
             "stranger at 5",
             "me at 4",
             "friend at 3",
@@ -480,7 +485,7 @@ def test_newest_first_is_every_post_by_time(app, cast):
         ]
 
 
-def test_newest_first_breaks_timestamp_ties_by_id(app, users):
+def test_select_newest_first_breaks_timestamp_ties_by_id(app, users):
     """Posts from the same instant keep a stable order (newest id first), so pages don't
     show a post twice or skip one."""
     with app.app_context():
@@ -490,7 +495,7 @@ def test_newest_first_breaks_timestamp_ties_by_id(app, users):
         db.session.add_all(posts)
         db.session.commit()
         ids = [post.id for post in posts]
-        assert [post.id for post in db.session.scalars(Post.newest_first())] == ids[::-1]
+        assert [post.id for post in db.session.scalars(Post.select_newest_first())] == ids[::-1]
 
 
 def test_post_authors_come_in_the_same_query_as_the_posts(app, users):
@@ -500,7 +505,9 @@ def test_post_authors_come_in_the_same_query_as_the_posts(app, users):
         add_posts(db.session.get(User, users["admin1"]), 3)
         db.session.remove()  # start with nothing loaded, as a new request does
         with count_statements() as statements:
-            authors = [post.author.username for post in db.session.scalars(Post.newest_first())]
+            authors = [
+                post.author.username for post in db.session.scalars(Post.select_newest_first())
+            ]
         assert sorted(authors) == ["admin"] * 3 + ["admin1"] * 3
         assert len(statements) == 1, statements
 
@@ -532,25 +539,27 @@ def followers_cast(app) -> dict[str, int]:
         ("dave", "bob", ("dave", 0, 0, False)),
     ],
 )
-def test_profile_counts_and_followed_by_viewer(app, followers_cast, username, viewer, expected):
+def test_select_profile_counts_and_followed_by_viewer(
+    app, followers_cast, username, viewer, expected
+):
     viewer_id = followers_cast[viewer] if viewer else None
     with app.app_context():
-        row = db.session.execute(User.profile(username, viewer_id)).one()
+        row = db.session.execute(User.select_profile(username, viewer_id)).one()
         user, follower_count, following_count, followed_by_viewer = row
         assert (user.username, follower_count, following_count, followed_by_viewer) == expected
 
 
-def test_profile_is_one_statement(app, followers_cast):
+def test_select_profile_is_one_statement(app, followers_cast):
     with app.app_context(), count_statements() as statements:
-        row = db.session.execute(User.profile("alice", followers_cast["bob"])).one()
+        row = db.session.execute(User.select_profile("alice", followers_cast["bob"])).one()
         assert row.follower_count == 2
         assert row.followed_by_viewer is True
     assert len(statements) == 1, statements
 
 
-def test_profile_of_unknown_user_is_no_row(app, followers_cast):
+def test_select_profile_of_unknown_user_is_no_row(app, followers_cast):
     with app.app_context():
-        assert db.session.execute(User.profile("nobody", None)).first() is None
+        assert db.session.execute(User.select_profile("nobody", None)).first() is None
 
 
 # --- Timestamps ----------------------------------------------------------------------

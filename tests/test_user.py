@@ -1,9 +1,10 @@
 """The user blueprint: profiles, editing your own profile, following.
 
-The heart of the project is the classic tutorial bug: admin renames themselves
-to admin1, which is taken. The blog must answer with a form error, keep the
-database as it was, and go on serving pages, including when two requests race
-past the form's check and the database's unique index has the last word.
+The heart of the project is the duplicate-username bug (app/forms.py,
+`commit_or_show_conflict`): admin renames themselves to admin1, which is
+taken. The blog must answer with a form error, keep the database as it was,
+and go on serving pages, including when two requests race past the form's
+check and the database's unique index has the last word.
 """
 
 import html
@@ -38,8 +39,8 @@ def textarea_text(page: str, name: str) -> str | None:
 
 
 def csrf_token(page: str) -> str:
-    """The CSRF token of the first WTForms form on the page."""
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    """The CSRF token of the first form on the page that carries one."""
+    match = re.search(r'<input[^>]*\bname="csrf_token"[^>]*\bvalue="([^"]+)"', page)
     assert match, "the page has no form with a CSRF token"
     return match.group(1)
 
@@ -442,20 +443,38 @@ def login_with_csrf(client: FlaskClient, username: str = "admin") -> None:
     assert client.post("/auth/login", data=data).headers["Location"] == "/"
 
 
-def test_follow_needs_the_forms_csrf_token(make_app, users):
+@pytest.mark.parametrize("action", ["follow", "unfollow"])
+def test_following_and_unfollowing_need_the_forms_csrf_token(make_app, users, action):
     app = make_app(WTF_CSRF_ENABLED=True)
     client = app.test_client()
     login_with_csrf(client)
+    token = csrf_token(client.get("/user/admin1").text)
+    following = [(users["admin"], users["admin1"])]
+    if action == "unfollow":
+        client.post("/follow/admin1", data={"csrf_token": token})
+    before, after = (following, []) if action == "unfollow" else ([], following)
 
-    response = client.post("/follow/admin1")
+    response = client.post(f"/{action}/admin1")
     assert response.status_code == 400
     assert "The form has expired" in response.text
-    assert follow_rows(app) == []
+    assert follow_rows(app) == before
 
-    token = csrf_token(client.get("/user/admin1").text)
-    response = client.post("/follow/admin1", data={"csrf_token": token})
+    response = client.post(f"/{action}/admin1", data={"csrf_token": token})
     assert response.headers["Location"] == "/user/admin1"
-    assert follow_rows(app) == [(users["admin"], users["admin1"])]
+    assert follow_rows(app) == after
+
+
+def test_the_follow_buttons_send_nothing_but_the_csrf_token(make_app, users):
+    """No field to fill in: the button, and the token that proves the page is ours."""
+    app = make_app(WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    login_with_csrf(client)
+    for action, button in [("follow", "Follow"), ("unfollow", "Unfollow")]:
+        page = client.get("/user/admin1").text
+        form = re.search(rf'<form action="/{action}/admin1" method="post">(.*?)</form>', page, re.S)
+        assert re.findall(r'<input[^>]*\bname="([^"]*)"', form.group(1)) == ["csrf_token"]
+        assert re.findall(r"<button[^>]*>\s*([^<]*?)\s*</button>", form.group(1)) == [button]
+        client.post(f"/{action}/admin1", data={"csrf_token": csrf_token(page)})
 
 
 def test_followed_users_posts_appear_on_the_home_page(app, client, auth, users):

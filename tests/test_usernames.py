@@ -260,7 +260,7 @@ def test_the_longest_skeleton_is_stored(app, auth):
     name = "\u1f82" * USERNAME_MAX_LENGTH  # Greek alpha with psili, varia, ypogegrammeni
     assert register(auth, name).headers["Location"] == "/auth/login"
     with app.app_context():
-        user = db.session.scalar(User.by_username(name))
+        user = db.session.scalar(User.select_by_username(name))
         assert len(user.username_lower_skeleton) == SKELETON_MAX_GROWTH * USERNAME_MAX_LENGTH
 
 
@@ -478,7 +478,7 @@ def test_hostile_names_when_renaming(app, client, pop, typed, errors):
 
 
 def test_flask_seed_fills_the_skeletons(app, runner):
-    """`flask seed` inserts users in bulk, past the ORM's `_fill_key`; its demo
+    """`flask seed` inserts users in bulk, past the ORM's `_store_keys`; its demo
     names (alice1, bob1... alice12...) don't look like one another."""
     result = runner.invoke(args=["seed", "--users", "300", "--posts", "0", "--follows", "0"])
     assert result.exit_code == 0, result.output

@@ -139,7 +139,7 @@ def write_reset_mail(
     error mail doesn't describe it as a visitor's request.
     """
     with app.test_request_context(base_url=base):
-        user = db.session.scalar(User.by_email(email))
+        user = db.session.scalar(User.select_by_email(email))
         if user is None:
             return None  # nobody to mail; the person asking was told the same as if there were
         link = url_for("auth.reset_password_link", token=reset_token(user), _external=True)

@@ -1,9 +1,22 @@
+"""The auth blueprint's forms: log in, register, ask for a reset link, set a new password.
+
+The username rules come from app/forms.py, which profile editing shares; the
+email and password rules are written once below for the two forms that use
+each, so their limits can't drift apart.
+"""
+
 from flask_babel import lazy_gettext as _l
 from wtforms import BooleanField, PasswordField, StringField, SubmitField, ValidationError
 from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from app.extensions import db
-from app.forms import USERNAME_TAKEN, Form, normalize_name, username_is_taken, username_validators
+from app.forms import (
+    USERNAME_TAKEN,
+    BaseForm,
+    stored_name_filter,
+    username_is_taken,
+    username_validators,
+)
 from app.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH, User
 
 EMAIL_TAKEN = _l("Please use a different email address.")
@@ -32,11 +45,11 @@ repeat_password_validators = [
 ]
 
 
-class LoginForm(Form):
+class LoginForm(BaseForm):
     username = StringField(
         _l("Username"),
         validators=[DataRequired(), Length(max=USERNAME_MAX_LENGTH)],
-        filters=[normalize_name],
+        filters=[stored_name_filter],
     )
     password = PasswordField(
         _l("Password"), validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
@@ -45,12 +58,14 @@ class LoginForm(Form):
     submit = SubmitField(_l("Log in"))
 
 
-class RegistrationForm(Form):
-    username = StringField(_l("Username"), validators=username_validators, filters=[normalize_name])
+class RegistrationForm(BaseForm):
+    username = StringField(
+        _l("Username"), validators=username_validators, filters=[stored_name_filter]
+    )
     email = StringField(
         _l("Email"),
         validators=email_validators,
-        filters=[normalize_name],
+        filters=[stored_name_filter],
     )
     password = PasswordField(_l("Password"), validators=new_password_validators)
     password2 = PasswordField(_l("Repeat password"), validators=repeat_password_validators)
@@ -68,21 +83,21 @@ class RegistrationForm(Form):
         # address by mail before the account exists would close that, and mail
         # is optional here. So the form says it plainly, for the person who
         # forgot they had an account, and the rate limit on registering
-        # (REGISTRATION_RATE_LIMIT) lets one machine test 5 a minute, 50 an hour.
-        if db.session.scalar(User.by_email(field.data)) is not None:
+        # (app/security.py) slows down a machine testing addresses.
+        if db.session.scalar(User.select_by_email(field.data)) is not None:
             raise ValidationError(EMAIL_TAKEN)
 
 
-class ResetPasswordRequestForm(Form):
+class ResetPasswordRequestForm(BaseForm):
     email = StringField(
         _l("Email"),
         validators=email_validators,
-        filters=[normalize_name],
+        filters=[stored_name_filter],
     )
     submit = SubmitField(_l("Send me a reset link"))
 
 
-class ResetPasswordForm(Form):
+class ResetPasswordForm(BaseForm):
     password = PasswordField(_l("New password"), validators=new_password_validators)
     password2 = PasswordField(_l("Repeat password"), validators=repeat_password_validators)
     submit = SubmitField(_l("Set password"))

@@ -1,3 +1,9 @@
+"""The auth blueprint's views: register, log in, log out (of this browser or of
+all the others) and reset a forgotten password, each form handled the usual way
+(validate, do the work, commit, flash, redirect); and `login_first`, where
+Flask-Login sends a visitor who must log in (`create_app` registers it).
+"""
+
 from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import _, ngettext
 from flask_login import current_user, login_required, login_url
@@ -11,8 +17,7 @@ from app.auth.forms import (
     ResetPasswordRequestForm,
 )
 from app.auth.sessions import end_other_sessions, end_session, start_session
-from app.extensions import db
-from app.extensions import login as login_manager  # `login` is the view below
+from app.extensions import db, login_manager
 from app.forms import commit_or_show_conflict
 from app.models import User, password_matches
 from app.redirects import page_before, safe_next_url
@@ -21,7 +26,6 @@ from app.security import limit_auth_attempts, limit_registrations, login_failed
 bp = Blueprint("auth", __name__)
 
 
-@login_manager.unauthorized_handler
 def login_first():
     """Send a visitor who must log in to the login page, and back afterwards.
 
@@ -43,7 +47,7 @@ def login():
         return redirect(url_for("main.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = db.session.scalar(User.by_username(form.username.data))
+        user = db.session.scalar(User.select_by_username(form.username.data))
         if not password_matches(user, form.password.data):
             # One message for both cases, so the form doesn't reveal who has an account.
             flash(_("Invalid username or password."), "danger")

@@ -34,7 +34,7 @@ from flask import current_app, request, session
 from flask_login import COOKIE_NAME, current_user, login_user, logout_user
 from sqlalchemy import delete, select
 
-from app.extensions import db, login
+from app.extensions import db
 from app.models import User, UserSession, now_utc
 
 # What survives logging in and out: the language chosen in this browser
@@ -111,9 +111,9 @@ def _clear_session() -> None:
     session.update(kept)
 
 
-@login.user_loader
 def load_user(session_id: str) -> User | None:
-    """Turn what User.get_id() put in the session back into a User, in one statement.
+    """Flask-Login's user loader (`create_app` registers it): turn what
+    User.get_id() put in the session back into a User, in one statement.
 
     None (an anonymous visitor) when the login was ended, has expired, was
     made with a password that has changed since, or was never one of ours.

@@ -1,3 +1,8 @@
+"""The main blueprint's views: the home page (post form and timeline), explore,
+the language switch and the health check; and `record_last_seen`, which runs
+before every request of the app, not only this blueprint's.
+"""
+
 from flask import (
     Blueprint,
     abort,
@@ -55,14 +60,14 @@ def index():
         db.session.commit()
         flash(_("Your post is now live!"), "success")
         return redirect(url_for("main.index"))
-    page = paginate(Post.timeline(current_user), current_app.config["POSTS_PER_PAGE"])
+    page = paginate(Post.select_timeline(current_user), current_app.config["POSTS_PER_PAGE"])
     return render_template("main/index.html", title=_("Home"), form=form, page=page)
 
 
 @bp.route("/explore")
 def explore():
     """Show every post, newest first."""
-    page = paginate(Post.newest_first(), current_app.config["POSTS_PER_PAGE"])
+    page = paginate(Post.select_newest_first(), current_app.config["POSTS_PER_PAGE"])
     return render_template("main/explore.html", title=_("Explore"), page=page)
 
 

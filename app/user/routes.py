@@ -1,10 +1,15 @@
+"""The user blueprint's views: a profile page with its posts, editing your own
+profile, and following or unfollowing someone (POST only, each a button on
+the profile page carrying the CSRF token).
+"""
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import _
 from flask_login import current_user, login_required
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.forms import EmptyForm, commit_or_show_conflict
+from app.forms import commit_or_show_conflict
 from app.models import Post, User
 from app.pagination import paginate
 from app.user.forms import EditProfileForm
@@ -16,11 +21,11 @@ bp = Blueprint("user", __name__)
 def profile(username: str):
     """Show a user's profile and their posts, newest first."""
     viewer_id = current_user.id if current_user.is_authenticated else None
-    row = db.session.execute(User.profile(username, viewer_id)).first()
+    row = db.session.execute(User.select_profile(username, viewer_id)).first()
     if row is None:
         abort(404)
     user, follower_count, following_count, followed_by_viewer = row
-    page = paginate(Post.by_author(user), current_app.config["POSTS_PER_PAGE"])
+    page = paginate(Post.select_by_author(user), current_app.config["POSTS_PER_PAGE"])
     return render_template(
         "user/profile.html",
         title=user.username,
@@ -29,7 +34,6 @@ def profile(username: str):
         following_count=following_count,
         followed_by_viewer=followed_by_viewer,
         page=page,
-        form=EmptyForm(),
     )
 
 
@@ -54,7 +58,7 @@ def edit_profile():
 @login_required
 def follow(username: str):
     """Follow a user."""
-    user = db.first_or_404(User.by_username(username))
+    user = db.first_or_404(User.select_by_username(username))
     if user.id == current_user.id:
         flash(_("You cannot follow yourself."), "warning")
     else:
@@ -68,7 +72,7 @@ def follow(username: str):
 @login_required
 def unfollow(username: str):
     """Stop following a user."""
-    user = db.first_or_404(User.by_username(username))
+    user = db.first_or_404(User.select_by_username(username))
     current_user.unfollow(user)
     db.session.commit()
     flash(_("You are not following %(username)s anymore.", username=user.username), "info")
