@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run debug test test-postgres mutate screenshots lint format clean bench-errors bench profile bench-timing
+.PHONY: run debug test test-fast test-postgres mutate screenshots lint format clean bench-errors bench profile bench-timing
 
 ## Serve the blog on http://127.0.0.1:5000 with demo data (SQLite by default).
 run: $(VENV)/.installed
@@ -27,6 +27,11 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+## The in-process tests only, for the edit-test loop (about a minute on 2 cores): no gunicorn,
+## browser, mail server or subprocess. `make test` runs these and the system tests.
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not system"
 
 # The PostgreSQL server `make test-postgres` creates its test databases on;
 # override with `make test-postgres TEST_DATABASE_URL=postgresql://user@host:port/dbname`.

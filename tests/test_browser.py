@@ -41,6 +41,9 @@ from servers import (
     wait_until,
 )
 
+# Every test here starts real servers or processes: `make test-fast` skips them.
+pytestmark = pytest.mark.system
+
 CHROMIUM = find_chromium()
 if CHROMIUM is None:
     pytest.skip(SKIP_REASON, allow_module_level=True)

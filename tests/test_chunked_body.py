@@ -227,6 +227,7 @@ def assert_too_large_page(answer: Answer) -> None:
 # --- Under the limit: the form works ----------------------------------------------------------
 
 
+@pytest.mark.system
 def test_logging_in_with_a_chunked_body_works(site, clean_log):
     """The login form, sent in three chunks that split a field name and a value."""
     browser = Browser(site.server.url)
@@ -240,6 +241,7 @@ def test_logging_in_with_a_chunked_body_works(site, clean_log):
     assert 'name="post"' in page  # the post form: only a logged-in user has it
 
 
+@pytest.mark.system
 def test_a_chunked_post_is_saved_exactly(site, clean_log):
     """Chunk boundaries inside a percent escape and inside a Chinese character's
     UTF-8 bytes: the post is saved as typed, whole."""
@@ -255,6 +257,7 @@ def test_a_chunked_post_is_saved_exactly(site, clean_log):
     assert POST_SAVED in browser.request("/")[2]
 
 
+@pytest.mark.system
 def test_a_chunked_body_of_exactly_the_limit_is_read_whole(site, clean_log):
     """1 MiB to the byte, the post last: saved, with its last character."""
     browser = site.logged_in_browser()
@@ -268,6 +271,7 @@ def test_a_chunked_body_of_exactly_the_limit_is_read_whole(site, clean_log):
     assert site.posts()[-1] == "at the limit, whole"
 
 
+@pytest.mark.system
 def test_many_tiny_chunks_under_the_limit_work(site, clean_log):
     """One byte a chunk: slow to parse, but a body all the same."""
     browser = site.logged_in_browser()
@@ -285,6 +289,7 @@ def test_many_tiny_chunks_under_the_limit_work(site, clean_log):
 
 
 @pytest.mark.parametrize("size", [LIMIT + 1, 3 * LIMIT], ids=["limit+1", "3MiB"])
+@pytest.mark.system
 def test_a_chunked_post_over_the_limit_gets_the_413_page(site, clean_log, size):
     """Cut at the limit, the form would still validate (a post with its last
     character missing, or none): the 413 page instead, and no post saved."""
@@ -300,6 +305,7 @@ def test_a_chunked_post_over_the_limit_gets_the_413_page(site, clean_log, size):
     assert site.posts() == before
 
 
+@pytest.mark.system
 def test_a_chunked_post_over_the_limit_from_urllib_gets_the_413_page(site, clean_log):
     """The same from an ordinary HTTP client: urllib sending the form in chunks."""
     browser = site.logged_in_browser()
@@ -311,6 +317,7 @@ def test_a_chunked_post_over_the_limit_from_urllib_gets_the_413_page(site, clean
 
 
 @pytest.mark.parametrize("size", [LIMIT + 1, 3 * LIMIT], ids=["limit+1", "3MiB"])
+@pytest.mark.system
 def test_a_chunked_login_over_the_limit_gets_the_413_page(site, clean_log, size):
     """The 413 page, and nobody logged in: the home page, with the cookie it
     set, is a visitor's (no post form)."""
@@ -329,6 +336,7 @@ def test_a_chunked_login_over_the_limit_gets_the_413_page(site, clean_log, size)
     assert 'href="/auth/login"' in home.page
 
 
+@pytest.mark.system
 def test_a_chunked_registration_over_the_limit_gets_the_413_page(site, clean_log):
     """No account is created."""
     browser = Browser(site.server.url)
@@ -347,6 +355,7 @@ def test_a_chunked_registration_over_the_limit_gets_the_413_page(site, clean_log
 # --- Hostile chunking: a 4xx, never a 500 -----------------------------------------------------
 
 
+@pytest.mark.system
 def test_many_tiny_chunks_over_the_limit_get_the_413_page(site, clean_log):
     """A megabyte in 16-byte chunks: counted by what they carry, not by how many."""
     browser = site.logged_in_browser()
@@ -361,6 +370,7 @@ def test_many_tiny_chunks_over_the_limit_get_the_413_page(site, clean_log):
     assert site.posts() == before
 
 
+@pytest.mark.system
 def test_a_huge_declared_chunk_is_cut_at_the_limit(site, clean_log):
     """A chunk announced as 2 GiB, over a megabyte of it sent, and the connection
     kept open: the 413 page, without waiting for the rest."""
@@ -427,6 +437,7 @@ BROKEN_BODIES = [
     ("body", "close_early"),
     [pytest.param(body, close, id=body.__name__) for body, close in BROKEN_BODIES],
 )
+@pytest.mark.system
 def test_a_broken_chunked_body_gets_the_400_page(site, clean_log, body, close_early):
     """The client's mistake: the site's 400 page, and no post saved."""
     browser = site.logged_in_browser()
@@ -443,6 +454,7 @@ def test_a_broken_chunked_body_gets_the_400_page(site, clean_log, body, close_ea
 
 
 @pytest.mark.parametrize("size", [200, LIMIT + 1], ids=["small", "limit+1"])
+@pytest.mark.system
 def test_chunked_and_a_content_length_together_are_refused_by_gunicorn(site, clean_log, size):
     """Which of the two to believe is how requests are smuggled past a proxy:
     gunicorn refuses the request itself (its own bare 400) before the app sees it."""
@@ -489,6 +501,7 @@ def registered(app: Flask) -> list[str]:
 @pytest.mark.parametrize(
     ("size", "status"), [(LIMIT, 302), (LIMIT + 1, 413)], ids=["the limit", "limit+1"]
 )
+@pytest.mark.system
 def test_the_development_server_measures_chunked_bodies_too(dev_server, size, status):
     """Werkzeug's server decodes the chunks itself: the same limit, to the byte.
 

@@ -49,6 +49,9 @@ from app import create_app
 from app.extensions import db
 from app.models import Post, User, name_key
 
+# Every test here starts real servers or processes: `make test-fast` skips them.
+pytestmark = pytest.mark.system
+
 RACERS = 20  # clients sending the same request at once
 WORKERS = 4  # gunicorn worker processes: up to four requests truly in flight
 USERNAME_TAKEN = "Please use a different username."

@@ -211,6 +211,7 @@ def closed_port_database_url() -> str:
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+@pytest.mark.system
 def test_gunicorn_conf_defaults_to_production_and_refuses_the_dev_secret_key(tmp_path, preload):
     """Without FLASK_CONFIG, gunicorn.conf.py picks production, which refuses to
     run without a SECRET_KEY: a clear message and exit status 3, no restart loop.
@@ -253,6 +254,7 @@ def test_gunicorn_conf_defaults_to_production_and_refuses_the_dev_secret_key(tmp
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+@pytest.mark.system
 def test_gunicorn_conf_serves_and_logs_as_documented(tmp_path, migrated_database_url, preload):
     """`gunicorn -c gunicorn.conf.py blog:app`, bound and sized from the environment.
 
@@ -329,6 +331,7 @@ def raw_request(base_url: str, data: bytes) -> int | None:
     return int(status[1]) if status else None
 
 
+@pytest.mark.system
 def test_a_malformed_chunked_body_is_the_clients_mistake_not_a_500(tmp_path, migrated_database_url):
     """A body sent with Transfer-Encoding: chunked whose chunk size isn't a number.
 
@@ -410,6 +413,7 @@ def timeout_run(tmp_path_factory) -> TimeoutRun:
     )
 
 
+@pytest.mark.system
 def test_a_worker_stuck_past_the_timeout_says_where_in_the_log_and_by_mail(timeout_run):
     """gunicorn's master kills the stuck worker with SIGABRT; the client gets
     no page of ours (gunicorn's bare 500, or today a closed connection: see
@@ -440,6 +444,7 @@ def test_a_worker_stuck_past_the_timeout_says_where_in_the_log_and_by_mail(timeo
     assert "/_test/sleep/10" in text
 
 
+@pytest.mark.system
 def test_a_request_that_ends_in_gunicorns_error_path_is_still_in_the_access_log(timeout_run):
     """When a request ends in gunicorn's own error handling (here: its worker
     timed out), gunicorn answers 500 and writes an access-log line for it,
@@ -458,6 +463,7 @@ def test_a_request_that_ends_in_gunicorns_error_path_is_still_in_the_access_log(
 # --- 3. flask check-deploy ------------------------------------------------------
 
 
+@pytest.mark.system
 def test_check_deploy_lists_every_problem_of_a_minimal_configuration(
     tmp_path, migrated_database_url
 ):
@@ -475,6 +481,7 @@ def test_check_deploy_lists_every_problem_of_a_minimal_configuration(
     assert f"{len(expected)} problem(s) found." in result.stderr
 
 
+@pytest.mark.system
 def test_check_deploy_passes_a_good_configuration(tmp_path, migrated_database_url):
     """A long key, Secure cookies, someone told about errors, BASE_URL, an
     up-to-date schema and a writable log folder: nothing to report, exit 0."""
@@ -485,6 +492,7 @@ def test_check_deploy_passes_a_good_configuration(tmp_path, migrated_database_ur
     assert result.stdout.strip() == "No problems found."
 
 
+@pytest.mark.system
 def test_check_deploy_warns_of_rate_limits_counted_by_each_worker(tmp_path, migrated_database_url):
     env = deploy_env(tmp_path, migrated_database_url, **GOOD_SETTINGS)
     env |= {"REDIS_URL": "", "RATELIMIT_STORAGE_URI": "memory://", "WEB_CONCURRENCY": "4"}
@@ -507,6 +515,7 @@ def test_check_deploy_warns_of_rate_limits_counted_by_each_worker(tmp_path, migr
     assert warnings_listed(flask_command(env, "check-deploy")) == []
 
 
+@pytest.mark.system
 def test_check_deploy_warns_of_a_redis_that_does_not_answer(tmp_path, migrated_database_url):
     url = f"redis://127.0.0.1:{free_port()}/0"
     env = deploy_env(tmp_path, migrated_database_url, **{**GOOD_SETTINGS, "REDIS_URL": url})
@@ -544,6 +553,7 @@ def test_check_deploy_warns_of_a_redis_that_does_not_answer(tmp_path, migrated_d
     ],
     ids=["SSL on 25", "SSL on 587", "STARTTLS on 465", "SSL on 465", "STARTTLS on 587", "2525"],
 )
+@pytest.mark.system
 def test_check_deploy_and_the_log_warn_of_a_mail_port_for_the_other_tls_mode(
     tmp_path, migrated_database_url, settings, warning
 ):
@@ -560,6 +570,7 @@ def test_check_deploy_and_the_log_warn_of_a_mail_port_for_the_other_tls_mode(
         assert "WARNING" not in log
 
 
+@pytest.mark.system
 def test_check_deploy_lists_pending_migrations(tmp_path, fresh_database_url):
     """A new, empty database: the schema was never built (`flask db upgrade`)."""
     env = deploy_env(tmp_path, fresh_database_url, **GOOD_SETTINGS)
@@ -571,6 +582,7 @@ def test_check_deploy_lists_pending_migrations(tmp_path, fresh_database_url):
     ]
 
 
+@pytest.mark.system
 def test_check_deploy_lists_a_log_directory_it_cannot_write(tmp_path, migrated_database_url):
     """LOG_DIR below a regular file: no directory can ever be made there.
 
@@ -593,6 +605,7 @@ def test_check_deploy_lists_a_log_directory_it_cannot_write(tmp_path, migrated_d
 
 
 @pytest.mark.parametrize("flask_config", ["development", None], ids=["development", "unset"])
+@pytest.mark.system
 def test_check_deploy_lists_a_configuration_that_is_not_production(
     tmp_path, migrated_database_url, flask_config
 ):
@@ -611,6 +624,7 @@ def test_check_deploy_lists_a_configuration_that_is_not_production(
     assert problems[0] == "FLASK_CONFIG is not 'production': the checks below assume it is."
 
 
+@pytest.mark.system
 def test_check_deploy_says_when_the_database_cannot_be_reached(tmp_path):
     """The database server is down: one line that says so, not a traceback."""
     url = closed_port_database_url()
@@ -657,6 +671,7 @@ def test_healthz_is_never_rate_limited_and_has_the_security_headers(make_app):
     assert client.post("/auth/login", data=wrong).status_code == 429  # the second: limited
 
 
+@pytest.mark.system
 def test_healthz_reports_a_database_outage_as_503_a_warning_and_no_mail(tmp_path):
     """The database server is down: /healthz says 503 (with Retry-After, as the
     error pages do) so the load balancer stops sending traffic.
@@ -760,6 +775,7 @@ def test_forwarded_headers_are_believed_only_from_the_proxies_we_have(
     ],
     ids=["no-proxy", "one-proxy"],
 )
+@pytest.mark.system
 def test_reset_mail_link_follows_the_proxy_scheme_and_host(
     make_app, tmp_path, proxy_count, link_start
 ):
@@ -865,6 +881,7 @@ def test_a_nul_in_any_form_field_is_a_400_and_nothing_is_saved(
 # --- 7. The systemd unit -----------------------------------------------------------------
 
 
+@pytest.mark.system
 def test_systemd_unit_is_valid(tmp_path):
     """`systemd-analyze verify` on deploy/blog.service, moved into tmp_path.
 
@@ -919,6 +936,7 @@ def check_deploy_without_redis(tmp_path: Path, database_url: str, **settings) ->
     return warnings_listed(result)
 
 
+@pytest.mark.system
 def test_check_deploy_warns_of_a_rate_limit_file_in_a_log_dir_it_cannot_write(
     tmp_path, migrated_database_url
 ):
@@ -939,6 +957,7 @@ def test_check_deploy_warns_of_a_rate_limit_file_in_a_log_dir_it_cannot_write(
 
 
 @pytest.mark.parametrize("kind", ["missing folder", "not a database"])
+@pytest.mark.system
 def test_check_deploy_warns_of_a_rate_limit_file_that_cannot_be_used(
     tmp_path, migrated_database_url, kind
 ):
@@ -961,6 +980,7 @@ def test_check_deploy_warns_of_a_rate_limit_file_that_cannot_be_used(
         assert path.read_text() == notes
 
 
+@pytest.mark.system
 def test_check_deploy_warns_of_a_rate_limit_redis_that_does_not_answer(
     tmp_path, migrated_database_url
 ):
@@ -976,6 +996,7 @@ def test_check_deploy_warns_of_a_rate_limit_redis_that_does_not_answer(
     ]
 
 
+@pytest.mark.system
 def test_check_deploy_says_nothing_of_a_rate_limit_file_that_works(tmp_path, migrated_database_url):
     """LOG_TO_STDOUT with a LOG_DIR that exists, and a file of one's choosing."""
     (tmp_path / "logs").mkdir()

@@ -164,6 +164,7 @@ def table_value(cell: str) -> object:
     return int(value) if value.isdigit() else value
 
 
+@pytest.mark.system
 def test_the_configuration_table_gives_configs_defaults():
     documented, actual = documented_defaults(), config_defaults()
     for name in ["LOG_MAX_BYTES", "LOG_BACKUP_COUNT", "MAIL_ERROR_WINDOW", "REDIS_URL"]:
@@ -181,6 +182,7 @@ def test_every_setting_config_reads_is_in_the_table():
     assert settings_config_reads() - {"FLASK_DEBUG"} == set(documented_defaults())
 
 
+@pytest.mark.system
 def test_the_security_settings_defaults_are_configs():
     documented, actual = documented_defaults(), config_defaults()
     assert documented["HSTS_MAX_AGE"] == "`31536000` (a year)"
@@ -189,6 +191,7 @@ def test_the_security_settings_defaults_are_configs():
         assert table_value(documented[name]) == actual[name], f"README's default for {name}"
 
 
+@pytest.mark.system
 def test_the_rate_limits_default_to_redis_url_as_the_table_says():
     documented = "`REDIS_URL`, else `rate-limits.sqlite3` in `LOG_DIR`"
     assert documented_defaults()["RATELIMIT_STORAGE_URI"] == documented
@@ -201,6 +204,7 @@ def test_the_rate_limits_default_to_redis_url_as_the_table_says():
     assert chosen["RATELIMIT_STORAGE_URI"] == "memory://"
 
 
+@pytest.mark.system
 def test_the_log_retention_the_readme_states_is_configs():
     """The size in the table, and in "When things go wrong", follows the defaults."""
     actual = config_defaults()

@@ -293,6 +293,7 @@ def broken_mail_server(kind: str, tmp_path: Path) -> Iterator[dict]:
 
 
 @pytest.mark.parametrize("smtp", ["plain", "starttls", "ssl"], indirect=True)
+@pytest.mark.system
 def test_a_500_mails_the_admins_what_broke_and_no_secrets(smtp, app, client, auth, users):
     auth.login()
     # auth.login() posts without a CSRF token, so protection goes on only now:
@@ -355,6 +356,7 @@ def test_a_500_mails_the_admins_what_broke_and_no_secrets(smtp, app, client, aut
     assert "[redacted]" in text  # they were there, and were blotted out
 
 
+@pytest.mark.system
 def test_a_secret_cut_by_the_subject_length_limit_is_still_redacted(smtp, app, client):
     response = client.post("/long-message", data={"password": TYPED_PASSWORD})
 
@@ -365,6 +367,7 @@ def test_a_secret_cut_by_the_subject_length_limit_is_still_redacted(smtp, app, c
     assert TYPED_PASSWORD[:6] not in sent
 
 
+@pytest.mark.system
 def test_a_password_in_the_query_string_is_redacted_from_the_url(smtp, app, client):
     # A login form that forgot method="post" sends the password in the URL.
     response = client.get("/fail", query_string={"password": "correct horse battery"})
@@ -375,6 +378,7 @@ def test_a_password_in_the_query_string_is_redacted_from_the_url(smtp, app, clie
     assert field(text, "URL") == "http://localhost/fail?password=[redacted]"
 
 
+@pytest.mark.system
 def test_the_html_part_escapes_what_it_shows(smtp, app, client):
     """An exception message or a User-Agent is not markup in the admin's mail reader."""
     response = client.get("/markup", headers={"User-Agent": "<img src=x onerror=alert(1)>"})
@@ -394,6 +398,7 @@ def test_the_html_part_escapes_what_it_shows(smtp, app, client):
 # --- 2. Certificates are verified ---------------------------------------------
 
 
+@pytest.mark.system
 def test_a_server_certificate_that_cannot_be_verified_gets_no_mail(build_app, tmp_path, log_dir):
     with smtp_server("ssl", tmp_path) as smtp:
         # Without MAIL_CA_FILE only the system's CAs are trusted, and the test
@@ -416,6 +421,7 @@ def test_a_server_certificate_that_cannot_be_verified_gets_no_mail(build_app, tm
 # --- 3. A mail server that fails never holds the page -----------------------
 
 
+@pytest.mark.system
 def test_a_hung_mail_server_does_not_hold_the_error_page(build_app, log_dir):
     with tarpit() as port:
         app = build_app(plain_settings(port, MAIL_TIMEOUT=2))
@@ -443,6 +449,7 @@ def test_a_hung_mail_server_does_not_hold_the_error_page(build_app, log_dir):
     ("kind", "reason"),
     [("closed port", "refused"), ("wrong password", "authentication failed")],
 )
+@pytest.mark.system
 def test_an_undeliverable_error_mail_is_logged_once(build_app, tmp_path, log_dir, kind, reason):
     with broken_mail_server(kind, tmp_path) as settings:
         app = build_app(settings)
@@ -497,6 +504,7 @@ def a_failed_mail_then_the_server_back(build_app) -> Iterator[tuple]:
         controller.stop()
 
 
+@pytest.mark.system
 def test_an_error_whose_mail_failed_is_counted_in_its_next_mail(build_app):
     """A failed mail doesn't count as sent: the next occurrence after the retry
     delay is mailed, and says that one more went unreported."""
@@ -512,6 +520,7 @@ def test_an_error_whose_mail_failed_is_counted_in_its_next_mail(build_app):
         assert handler.storm.closed_windows(time.time() + 1) == []
 
 
+@pytest.mark.system
 def test_an_error_whose_mail_failed_is_counted_in_a_summary_if_that_comes_first(build_app):
     """The retry delay is also when its window closes: if the summary check
     runs before the error happens again, the summary carries the count, and
@@ -536,6 +545,7 @@ def test_an_error_whose_mail_failed_is_counted_in_a_summary_if_that_comes_first(
 # --- 4. Storm control, in one process -----------------------------------------
 
 
+@pytest.mark.system
 def test_fifty_identical_errors_make_one_mail_and_one_summary(build_app, smtp, log_dir):
     app = build_app(smtp.settings, MAIL_ERROR_WINDOW=2)
     client = app.test_client()
@@ -558,6 +568,7 @@ def test_fifty_identical_errors_make_one_mail_and_one_summary(build_app, smtp, l
     assert log_text(log_dir).count("ERROR: Exception on /fail [GET]") == 50
 
 
+@pytest.mark.system
 def test_two_different_bugs_make_two_mails(build_app, smtp):
     app = build_app(smtp.settings)
     client = app.test_client()
@@ -577,6 +588,7 @@ def subjects(mailbox: Mailbox) -> list[str]:
     return sorted(message["Subject"] for message in mailbox.messages)
 
 
+@pytest.mark.system
 def test_an_error_message_without_an_exception_is_mailed(app, smtp):
     app.logger.error("Disk %s almost full", "/var")
 
@@ -591,6 +603,7 @@ def test_an_error_message_without_an_exception_is_mailed(app, smtp):
     assert "Request" not in text
 
 
+@pytest.mark.system
 def test_two_different_error_messages_make_two_mails(app, smtp):
     for message in ["Disk almost full", "Queue is stuck", "Disk almost full"]:
         app.logger.error(message)  # the third is the first again: held back
@@ -599,6 +612,7 @@ def test_two_different_error_messages_make_two_mails(app, smtp):
     assert subjects(smtp.mailbox) == [f"{PREFIX} Disk almost full", f"{PREFIX} Queue is stuck"]
 
 
+@pytest.mark.system
 def test_two_messages_with_one_fingerprint_make_one_mail(app, smtp):
     # Two lines, two texts, but the caller says they are one bug.
     app.logger.error("Card %s declined", 1, extra={"fingerprint": "payment-provider"})
@@ -616,6 +630,7 @@ def raise_and_log(app: Flask, error: Exception) -> None:
         app.logger.exception("Exception on /checkout [POST]")
 
 
+@pytest.mark.system
 def test_one_exception_type_from_two_lines_or_two_types_from_one_line_make_two_mails(app, smtp):
     for error in [KeyError("basket"), ValueError("quantity"), KeyError("basket 2")]:
         raise_and_log(app, error)  # the second KeyError is the first again: held back
@@ -637,6 +652,7 @@ def test_one_exception_type_from_two_lines_or_two_types_from_one_line_make_two_m
     ]
 
 
+@pytest.mark.system
 def test_an_exception_logged_without_being_raised_is_mailed(app, smtp):
     # No traceback: where it was logged stands for where it happened.
     app.logger.error("Payment failed", exc_info=ValueError("card declined"))
@@ -655,6 +671,7 @@ def test_an_exception_logged_without_being_raised_is_mailed(app, smtp):
 # --- 5. Storm control, across processes ---------------------------------------
 
 
+@pytest.mark.system
 def test_storm_control_is_shared_by_separate_gunicorn_servers(tmp_path, fresh_database_url):
     """Two servers, one LOG_DIR: one storm-control file, so one mail and one summary."""
     with smtp_server("plain", tmp_path) as smtp:
@@ -687,6 +704,7 @@ def test_storm_control_is_shared_by_separate_gunicorn_servers(tmp_path, fresh_da
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
+@pytest.mark.system
 def test_a_stopping_worker_sends_its_queued_mail_first(tmp_path, fresh_database_url, preload):
     # The server sits on each mail for 2 seconds: it is in flight when we stop.
     with smtp_server("plain", tmp_path, delay=2) as smtp:
@@ -707,6 +725,7 @@ def test_a_stopping_worker_sends_its_queued_mail_first(tmp_path, fresh_database_
 # --- 7. flask test-email and flask test-error ----------------------------------
 
 
+@pytest.mark.system
 def test_flask_test_email_delivers_a_test_mail(tmp_path, fresh_database_url):
     with smtp_server("starttls", tmp_path) as smtp:
         env = production_env(tmp_path, fresh_database_url, ADMINS=ADMIN, MAIL_SUBJECT_PREFIX=PREFIX)
@@ -728,6 +747,7 @@ def test_flask_test_email_delivers_a_test_mail(tmp_path, fresh_database_url):
         ("no MAIL_SERVER", "MAIL_SERVER is not set, so mail is off."),
     ],
 )
+@pytest.mark.system
 def test_flask_test_email_says_why_it_failed(tmp_path, fresh_database_url, kind, says):
     with broken_mail_server(kind, tmp_path) as settings:
         env = production_env(tmp_path, fresh_database_url, ADMINS=ADMIN, **env_settings(settings))
@@ -738,6 +758,7 @@ def test_flask_test_email_says_why_it_failed(tmp_path, fresh_database_url, kind,
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.system
 def test_flask_test_error_mails_every_time_storm_control_or_not(tmp_path, fresh_database_url):
     with smtp_server("plain", tmp_path) as smtp:
         env = production_env(tmp_path, fresh_database_url, ADMINS=ADMIN, MAIL_SUBJECT_PREFIX=PREFIX)
@@ -763,6 +784,7 @@ def test_flask_test_error_mails_every_time_storm_control_or_not(tmp_path, fresh_
     assert log_text(tmp_path / "logs").count("ERROR: Test error") == 2
 
 
+@pytest.mark.system
 def test_flask_test_error_explains_when_the_log_level_drops_errors(tmp_path, fresh_database_url):
     with smtp_server("plain", tmp_path) as smtp:
         env = production_env(tmp_path, fresh_database_url, ADMINS=ADMIN, LOG_LEVEL="CRITICAL")

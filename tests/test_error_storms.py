@@ -37,6 +37,7 @@ from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from aiosmtpd.controller import Controller
 from servers import (
     Gunicorn,
@@ -47,6 +48,9 @@ from servers import (
     smtp_server,
     wait_until,
 )
+
+# Every test here starts real servers or processes: `make test-fast` skips them.
+pytestmark = pytest.mark.system
 
 ADMIN = "admin@example.com"
 BUG = "ZeroDivisionError: division by zero"

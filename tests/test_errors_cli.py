@@ -102,6 +102,7 @@ def fail(browser: Browser, path: str) -> str:
     return headers["X-Request-ID"]
 
 
+@pytest.mark.system
 def test_the_admin_lists_and_shows_what_two_workers_logged(tmp_path, fresh_database_url):
     env = production_env(tmp_path, fresh_database_url, MAIL_ERROR_WINDOW=WINDOW)
     logs = tmp_path / "logs"
@@ -202,6 +203,7 @@ def test_the_admin_lists_and_shows_what_two_workers_logged(tmp_path, fresh_datab
     assert unknown.stderr == f"Error: No log line of request 0123456789abcdef in {log_file}.\n"
 
 
+@pytest.mark.system
 def test_a_repeat_shows_the_traceback_logged_before_rotation(tmp_path, fresh_database_url):
     """One worker, so that the second failure is a repeat of the first (the
     traceback is written once per worker per window), and a log rotated every

@@ -164,6 +164,7 @@ def test_env_int_refuses_a_non_number(monkeypatch, invalid_settings, value):
         TestingConfig.check()
 
 
+@pytest.mark.system
 def test_a_typo_in_a_setting_stops_the_real_process_cleanly(tmp_path):
     """Read when config.py is imported, still reported as a configuration error."""
     env = clean_env(
@@ -343,12 +344,14 @@ def assert_refused_at_startup(command: list, env: dict[str, str], message: str) 
 
 
 @pytest.mark.parametrize("command", [IMPORT_BLOG, FLASK_ROUTES], ids=["import blog", "flask"])
+@pytest.mark.system
 def test_production_without_secret_key_does_not_start(command):
     """No SECRET_KEY at all: the app says which setting is missing, and how to make one."""
     assert_refused_at_startup(command, clean_env(FLASK_CONFIG="production"), NO_SECRET_KEY)
 
 
 @pytest.mark.parametrize("command", [IMPORT_BLOG, FLASK_ROUTES], ids=["import blog", "flask"])
+@pytest.mark.system
 def test_production_with_an_empty_secret_key_does_not_start(command):
     """`SECRET_KEY=` as copied from .env.example."""
     env = clean_env(FLASK_CONFIG="production", SECRET_KEY="")
@@ -356,6 +359,7 @@ def test_production_with_an_empty_secret_key_does_not_start(command):
 
 
 @pytest.mark.parametrize("command", [IMPORT_BLOG, FLASK_ROUTES], ids=["import blog", "flask"])
+@pytest.mark.system
 def test_unknown_flask_config_does_not_start(command):
     assert_refused_at_startup(
         command,
@@ -364,6 +368,7 @@ def test_unknown_flask_config_does_not_start(command):
     )
 
 
+@pytest.mark.system
 def test_production_with_a_secret_key_serves_its_routes(fresh_database_url):
     env = clean_env(
         FLASK_APP="blog.py",
@@ -525,6 +530,7 @@ def test_seed_runs_without_a_pushed_app_context(new_app):
     assert counts(app) == (5, 20, 10)
 
 
+@pytest.mark.system
 def test_flask_db_upgrade_and_seed_from_the_shell(fresh_database_url):
     """`make run` on a new database: the real `flask` commands, as separate processes."""
     env = clean_env(FLASK_APP="blog.py", DATABASE_URL=fresh_database_url)
@@ -538,6 +544,7 @@ def test_flask_db_upgrade_and_seed_from_the_shell(fresh_database_url):
     assert "already has 5 users" in again.stdout
 
 
+@pytest.mark.system
 def test_production_refuses_debug_mode(fresh_database_url):
     """The debugger gives a Python shell to whoever triggers an error: never in production."""
     env = clean_env(
@@ -559,6 +566,7 @@ def test_production_refuses_debug_mode(fresh_database_url):
     ("flask_debug", "console_status"),
     [(None, 200), ("1", 200), ("0", 404)],
 )
+@pytest.mark.system
 def test_python_blog_py_has_the_debugger_only_in_debug_mode(
     fresh_database_url, flask_debug, console_status
 ):

@@ -405,6 +405,7 @@ def mail_server(tmp_path):
         outbox.drain()  # before the server goes away
 
 
+@pytest.mark.system
 def test_the_reset_mail_is_in_the_language_it_was_asked_in(make_app, mail_server):
     app = make_app(**mail_server.settings, MAIL_DEFAULT_SENDER="blog@example.com")
     with app.app_context():
@@ -429,6 +430,7 @@ def test_the_reset_mail_is_in_the_language_it_was_asked_in(make_app, mail_server
     )
 
 
+@pytest.mark.system
 def test_the_reset_mail_is_in_the_language_the_account_chose(make_app, mail_server):
     app = make_app(**mail_server.settings)
     with app.app_context():
@@ -464,6 +466,7 @@ def admin_mail(mail_server) -> tuple[str, str]:
 
 
 @pytest.mark.usefixtures("restore_logging")
+@pytest.mark.system
 def test_a_chinese_visitors_500_is_mailed_to_the_admins_in_english(failing_app, mail_server):
     client = chinese_client(failing_app())
     response = client.get("/fail")
@@ -480,6 +483,7 @@ def test_a_chinese_visitors_500_is_mailed_to_the_admins_in_english(failing_app, 
 
 
 @pytest.mark.usefixtures("restore_logging")
+@pytest.mark.system
 def test_admins_can_read_their_error_mails_in_chinese(failing_app, mail_server):
     client = failing_app(ADMIN_LOCALE="zh_CN").test_client()
     response = client.get("/fail")
@@ -496,6 +500,7 @@ def test_admins_can_read_their_error_mails_in_chinese(failing_app, mail_server):
 @pytest.mark.parametrize(
     ("locale", "subject"), [("en", "[Blog] Test mail"), ("zh_CN", "[Blog] 测试邮件")]
 )
+@pytest.mark.system
 def test_flask_test_email_is_in_the_admins_language(make_app, mail_server, locale, subject):
     app = make_app(**mail_server.settings, ADMINS=["admin@example.com"], ADMIN_LOCALE=locale)
     result = app.test_cli_runner().invoke(args=["test-email"])
@@ -509,6 +514,7 @@ def test_an_admin_locale_the_blog_does_not_speak_is_refused(make_app):
         make_app(ADMIN_LOCALE="fr")
 
 
+@pytest.mark.system
 def test_an_admin_locale_typo_stops_the_real_process_cleanly(tmp_path):
     env = clean_env(
         FLASK_APP="blog.py",
@@ -544,6 +550,7 @@ def translations_copy(tmp_path) -> Path:
     return copy
 
 
+@pytest.mark.system
 def test_translate_update_adds_new_strings_and_drops_removed_ones(
     make_app, translations_copy, monkeypatch, tmp_path
 ):
@@ -571,6 +578,7 @@ def test_translate_update_adds_new_strings_and_drops_removed_ones(
     assert not list(tmp_path.glob("**/*.pot"))  # no template left behind
 
 
+@pytest.mark.system
 def test_translate_compile_writes_what_is_committed(
     make_app, translations_copy, monkeypatch, tmp_path
 ):
@@ -585,6 +593,7 @@ def test_translate_compile_writes_what_is_committed(
         assert messages(read_mo(new)) == messages(read_mo(committed))
 
 
+@pytest.mark.system
 def test_translate_init_starts_a_new_language(make_app, tmp_path, monkeypatch):
     directory = tmp_path / "translations"
     directory.mkdir()
@@ -625,6 +634,7 @@ def test_every_language_has_a_catalogue():
     assert not (TRANSLATIONS / "zh_CN").exists()  # Flask-Babel would never read it
 
 
+@pytest.mark.system
 def test_the_chinese_catalogue_is_complete_current_and_compiled(tmp_path):
     """Fails when a string in the code or the templates has no Chinese, when the
     catalogue has leftovers, and when messages.mo wasn't compiled after an edit.

@@ -308,6 +308,7 @@ def test_init_logger_again_on_a_full_disk_does_not_raise(make_app, log_dir, caps
     assert app.test_client().get("/hello").status_code == 200
 
 
+@pytest.mark.system
 def test_default_log_dir_is_absolute_under_the_project(tmp_path):
     # Started from another directory (as systemd or a shell elsewhere would),
     # the default must still be the project's logs/, not <cwd>/logs.
@@ -375,6 +376,7 @@ def four_workers(env: dict[str, str], tmp_path: Path) -> Iterator[Gunicorn]:
         yield server
 
 
+@pytest.mark.system
 def test_rotation_under_four_workers_loses_and_duplicates_nothing(tmp_path, fresh_database_url):
     """The rotation proof: 4 processes, 1,000 lines, 10 KB files.
 
@@ -429,6 +431,7 @@ def test_rotation_under_four_workers_loses_and_duplicates_nothing(tmp_path, fres
     assert medians == sorted(medians, reverse=True)
 
 
+@pytest.mark.system
 def test_log_to_stdout_under_gunicorn_writes_no_file(tmp_path, fresh_database_url):
     env = production_env(tmp_path, fresh_database_url, LOG_TO_STDOUT=1)
     with run_gunicorn(env, tmp_path, workers=1) as server:
@@ -443,6 +446,7 @@ def test_log_to_stdout_under_gunicorn_writes_no_file(tmp_path, fresh_database_ur
     assert not (tmp_path / "logs" / "blog.log").exists()
 
 
+@pytest.mark.system
 def test_every_worker_and_gunicorn_itself_log_to_the_file(tmp_path, fresh_database_url):
     log_file = tmp_path / "logs" / "blog.log"
     # four_workers waits until each of the four workers gunicorn reports

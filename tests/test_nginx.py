@@ -44,9 +44,13 @@ from app import create_app
 from app.extensions import db
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-pytestmark = pytest.mark.skipif(
-    NGINX is None, reason="nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)"
-)
+# Every test here starts nginx (and gunicorn): `make test-fast` skips them.
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(
+        NGINX is None, reason="nginx is not installed (Debian/Ubuntu: apt-get install nginx-light)"
+    ),
+]
 
 SITE = ROOT / "deploy" / "nginx.conf"
 HOST = "blog.example.com"

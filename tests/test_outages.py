@@ -517,6 +517,7 @@ def log_in_with_a_post(database_url: str, secret_key: str) -> str:
             db.engine.dispose()
 
 
+@pytest.mark.system
 def test_a_missing_sqlite_file_gives_503s_one_mail_and_heals_itself(tmp_path):
     """The folder of the SQLite file is missing when gunicorn starts, then it is back.
 
@@ -630,6 +631,7 @@ def test_a_missing_sqlite_file_gives_503s_one_mail_and_heals_itself(tmp_path):
 # --- An unreachable database host, on both runs ------------------------------
 
 
+@pytest.mark.system
 def test_unreachable_database_under_gunicorn(tmp_path):
     """The database host doesn't answer at all: the connect timeout ends the wait.
 
@@ -683,6 +685,7 @@ def unreachable_app(make_app) -> Iterator[tuple[Flask, Cable]]:
         yield app, tarpit
 
 
+@pytest.mark.system
 def test_unreachable_database_in_process(unreachable_app, caplog):
     """The same, through Flask's test client: HTML and JSON, anonymous and logged in.
 

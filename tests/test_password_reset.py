@@ -15,6 +15,9 @@ from app.extensions import db
 from app.mail import outbox
 from app.models import User
 
+# Every test here starts real servers or processes: `make test-fast` skips them.
+pytestmark = pytest.mark.system
+
 NEW_PASSWORD = "a-brand-new-password"
 # The flashed messages, word for word.
 ON_ITS_WAY = ("info", "If that address has an account, a mail with a reset link is on its way.")

@@ -7,6 +7,9 @@ import pytest
 from databases import fresh_database
 from servers import Browser, production_env, run_gunicorn
 
+# Every test here starts real servers or processes: `make test-fast` skips them.
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

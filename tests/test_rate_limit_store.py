@@ -90,6 +90,7 @@ def test_the_uri_names_the_file_as_sqlalchemys_urls_do(uri, path):
 
 
 @pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///", "sqlite://host/limits.sqlite3"])
+@pytest.mark.system
 def test_a_uri_that_names_no_file_is_refused_at_startup(tmp_path, fresh_database_url, uri):
     result = start_the_blog(tmp_path, fresh_database_url, RATELIMIT_STORAGE_URI=uri)
     assert result.returncode == 3, result.stderr
@@ -100,6 +101,7 @@ def test_a_uri_that_names_no_file_is_refused_at_startup(tmp_path, fresh_database
 
 
 @pytest.mark.parametrize("strategy", ["moving-window", "sliding-window-counter"])
+@pytest.mark.system
 def test_another_strategy_is_refused_at_startup(tmp_path, strategy):
     """Only fixed windows are counted in the file: another strategy stops the
     app with a message, rather than being ignored."""
@@ -111,6 +113,7 @@ def test_another_strategy_is_refused_at_startup(tmp_path, strategy):
     )
 
 
+@pytest.mark.system
 def test_the_fixed_window_strategy_may_be_named(tmp_path):
     assert create_app_with(RATELIMIT_STRATEGY="fixed-window").stdout == "started\n"
 
@@ -350,6 +353,7 @@ def account_key(username: str) -> str:
     return "account:" + hashlib.sha256(username.encode()).hexdigest()
 
 
+@pytest.mark.system
 def test_four_workers_let_one_client_fail_exactly_the_limit(tmp_path, fresh_database_url):
     """Five failed logins for one account, then the 429 page, whichever of the
     four workers served them: each request comes on a new connection (urllib
@@ -384,6 +388,7 @@ def test_four_workers_let_one_client_fail_exactly_the_limit(tmp_path, fresh_data
     }
 
 
+@pytest.mark.system
 def test_counted_in_memory_each_worker_lets_the_limit_through(tmp_path, fresh_database_url):
     """What memory:// does with four workers: a worker refuses only once it has
     seen five failures itself, so more than five get through. How many depends on
@@ -406,6 +411,7 @@ def test_counted_in_memory_each_worker_lets_the_limit_through(tmp_path, fresh_da
 
 
 @pytest.mark.parametrize("unusable", [not_a_database, inside_a_file], ids=lambda f: f.__name__)
+@pytest.mark.system
 def test_a_file_that_cannot_be_used_leaves_the_limits_to_memory(
     tmp_path, fresh_database_url, unusable
 ):

@@ -274,6 +274,7 @@ def reset_and_log_in(server: Gunicorn, link: str, username: str) -> None:
 # --- Neither BASE_URL nor TRUSTED_HOSTS -------------------------------------------
 
 
+@pytest.mark.system
 def test_a_forged_host_gets_no_mail_and_the_same_page(open_site, smtp):
     client = RawClient(open_site)
     forged, mails = mails_caused_by(
@@ -298,6 +299,7 @@ def test_a_forged_host_gets_no_mail_and_the_same_page(open_site, smtp):
     assert log_lines(open_site, good) == []
 
 
+@pytest.mark.system
 def test_a_request_for_this_machine_gets_a_link_that_works(open_site, smtp):
     client = RawClient(open_site)
     answer, mails = mails_caused_by(smtp, client, lambda: client.ask_for_reset("bob@example.com"))
@@ -377,10 +379,12 @@ def check_hostile_host(server: Gunicorn, smtp, sent: tuple, expected) -> None:
 
 
 @pytest.mark.parametrize(("sent", "expected"), hostile_cases(site=1))
+@pytest.mark.system
 def test_hostile_hosts_never_get_a_link_elsewhere(open_site, smtp, sent, expected):
     check_hostile_host(open_site, smtp, sent, expected)
 
 
+@pytest.mark.system
 def test_two_host_headers_are_refused_by_gunicorn(open_site, smtp):
     client = RawClient(open_site)
     answer, mails = mails_caused_by(
@@ -395,6 +399,7 @@ def test_two_host_headers_are_refused_by_gunicorn(open_site, smtp):
 # --- BASE_URL ---------------------------------------------------------------------
 
 
+@pytest.mark.system
 def test_with_base_url_the_link_is_on_it_whatever_the_host(base_url_site, smtp):
     client = RawClient(base_url_site)
     answer, mails = mails_caused_by(
@@ -418,6 +423,7 @@ def test_with_base_url_the_link_is_on_it_whatever_the_host(base_url_site, smtp):
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.system
 def test_an_untrusted_host_gets_the_400_page(trusted_site, method):
     client = RawClient(trusted_site)
     client.get("/explore")  # a session, as a visitor has
@@ -428,6 +434,7 @@ def test_an_untrusted_host_gets_the_400_page(trusted_site, method):
     assert client.get("/").status == 200
 
 
+@pytest.mark.system
 def test_a_trusted_host_gets_a_link_that_works(trusted_site, smtp):
     client = RawClient(trusted_site)
     answer, mails = mails_caused_by(smtp, client, lambda: client.ask_for_reset("carol@example.com"))
@@ -438,6 +445,7 @@ def test_a_trusted_host_gets_a_link_that_works(trusted_site, smtp):
 
 
 @pytest.mark.parametrize(("sent", "expected"), hostile_cases(site=2))
+@pytest.mark.system
 def test_hostile_hosts_against_trusted_hosts(trusted_site, smtp, sent, expected):
     check_hostile_host(trusted_site, smtp, sent, expected)
 
@@ -477,6 +485,7 @@ RESET_WARNING = (
     ],
     ids=["neither", "base-url", "trusted-hosts", "both", "suffix", "base-url-untrusted", "no-mail"],
 )
+@pytest.mark.system
 def test_check_deploy_on_base_url_and_trusted_hosts(
     tmp_path, site_database, settings, problems, warnings
 ):
@@ -546,6 +555,7 @@ def outbox_held() -> Iterator[None]:
     ],
     ids=["account-chinese", "page-chinese", "account-english-page-chinese", "english"],
 )
+@pytest.mark.system
 def test_the_request_does_the_same_work_with_or_without_an_account(
     make_app, tmp_path, account_language, page_language, subject, minutes_line
 ):
@@ -642,6 +652,7 @@ def test_a_base_url_with_a_password_is_refused_without_repeating_it():
     ],
     ids=["no scheme", "query", "bad port"],
 )
+@pytest.mark.system
 def test_the_flask_command_refuses_a_bad_base_url(tmp_path, url, problem):
     """Exit status 3 and one line saying what to write, no traceback."""
     env = production_env(tmp_path, f"sqlite:///{tmp_path / 'unused.sqlite'}", BASE_URL=url)
@@ -655,6 +666,7 @@ def test_the_flask_command_refuses_a_bad_base_url(tmp_path, url, problem):
     assert result.stdout == ""
 
 
+@pytest.mark.system
 def test_gunicorn_refuses_a_bad_base_url(tmp_path):
     """gunicorn's master reads a worker's exit status 3 as "cannot boot" and
     stops, with the same status, instead of starting workers for ever."""
@@ -688,6 +700,7 @@ def test_gunicorn_refuses_a_bad_base_url(tmp_path):
     ],
     ids=["trailing slash", "port", "path", "port, path and slash", "capitals"],
 )
+@pytest.mark.system
 def test_a_base_url_with_a_port_or_a_path_gives_links_that_work(
     make_app, tmp_path, base_url, link_start
 ):
@@ -722,6 +735,7 @@ def test_a_base_url_with_a_port_or_a_path_gives_links_that_work(
     ],
     ids=["no BASE_URL", "BASE_URL"],
 )
+@pytest.mark.system
 def test_trusted_hosts_lets_any_port_through_and_base_url_decides_the_link(
     tmp_path, site_database, smtp, base_url, link_start
 ):
@@ -777,6 +791,7 @@ def lines_with(server: Gunicorn, text: str) -> list[str]:
 @pytest.mark.parametrize(
     "outage", ["sqlite-file-gone", "postgresql-down"], ids=["sqlite", "postgresql"]
 )
+@pytest.mark.system
 def test_a_database_outage_in_the_outbox_is_a_line_each_and_one_mail_to_the_admins(
     tmp_path, outage
 ):
@@ -820,6 +835,7 @@ def test_a_database_outage_in_the_outbox_is_a_line_each_and_one_mail_to_the_admi
     assert "Traceback" not in mail.get_body(("plain",)).get_content()
 
 
+@pytest.mark.system
 def test_a_bug_in_the_outbox_keeps_its_traceback(tmp_path, fresh_database_url):
     """A database without its tables is no outage: on SQLite an
     OperationalError too ("no such table"), which must not pass for one."""

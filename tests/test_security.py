@@ -637,6 +637,7 @@ class ProxiedBrowser:
         return self.request(path, {"csrf_token": token.group(1), **fields}, referer)
 
 
+@pytest.mark.system
 def test_as_deployed(tmp_path, fresh_database_url):
     """gunicorn with one worker, behind a proxy.
 
@@ -695,6 +696,7 @@ def test_as_deployed(tmp_path, fresh_database_url):
         assert other.request("/healthz")[0] == 200
 
 
+@pytest.mark.system
 def test_twelve_registrations_in_a_row_under_several_workers(tmp_path, fresh_database_url):
     """The production default, 5 a minute per address, whichever worker answers.
 

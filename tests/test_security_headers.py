@@ -31,6 +31,9 @@ import pytest
 from databases import fresh_database
 from servers import BIN, ROOT, clean_env, free_port, production_env, run_gunicorn
 
+# Every test here starts real servers or processes: `make test-fast` skips them.
+pytestmark = pytest.mark.system
+
 YEAR = "max-age=31536000"  # HSTS_MAX_AGE's default, one year
 NO_STORE = "private, no-store"
 HTTPS = {"X-Forwarded-Proto": "https"}

@@ -10,6 +10,9 @@ import pytest
 from databases import fresh_database
 from servers import production_env, run_gunicorn, sentry_receiver, wait_until
 
+# Every test here starts real servers or processes: `make test-fast` skips them.
+pytestmark = pytest.mark.system
+
 PASSWORD = "sentry-must-never-see-this"
 COOKIE = "session-cookie-sentry-must-never-see"
 CLIENT_IP = "203.0.113.77"  # a documentation address: it can only come from the request

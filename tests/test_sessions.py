@@ -117,6 +117,7 @@ def logins_of(engine: sa.Engine, username: str) -> int:
         ).scalar_one()
 
 
+@pytest.mark.system
 def test_a_copied_cookie_works_until_logout_then_never_again(server):
     url, engine = server
     owner = register_and_log_in(url, "copied", remember=True)
@@ -148,6 +149,7 @@ def test_a_copied_cookie_works_until_logout_then_never_again(server):
     assert (status, logged_in_as(page)) == (200, None)
 
 
+@pytest.mark.system
 def test_logging_out_in_one_browser_leaves_the_others_logged_in(server):
     url, engine = server
     laptop = register_and_log_in(url, "twobrowsers")
@@ -161,6 +163,7 @@ def test_logging_out_in_one_browser_leaves_the_others_logged_in(server):
     assert logins_of(engine, "twobrowsers") == 1
 
 
+@pytest.mark.system
 def test_log_out_everywhere_else(server):
     url, engine = server
     here = register_and_log_in(url, "everywhere")
@@ -190,6 +193,7 @@ def test_log_out_everywhere_else(server):
     assert logins_of(engine, "everywhere") == 1
 
 
+@pytest.mark.system
 def test_log_out_everywhere_else_refuses_what_a_form_would_not_send(server):
     url, engine = server
     browser = register_and_log_in(url, "refuser")
@@ -215,6 +219,7 @@ def test_log_out_everywhere_else_refuses_what_a_form_would_not_send(server):
     assert logins_of(engine, "refuser") == 2
 
 
+@pytest.mark.system
 def test_a_csrf_token_from_before_login_is_refused_after_it(server):
     """Login starts a fresh session: a token planted or read before it is worth nothing."""
     url, engine = server
@@ -241,6 +246,7 @@ def test_a_csrf_token_from_before_login_is_refused_after_it(server):
     assert "written after login" in bodies
 
 
+@pytest.mark.system
 def test_the_language_chosen_before_login_survives_the_fresh_session(server):
     url, _ = server
     register_and_log_in(url, "linguist")
@@ -253,6 +259,7 @@ def test_the_language_chosen_before_login_survives_the_fresh_session(server):
     assert "个人主页（linguist）" in page  # noqa: RUF001 (the catalogue's full-width brackets)
 
 
+@pytest.mark.system
 def test_a_login_older_than_the_remember_me_cookie_has_expired(server):
     """No login outlives REMEMBER_COOKIE_DURATION (30 days), whatever cookie it kept."""
     url, engine = server
@@ -283,6 +290,7 @@ def test_a_login_older_than_the_remember_me_cookie_has_expired(server):
     ],
     ids=repr,
 )
+@pytest.mark.system
 def test_forged_login_cookies_are_anonymous_not_errors(server, cookie):
     url, _ = server
     status, _, page = replay(url, "/", cookie)

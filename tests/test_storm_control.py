@@ -809,6 +809,7 @@ def body(message: EmailMessage, subtype: str = "plain") -> str:
     return message.get_body((subtype,)).get_content().replace("\r\n", "\n")
 
 
+@pytest.mark.system
 def test_the_first_mail_has_no_count_and_a_later_one_has_exactly_the_count(smtp, tmp_path):
     handler = mailer(smtp.settings, new_storm(tmp_path))
     before = time.time()
@@ -872,6 +873,7 @@ def test_with_mail_off_a_bug_quiet_for_a_week_is_forgotten(tmp_path):
     assert [group.fingerprint for group in handler.storm.all_groups()] == [KEY]
 
 
+@pytest.mark.system
 def test_an_occurrence_whose_mail_failed_is_counted_in_the_next_mail(smtp, tmp_path, mail_log):
     nobody_listens = {"MAIL_SERVER": "127.0.0.1", "MAIL_PORT": free_port(), "MAIL_TIMEOUT": 2}
     nobody_listens |= {"MAIL_USE_TLS": False, "MAIL_USE_SSL": False}
@@ -894,6 +896,7 @@ def test_an_occurrence_whose_mail_failed_is_counted_in_the_next_mail(smtp, tmp_p
     assert body(message).startswith(f"{note}\n\n")
 
 
+@pytest.mark.system
 def test_a_summary_says_how_many_were_not_mailed_and_goes_out_once(smtp, tmp_path):
     handler = mailer(smtp.settings, new_storm(tmp_path))
     start = time.time() - 60  # send_summaries() reads the clock: this window has closed
@@ -915,6 +918,7 @@ def test_a_summary_says_how_many_were_not_mailed_and_goes_out_once(smtp, tmp_pat
     assert rows(handler.storm)[0][2] == 0
 
 
+@pytest.mark.system
 def test_a_summary_whose_mail_failed_arrives_later_with_its_count(smtp, tmp_path, mail_log):
     # The count must survive the failed mail: it used to be forgotten as
     # soon as the summary was claimed.
@@ -1010,6 +1014,7 @@ def test_a_handler_that_fails_says_so_and_raises_nothing(tmp_path, monkeypatch, 
     assert "RuntimeError: can't start new thread" in err
 
 
+@pytest.mark.system
 def test_a_bug_the_store_lost_mid_storm_gets_a_summary_with_a_subject(smtp, tmp_path):
     # Its window was open in this worker's memory when its row went (an admin
     # emptied the file): the counts start it again, without a subject.

@@ -43,6 +43,9 @@ from servers import (
     wait_until,
 )
 
+# Every test here starts real servers or processes: `make test-fast` skips them.
+pytestmark = pytest.mark.system
+
 ADMIN = "admin@example.com"
 PREFIX = "[Blog]"  # the default MAIL_SUBJECT_PREFIX
 WINDOW = 3  # MAIL_ERROR_WINDOW, seconds; also the store's retry delay (min(60, window))

@@ -221,6 +221,7 @@ def test_no_two_letters_a_to_z_look_alike():
     assert len({upper_skeleton(letter) for letter in letters}) == 26
 
 
+@pytest.mark.system
 def test_skeletons_are_the_same_in_every_process():
     """The table is built when the module is imported: another process, whose
     string hashes differ (PYTHONHASHSEED), must build the same, or stored
@@ -625,6 +626,7 @@ def production_usernames(engine) -> list[str]:
         return list(connection.scalars(select(User.username).order_by(User.id)))
 
 
+@pytest.mark.system
 def test_look_alikes_under_gunicorn(server):
     """What a person sees, CSRF token and all, and what the database keeps."""
     url, engine = server
@@ -660,6 +662,7 @@ def test_look_alikes_under_gunicorn(server):
     ]
 
 
+@pytest.mark.system
 def test_rename_under_gunicorn(server):
     """Renaming to someone else's look-alike is refused; to your own, accepted."""
     url, engine = server
