@@ -25,6 +25,7 @@ Fixtures and helpers for new test modules:
   ``flask`` command in a subprocess, a database a test breaks or deletes.
   Several in one test, or one for a whole module: the context manager
   ``databases.fresh_database(folder)``.
+- ``mail_server``: a real SMTP server whose mailbox holds what the app sent.
 - ``restore_logging``: for modules that call init_logger/init_email
   (``pytestmark = pytest.mark.usefixtures("restore_logging")``): puts the
   process-global loggers and the mail outbox back after each test.
@@ -55,6 +56,7 @@ from flask import Flask
 from flask.logging import default_handler
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
+from servers import SMTPServer, smtp_server
 from sqlalchemy import text
 from werkzeug.security import generate_password_hash
 
@@ -233,6 +235,17 @@ class AuthActions:
 @pytest.fixture
 def auth(client) -> AuthActions:
     return AuthActions(client)
+
+
+@pytest.fixture
+def mail_server(tmp_path) -> Iterator[SMTPServer]:
+    """A real SMTP server on 127.0.0.1, speaking STARTTLS: ``make_app(**mail_server.settings)``.
+
+    Its mailbox holds what the app sent: ``mail_server.mailbox.wait_for(1)``.
+    """
+    with smtp_server("starttls", tmp_path) as server:
+        yield server
+        outbox.drain()  # hand queued mails over before the server goes away
 
 
 @pytest.fixture

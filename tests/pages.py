@@ -1,5 +1,6 @@
-"""Reading a page the way a person does: the messages under each form field,
-and the flashed alerts, as text (entities decoded, whitespace collapsed).
+"""Reading a page the way a person does: its text, the messages under each form
+field, and the flashed alerts, as text (entities decoded, whitespace collapsed);
+and the CSRF token its forms carry, as a browser sends it back.
 
 Tests compare them whole (``form_errors(page) == {"username": [...]}``), so
 that a message that changed, or a second one that appeared, is noticed; a
@@ -9,9 +10,38 @@ At the end, failing to log in over HTTP, as the rate-limit tests do, and the
 two pages that can answer it.
 """
 
+import html
+import re
 from html.parser import HTMLParser
+from typing import TYPE_CHECKING
 
-from servers import Browser
+if TYPE_CHECKING:  # servers.py reads CSRF tokens with this module: no import cycle at run time
+    from servers import Browser
+
+# The hidden input, as Flask-WTF renders it and as the templates write it by hand.
+CSRF_TOKEN = re.compile(r'<input[^>]*\bname="csrf_token"[^>]*\bvalue="([^"]+)"')
+
+
+def page_html(page) -> str:
+    """`page`'s HTML, whether it is a test client's response or the HTML itself."""
+    return page if isinstance(page, str) else page.get_data(as_text=True)
+
+
+def page_text(page) -> str:
+    """The page as a person reads it: ``don&#39;t`` becomes ``don't``."""
+    return html.unescape(page_html(page))
+
+
+def csrf_token(page) -> str:
+    """The CSRF token of the first form on the page that carries one.
+
+    `page` is its HTML, or a test client's response, which must be the page served (200).
+    """
+    if not isinstance(page, str):
+        assert page.status_code == 200, page.status
+    match = CSRF_TOKEN.search(page_html(page))
+    assert match, "the page has no form with a CSRF token"
+    return match.group(1)
 
 
 class _PageReader(HTMLParser):
@@ -53,7 +83,7 @@ class _PageReader(HTMLParser):
 
 def read_page(page) -> _PageReader:
     reader = _PageReader()
-    reader.feed(page if isinstance(page, str) else page.get_data(as_text=True))
+    reader.feed(page_html(page))
     return reader
 
 
@@ -75,7 +105,7 @@ def alerts(page) -> list[tuple[str, str]]:
 INVALID_LOGIN = [("danger", "Invalid username or password.")]
 
 
-def fail_to_log_in(browser: Browser, username: str) -> tuple[int, dict, str]:
+def fail_to_log_in(browser: "Browser", username: str) -> tuple[int, dict, str]:
     """Submit the login form with a wrong password for `username`; return the response."""
     return browser.submit("/auth/login", {"username": username, "password": "a-wrong-guess"})
 

@@ -15,7 +15,6 @@ import gzip
 import http.server
 import json
 import os
-import re
 import signal
 import socket
 import ssl
@@ -34,6 +33,7 @@ from email.message import EmailMessage
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+import pages
 import redis
 import trustme
 from aiosmtpd.controller import Controller
@@ -168,19 +168,40 @@ def run_gunicorn(
             process.wait()
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Hand a redirect back as it came, so that a test sees its status and Location."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """GET `url` for real, not following redirects: (status, headers, body), whatever the status."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers), error.read().decode()
+
+
+def flask_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Run `flask <args>` as an admin would, in the project's folder."""
+    return subprocess.run(
+        [BIN / "flask", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 class Browser:
     """Just enough of a browser: cookies, no automatic redirects, CSRF tokens from forms."""
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
 
     def __init__(self, base_url: str, timeout: float = 30):
         self.base_url = base_url
         self.timeout = timeout  # generous: requests may queue for busy workers
         self.cookies = CookieJar()
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.cookies), self._NoRedirect
+            urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect
         )
 
     def request(
@@ -199,9 +220,7 @@ class Browser:
         """GET the page with the form and return its CSRF token."""
         status, _, page = self.request(path)
         assert status == 200, page
-        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
-        assert token, "the form has no CSRF token"
-        return token.group(1)
+        return pages.csrf_token(page)
 
     def submit(self, path: str, fields: dict) -> tuple[int, dict, str]:
         """GET the page with the form, then POST it with its CSRF token."""

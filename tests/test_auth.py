@@ -2,15 +2,13 @@
 redirects a browser follows afterwards (including the ones it must not follow).
 """
 
-import html
-import re
 from urllib.parse import quote
 
 import pytest
 from conftest import PASSWORD, PASSWORD_HASH, AuthActions
 from flask import session
 from flask_login import current_user
-from pages import alerts, form_errors
+from pages import alerts, csrf_token, form_errors, page_text
 from sqlalchemy import func, insert, select
 
 from app.auth import forms as auth_forms
@@ -19,9 +17,6 @@ from app.models import User, name_key
 
 # "admin" in full-width letters (U+FF41...), which NFKC folds back to plain "admin".
 FULLWIDTH_ADMIN = "\uff41\uff44\uff4d\uff49\uff4e"
-
-# The CSRF token as Flask-WTF renders it, and as base.html's logout form does.
-CSRF_TOKEN = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 # The messages under a form's fields, word for word as the user reads them.
 REQUIRED = "This field is required."
@@ -32,11 +27,6 @@ INVALID_EMAIL = "Please enter a valid email address."
 USERNAME_TAKEN = "Please use a different username."
 EMAIL_TAKEN = "Please use a different email address."
 INVALID_LOGIN = "Invalid username or password."
-
-
-def page_text(response) -> str:
-    """The page as a person reads it: ``don&#39;t`` becomes ``don't``."""
-    return html.unescape(response.get_data(as_text=True))
 
 
 def count_users(app, username: str) -> int:
@@ -356,17 +346,8 @@ def csrf_users(csrf_app):
         return {"admin": admin.id}
 
 
-def csrf_token(client, path: str) -> str:
-    """GET `path` and read the CSRF token from its form, as a browser would."""
-    response = client.get(path)
-    assert response.status_code == 200
-    match = CSRF_TOKEN.search(response.get_data(as_text=True))
-    assert match, f"no CSRF token on {path}"
-    return match.group(1)
-
-
 def csrf_login(client) -> None:
-    token = csrf_token(client, "/auth/login")
+    token = csrf_token(client.get("/auth/login"))
     response = client.post(
         "/auth/login", data={"csrf_token": token, "username": "admin", "password": PASSWORD}
     )
@@ -389,7 +370,7 @@ def test_register_without_csrf_token_is_refused(csrf_app, csrf_client):
 
 
 def test_register_with_csrf_token(csrf_app, csrf_client):
-    token = csrf_token(csrf_client, "/auth/register")
+    token = csrf_token(csrf_client.get("/auth/register"))
     response = csrf_client.post("/auth/register", data={"csrf_token": token, **REGISTRATION})
     assert response.headers["Location"] == "/auth/login"
     assert count_users(csrf_app, "carol") == 1
@@ -420,7 +401,7 @@ def test_logout_without_csrf_token_is_refused(csrf_users, csrf_client):
 
 def test_logout_with_csrf_token(csrf_users, csrf_client):
     csrf_login(csrf_client)
-    token = csrf_token(csrf_client, "/")  # the hidden input in base.html's logout form
+    token = csrf_token(csrf_client.get("/"))  # the hidden input in base.html's logout form
     response = csrf_client.post("/auth/logout", data={"csrf_token": token})
     assert response.headers["Location"] == "/"
     assert "Log in" in page_text(csrf_client.get("/"))

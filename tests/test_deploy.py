@@ -36,7 +36,9 @@ from servers import (
     ROOT,
     Gunicorn,
     env_settings,
+    flask_command,
     free_port,
+    http_get,
     production_env,
     smtp_server,
     wait_until,
@@ -98,22 +100,6 @@ def without_flask_config(env: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in env.items() if key != "FLASK_CONFIG"}
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
-    """GET `url` without following redirects: (status, headers, body)."""
-    opener = urllib.request.build_opener(_NoRedirect)
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with opener.open(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read().decode()
-
-
 def answers(base_url: str) -> bool:
     """True once a server answers at `base_url` (any HTTP status will do)."""
     try:
@@ -173,13 +159,6 @@ def gunicorn_with_config(
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def flask_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Run `flask <args>` as an admin would, in the project's folder."""
-    return subprocess.run(
-        [BIN / "flask", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
 
 
 def problems_listed(result: subprocess.CompletedProcess, prefix: str = "PROBLEM: ") -> list[str]:

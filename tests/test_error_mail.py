@@ -18,11 +18,8 @@ and `init_email` themselves, as `create_app` does in production.
 
 import logging
 import re
-import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
@@ -31,12 +28,13 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from flask import Flask, request
+from pages import csrf_token
 from servers import (
-    BIN,
-    ROOT,
     Mailbox,
     env_settings,
+    flask_command,
     free_port,
+    http_get,
     production_env,
     run_gunicorn,
     smtp_server,
@@ -258,23 +256,6 @@ def failure_lines(log_dir: Path) -> list[str]:
     return [line for line in log_text(log_dir).splitlines() if " not sent: " in line]
 
 
-def http_get(url: str) -> tuple[int, str]:
-    """GET `url` for real; return the status and the body, whatever the status."""
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read().decode()
-
-
-def flask_command(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run `flask <command>` as an admin would, in the project directory."""
-    return subprocess.run(
-        [BIN / "flask", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
 @contextmanager
 def broken_mail_server(kind: str, tmp_path: Path) -> Iterator[dict]:
     """MAIL_* settings for a mail server that can't take our mail."""
@@ -300,12 +281,12 @@ def test_a_500_mails_the_admins_what_broke_and_no_secrets(smtp, app, client, aut
     # from here the pages carry a real token, and the POST below must send it.
     app.config["WTF_CSRF_ENABLED"] = True
     page = client.get("/").text
-    csrf_token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    token = csrf_token(page)
     session_cookie = client.get_cookie("session").value
 
     response = client.post(
         "/check-password",
-        data={"password": TYPED_PASSWORD, "csrf_token": csrf_token},
+        data={"password": TYPED_PASSWORD, "csrf_token": token},
         headers={"User-Agent": BROWSER},
     )
 
@@ -346,7 +327,7 @@ def test_a_500_mails_the_admins_what_broke_and_no_secrets(smtp, app, client, aut
         "SECRET_KEY": SECRET_KEY,
         "MAIL_PASSWORD": smtp.settings.get("MAIL_PASSWORD"),
         "the typed password": TYPED_PASSWORD,
-        "the CSRF token": csrf_token,
+        "the CSRF token": token,
         "the session cookie": session_cookie,
     }
     sent = everything_in(message, smtp.mailbox.envelopes[0].content)
@@ -712,7 +693,7 @@ def test_a_stopping_worker_sends_its_queued_mail_first(tmp_path, fresh_database_
             tmp_path, fresh_database_url, ADMINS=ADMIN, **env_settings(smtp.settings)
         )
         with run_gunicorn(env, tmp_path, workers=1, preload=preload) as server:
-            status, _ = http_get(server.url + "/_test/fail")
+            status, _, _ = http_get(server.url + "/_test/fail")
             assert status == 500
             # The page came back before the server accepted the mail.
             assert smtp.mailbox.messages == []
@@ -729,7 +710,7 @@ def test_a_stopping_worker_sends_its_queued_mail_first(tmp_path, fresh_database_
 def test_flask_test_email_delivers_a_test_mail(tmp_path, fresh_database_url):
     with smtp_server("starttls", tmp_path) as smtp:
         env = production_env(tmp_path, fresh_database_url, ADMINS=ADMIN, MAIL_SUBJECT_PREFIX=PREFIX)
-        result = flask_command("test-email", {**env, **env_settings(smtp.settings)})
+        result = flask_command({**env, **env_settings(smtp.settings)}, "test-email")
 
         assert result.returncode == 0, result.stderr
         assert "(STARTTLS)" in result.stdout
@@ -751,7 +732,7 @@ def test_flask_test_email_delivers_a_test_mail(tmp_path, fresh_database_url):
 def test_flask_test_email_says_why_it_failed(tmp_path, fresh_database_url, kind, says):
     with broken_mail_server(kind, tmp_path) as settings:
         env = production_env(tmp_path, fresh_database_url, ADMINS=ADMIN, **env_settings(settings))
-        result = flask_command("test-email", env)
+        result = flask_command(env, "test-email")
 
     assert result.returncode != 0
     assert says in result.stderr
@@ -764,7 +745,7 @@ def test_flask_test_error_mails_every_time_storm_control_or_not(tmp_path, fresh_
         env = production_env(tmp_path, fresh_database_url, ADMINS=ADMIN, MAIL_SUBJECT_PREFIX=PREFIX)
         env |= env_settings(smtp.settings)
 
-        first = flask_command("test-error", env)
+        first = flask_command(env, "test-error")
         assert first.returncode == 0, first.stderr
         assert first.stdout == (
             f"Logged to: {tmp_path / 'logs' / 'blog.log'}\n"
@@ -777,7 +758,7 @@ def test_flask_test_error_mails_every_time_storm_control_or_not(tmp_path, fresh_
         # Run again within the window (600 seconds by default): each test
         # error has a fingerprint of its own, so storm control lets it through,
         # and an admin who just fixed the settings sees the result at once.
-        second = flask_command("test-error", env)
+        second = flask_command(env, "test-error")
         assert second.returncode == 0, second.stderr
         assert second.stdout == first.stdout
         assert len(smtp.mailbox.messages) == 2
@@ -788,7 +769,7 @@ def test_flask_test_error_mails_every_time_storm_control_or_not(tmp_path, fresh_
 def test_flask_test_error_explains_when_the_log_level_drops_errors(tmp_path, fresh_database_url):
     with smtp_server("plain", tmp_path) as smtp:
         env = production_env(tmp_path, fresh_database_url, ADMINS=ADMIN, LOG_LEVEL="CRITICAL")
-        result = flask_command("test-error", {**env, **env_settings(smtp.settings)})
+        result = flask_command({**env, **env_settings(smtp.settings)}, "test-error")
 
     assert "Traceback" not in result.stderr
     assert result.returncode == 1

@@ -19,14 +19,13 @@ from babel.messages.pofile import read_po, write_po
 from conftest import PASSWORD, AuthActions, add_user, config_for
 from flask import Flask, abort
 from flask.testing import FlaskClient
-from pages import alerts, form_errors
-from servers import BIN, ROOT, clean_env, smtp_server
+from pages import alerts, csrf_token, form_errors, page_text
+from servers import BIN, ROOT, clean_env
 
 from app import create_app
 from app.extensions import db
 from app.i18n import LANGUAGE_NAMES
 from app.logger import init_email
-from app.mail import outbox
 from app.models import Post, User, now_utc
 from app.translate import catalogue_folder, extract
 from config import LANGUAGES, ConfigError
@@ -38,11 +37,6 @@ ZH_MO = TRANSLATIONS / "zh_Hans_CN" / "LC_MESSAGES" / "messages.mo"
 CHINESE = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}  # what Chrome in China sends
 HAN = re.compile(r"[\u4e00-\u9fff]")  # any Chinese character
 REQUIRED_ZH = "该字段是必填字段。"  # WTForms' "This field is required."
-
-
-def text(response) -> str:
-    """The page as a person reads it (entities such as ``&#39;`` decoded)."""
-    return html.unescape(response.get_data(as_text=True))
 
 
 def html_lang(response) -> str:
@@ -97,7 +91,7 @@ def test_the_browser_language_picks_the_page_language(client, accept_language, l
     headers = {} if accept_language is None else {"Accept-Language": accept_language}
     response = client.get("/explore", headers=headers)
     assert html_lang(response) == lang
-    assert ("欢迎来到博客" in text(response)) == (lang == "zh-CN")
+    assert ("欢迎来到博客" in page_text(response)) == (lang == "zh-CN")
     assert "Accept-Language" in response.headers["Vary"]  # caches must keep them apart
 
 
@@ -105,7 +99,7 @@ def test_the_browser_language_picks_the_page_language(client, accept_language, l
 
 
 def test_the_navigation_and_the_explore_page_in_chinese(zh_client):
-    page = text(zh_client.get("/"))
+    page = page_text(zh_client.get("/"))
     for words in ("博客", "首页", "发现", "登录", "注册", "欢迎来到博客", "还没有文章。"):
         assert words in page
     assert "Log in" not in page
@@ -113,7 +107,7 @@ def test_the_navigation_and_the_explore_page_in_chinese(zh_client):
 
 
 def test_the_login_form_in_chinese_with_wtforms_own_messages(zh_client):
-    page = text(zh_client.get("/auth/login"))
+    page = page_text(zh_client.get("/auth/login"))
     assert "<h1>登录</h1>" in page
     for label in ("用户名", "密码", "记住我", "忘记密码？", "注册一个账号"):  # noqa: RUF001
         assert label in page
@@ -155,7 +149,7 @@ def test_flash_messages_in_chinese(app, zh_client, users):
     AuthActions(zh_client).login()
     response = zh_client.post("/", data={"post": "你好，世界"}, follow_redirects=True)  # noqa: RUF001
     assert alerts(response) == [("success", "您的文章已发布！")]  # noqa: RUF001
-    page = text(response)
+    page = page_text(response)
     assert "admin，您好！" in page  # noqa: RUF001
     assert "你好，世界" in page  # noqa: RUF001
     assert "发布" in page  # the post form's button
@@ -168,7 +162,7 @@ def test_the_404_page_in_chinese(zh_client):
     response = zh_client.get("/no/such/page")
     assert response.status_code == 404
     assert html_lang(response) == "zh-CN"
-    page = text(response)
+    page = page_text(response)
     assert "<h1>页面未找到</h1>" in page
     assert "抱歉，该页面不存在。" in page  # noqa: RUF001
     assert "返回首页" in page
@@ -183,7 +177,7 @@ def test_a_status_we_have_no_words_for_is_still_in_chinese(make_app):
     app.add_url_rule("/teapot", "teapot", lambda: abort(418))
     response = chinese_client(app).get("/teapot")
     assert response.status_code == 418
-    page = text(response)
+    page = page_text(response)
     assert "<h1>错误 418</h1>" in page
     assert "无法完成该请求。" in page
     assert "I'm a teapot" not in page  # Werkzeug's English name for 418
@@ -197,8 +191,8 @@ def test_the_429_page_in_chinese(make_app, users):
         assert alerts(response) == [("danger", "用户名或密码错误。")]
     response = client.post("/auth/login", data={"username": "admin", "password": "wrong"})
     assert response.status_code == 429
-    assert "<h1>请求过于频繁</h1>" in text(response)
-    assert "请稍等片刻再试。" in text(response)
+    assert "<h1>请求过于频繁</h1>" in page_text(response)
+    assert "请稍等片刻再试。" in page_text(response)
 
 
 def test_the_503_page_in_chinese(tmp_path):
@@ -211,8 +205,8 @@ def test_the_503_page_in_chinese(tmp_path):
     response = client.get("/explore")
     assert response.status_code == 503
     assert html_lang(response) == "zh-CN"
-    assert "<h1>暂时无法访问</h1>" in text(response)
-    assert "网站暂时无法连接数据库" in text(response)
+    assert "<h1>暂时无法访问</h1>" in page_text(response)
+    assert "网站暂时无法连接数据库" in page_text(response)
 
 
 def test_relative_times_and_dates_in_chinese(app, zh_client, users):
@@ -224,17 +218,17 @@ def test_relative_times_and_dates_in_chinese(app, zh_client, users):
         )
         db.session.commit()
 
-    page = text(zh_client.get("/explore"))
+    page = page_text(zh_client.get("/explore"))
     moment = re.search(r'<time datetime="[^"]+" title="([^"]+)">([^<]+)</time>', page)
     assert moment.group(2) == "3分钟前"
     assert re.fullmatch(r"\d{4}年\d{1,2}月\d{1,2}日 UTC \d{1,2}:\d\d:\d\d", moment.group(1))
 
-    page = text(zh_client.get("/user/admin"))
+    page = page_text(zh_client.get("/user/admin"))
     assert re.search(r"最后在线：<time [^>]+>2天前</time>", page)  # noqa: RUF001
     assert "0 位粉丝" in page
     assert "关注了 0 人" in page
 
-    english = text(app.test_client().get("/explore"))
+    english = page_text(app.test_client().get("/explore"))
     assert ">3 minutes ago</time>" in english
 
 
@@ -268,12 +262,12 @@ def test_switching_returns_to_the_page_and_is_remembered(client):
     # The choice beats the browser's own languages.
     response = client.get("/auth/login", headers={"Accept-Language": "en"})
     assert html_lang(response) == "zh-CN"
-    assert "<h1>登录</h1>" in text(response)
+    assert "<h1>登录</h1>" in page_text(response)
 
     switch_language(client, "en")
     response = client.get("/explore", headers=CHINESE)
     assert html_lang(response) == "en"
-    assert "Welcome to the blog" in text(response)
+    assert "Welcome to the blog" in page_text(response)
 
 
 def test_the_switch_comes_back_to_an_address_that_needs_escaping(client):
@@ -313,8 +307,7 @@ def test_switching_takes_a_post_with_a_csrf_token(make_app):
     page = client.get("/explore").text
     assert html_lang(client.get("/explore")) == "en"
 
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    response = switch_language(client, "zh_CN", csrf_token=token)
+    response = switch_language(client, "zh_CN", csrf_token=csrf_token(page))
     assert response.headers["Location"] == "/explore"
     assert html_lang(client.get("/explore")) == "zh-CN"
 
@@ -328,14 +321,14 @@ def test_a_users_choice_follows_them_to_a_new_browser(app, client, users):
 
     # Logging out keeps the choice in this browser...
     response = auth.logout()
-    assert "您已退出登录。" in text(client.get(response.headers["Location"]))
+    assert "您已退出登录。" in page_text(client.get(response.headers["Location"]))
 
     # ...and another browser, whose own language is English, gets it at login.
     other = app.test_client()
     other.environ_base["HTTP_ACCEPT_LANGUAGE"] = "en-US,en;q=0.9"
     assert html_lang(other.get("/explore")) == "en"
     response = AuthActions(other).login()
-    page = text(other.get(response.headers["Location"]))
+    page = page_text(other.get(response.headers["Location"]))
     assert "admin，您好！" in page  # noqa: RUF001
     assert "退出" in page
 
@@ -353,7 +346,7 @@ def test_a_remember_me_cookie_brings_the_choice_back(app, client, users):
     # A browser restarted: no session cookie, only the remember-me cookie.
     other = app.test_client()
     other.set_cookie("remember_token", remember_token)
-    page = text(other.get("/"))
+    page = page_text(other.get("/"))
     assert "admin，您好！" in page  # noqa: RUF001
 
 
@@ -364,7 +357,7 @@ def test_a_choice_made_just_before_logging_in_wins_and_is_saved(app, client, use
         db.session.commit()
     switch_language(client, "zh_CN")
     response = AuthActions(client).login()
-    assert "admin，您好！" in text(client.get(response.headers["Location"]))  # noqa: RUF001
+    assert "admin，您好！" in page_text(client.get(response.headers["Location"]))  # noqa: RUF001
     with app.app_context():
         assert db.session.get(User, users["admin"]).locale == "zh_CN"
 
@@ -376,7 +369,7 @@ def test_a_choice_made_logged_out_follows_the_account_to_a_new_browser(app, clie
 
     other = app.test_client()
     response = AuthActions(other).login()
-    assert "admin，您好！" in text(other.get(response.headers["Location"]))  # noqa: RUF001
+    assert "admin，您好！" in page_text(other.get(response.headers["Location"]))  # noqa: RUF001
 
 
 def test_the_accounts_language_wins_over_an_old_choice_in_the_browser(app, users):
@@ -390,19 +383,12 @@ def test_the_accounts_language_wins_over_an_old_choice_in_the_browser(app, users
     auth.login("admin1")  # the choice is saved on admin1's account at this login...
     auth.logout()
     response = auth.login("admin")  # ...so admin, logging in next, gets their own
-    assert "Hi, admin!" in text(client.get(response.headers["Location"]))
+    assert "Hi, admin!" in page_text(client.get(response.headers["Location"]))
     with app.app_context():
         assert db.session.get(User, users["admin"]).locale == "en"
 
 
 # --- Mail ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def mail_server(tmp_path):
-    with smtp_server("plain", tmp_path) as server:
-        yield server
-        outbox.drain()  # before the server goes away
 
 
 @pytest.mark.system
@@ -413,7 +399,7 @@ def test_the_reset_mail_is_in_the_language_it_was_asked_in(make_app, mail_server
     client = chinese_client(app)
 
     response = client.post("/auth/reset_password_request", data={"email": "alice@example.com"})
-    assert "如果该邮箱注册过账号，重置密码的邮件已在路上。" in text(  # noqa: RUF001
+    assert "如果该邮箱注册过账号，重置密码的邮件已在路上。" in page_text(  # noqa: RUF001
         client.get(response.headers["Location"])
     )
 
@@ -471,9 +457,9 @@ def test_a_chinese_visitors_500_is_mailed_to_the_admins_in_english(failing_app, 
     client = chinese_client(failing_app())
     response = client.get("/fail")
     assert response.status_code == 500
-    assert "<h1>发生意外错误</h1>" in text(response)  # the visitor reads Chinese...
+    assert "<h1>发生意外错误</h1>" in page_text(response)  # the visitor reads Chinese...
     request_id = response.headers["X-Request-ID"]
-    assert f"错误编号：<code>{request_id}</code>。联系我们时请提供此编号。" in text(response)  # noqa: RUF001
+    assert f"错误编号：<code>{request_id}</code>。联系我们时请提供此编号。" in page_text(response)  # noqa: RUF001
 
     subject, body = admin_mail(mail_server)  # ...the admins English
     assert subject == f"[Blog] ZeroDivisionError: division by zero (error {request_id})"
@@ -487,7 +473,7 @@ def test_a_chinese_visitors_500_is_mailed_to_the_admins_in_english(failing_app, 
 def test_admins_can_read_their_error_mails_in_chinese(failing_app, mail_server):
     client = failing_app(ADMIN_LOCALE="zh_CN").test_client()
     response = client.get("/fail")
-    assert "<h1>An unexpected error has occurred</h1>" in text(response)
+    assert "<h1>An unexpected error has occurred</h1>" in page_text(response)
 
     subject, body = admin_mail(mail_server)
     request_id = response.headers["X-Request-ID"]

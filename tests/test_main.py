@@ -4,21 +4,16 @@ many SQL statements a page of posts costs.
 
 import html
 import re
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
 from conftest import AuthActions, add_posts, add_user
-from pages import form_errors
-from sqlalchemy import event, func, select, update
+from pages import form_errors, page_text
+from query_count import count_statements
+from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.models import Post, User, now_utc
-
-
-def page_text(response) -> str:
-    """The page as a person reads it (entities such as ``&#39;`` decoded)."""
-    return html.unescape(response.get_data(as_text=True))
 
 
 def add_post(username: str, body: str, minutes_ago: int) -> None:
@@ -323,23 +318,6 @@ def test_anonymous_requests_do_not_touch_last_seen(app, users, client):
 # --- query count ----------------------------------------------------------------------------
 
 
-@contextmanager
-def count_queries(app):
-    """Count the SQL statements `app` sends to its database inside the block."""
-    statements = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 def add_authors(first: int, last: int, reader: str = "admin") -> None:
     """Authors `first`..`last - 1`, one post each, all followed by `reader`."""
     me = db.session.scalar(User.select_by_username(reader))
@@ -357,14 +335,15 @@ def test_query_count_does_not_grow_with_posts(app, users, client, auth, path, lo
         auth.login()
     with app.app_context():
         add_authors(0, 2)
-    with count_queries(app) as few:
+        engine = db.engine  # one per app, shared by its requests
+    with count_statements(engine) as few:
         response = client.get(path)
     assert response.status_code == 200
     assert page_text(response).count("post by author") == 2
 
     with app.app_context():
         add_authors(2, 10)
-    with count_queries(app) as many:
+    with count_statements(engine) as many:
         response = client.get(path)
     assert page_text(response).count("post by author") == 10
 

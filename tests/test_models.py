@@ -6,7 +6,6 @@ queries the pages use return the right rows in the right number of statements.
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,12 +18,12 @@ from conftest import PASSWORD, add_posts, add_user, app_at_revision
 from databases import ON_POSTGRESQL
 from flask import Flask, current_app
 from flask_migrate import downgrade, upgrade
+from query_count import count_statements
 from sqlalchemy import (
     Column,
     MetaData,
     String,
     UniqueConstraint,
-    event,
     func,
     inspect,
     select,
@@ -53,21 +52,6 @@ BEFORE_KEYS = "d2b1e358e28c"
 
 # How each database words a unique-constraint failure (SQLite, then PostgreSQL).
 UNIQUE_VIOLATION = r"UNIQUE constraint failed|duplicate key value violates unique constraint"
-
-
-@contextmanager
-def count_statements() -> Iterator[list[str]]:
-    """Collect the SQL statements sent to the database inside the block."""
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
 
 
 def follower_rows() -> list[tuple[int, int]]:
@@ -504,7 +488,7 @@ def test_post_authors_come_in_the_same_query_as_the_posts(app, users):
         add_posts(db.session.get(User, users["admin"]), 3)
         add_posts(db.session.get(User, users["admin1"]), 3)
         db.session.remove()  # start with nothing loaded, as a new request does
-        with count_statements() as statements:
+        with count_statements(db.engine) as statements:
             authors = [
                 post.author.username for post in db.session.scalars(Post.select_newest_first())
             ]
@@ -550,7 +534,7 @@ def test_select_profile_counts_and_followed_by_viewer(
 
 
 def test_select_profile_is_one_statement(app, followers_cast):
-    with app.app_context(), count_statements() as statements:
+    with app.app_context(), count_statements(db.engine) as statements:
         row = db.session.execute(User.select_profile("alice", followers_cast["bob"])).one()
         assert row.follower_count == 2
         assert row.followed_by_viewer is True

@@ -8,7 +8,7 @@ import pytest
 from conftest import PASSWORD, add_user
 from flask.testing import FlaskClient
 from pages import alerts, form_errors
-from servers import free_port, smtp_server, wait_until
+from servers import free_port, wait_until
 
 from app.auth.email import reset_token
 from app.extensions import db
@@ -23,13 +23,6 @@ NEW_PASSWORD = "a-brand-new-password"
 ON_ITS_WAY = ("info", "If that address has an account, a mail with a reset link is on its way.")
 RESET_DONE = ("success", "Your password has been reset. You can log in with it now.")
 LINK_REFUSED = ("warning", "That reset link is invalid or has expired. Please ask for a new one.")
-
-
-@pytest.fixture
-def mail_server(tmp_path):
-    with smtp_server("starttls", tmp_path) as server:
-        yield server
-    outbox.drain()
 
 
 @pytest.fixture

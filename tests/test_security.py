@@ -22,7 +22,7 @@ from conftest import PASSWORD, AuthActions, add_posts, add_user
 from flask import Flask
 from flask.testing import FlaskClient
 from pages import alerts, form_errors
-from servers import Browser, production_env, run_gunicorn
+from servers import Browser, NoRedirect, production_env, run_gunicorn
 from sqlalchemy import create_engine, select, text
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash
@@ -601,16 +601,12 @@ class ProxiedBrowser:
     proxy's hop to gunicorn is plain HTTP, with X-Forwarded-For and -Proto.
     """
 
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
     def __init__(self, base_url: str, address: str):
         self.base_url = base_url
         self.headers = {"X-Forwarded-For": address, "X-Forwarded-Proto": "https"}
         policy = DefaultCookiePolicy(secure_protocols=("https", "wss", "http"))
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(CookieJar(policy)), self._NoRedirect
+            urllib.request.HTTPCookieProcessor(CookieJar(policy)), NoRedirect
         )
 
     def request(

@@ -29,7 +29,15 @@ from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import pytest
 from databases import fresh_database
-from servers import BIN, ROOT, clean_env, free_port, production_env, run_gunicorn
+from servers import (
+    BIN,
+    ROOT,
+    NoRedirect,
+    clean_env,
+    free_port,
+    production_env,
+    run_gunicorn,
+)
 
 # Every test here starts real servers or processes: `make test-fast` skips them.
 pytestmark = pytest.mark.system
@@ -79,10 +87,6 @@ class Client:
     the client's own address (any 127.x.y.z reaches gunicorn on 127.0.0.1).
     """
 
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
     class _FromAddress(urllib.request.HTTPHandler):
         def __init__(self, address: str):
             super().__init__()
@@ -101,7 +105,7 @@ class Client:
         self.cookies = CookieJar(DefaultCookiePolicy(secure_protocols=("https", "http")))
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(self.cookies),
-            self._NoRedirect,
+            NoRedirect,
             self._FromAddress(address),
         )
 

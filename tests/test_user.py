@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from conftest import PASSWORD, add_posts, add_user
 from flask.testing import FlaskClient
-from pages import alerts, form_errors
+from pages import alerts, csrf_token, form_errors
 from sqlalchemy import event, insert, select
 
 from app.extensions import db
@@ -36,13 +36,6 @@ def input_value(page: str, name: str) -> str | None:
 def textarea_text(page: str, name: str) -> str | None:
     match = re.search(rf'<textarea[^>]*\bname="{name}"[^>]*>\s*([^<]*)</textarea>', page)
     return match and match.group(1)
-
-
-def csrf_token(page: str) -> str:
-    """The CSRF token of the first form on the page that carries one."""
-    match = re.search(r'<input[^>]*\bname="csrf_token"[^>]*\bvalue="([^"]+)"', page)
-    assert match, "the page has no form with a CSRF token"
-    return match.group(1)
 
 
 def heading(page: str) -> str:
