@@ -68,8 +68,8 @@ def record_login(user: User) -> None:
         user_id=user.id, token_hash=token_digest(token), password_digest=user.password_digest()
     )
     db.session.add(login)
-    # Logins nobody ended (a browser closed, not logged out) expire here, a
-    # few at a time, instead of in a job of their own.
+    # Logins nobody ended (a browser closed, not logged out) are deleted at
+    # the next login anyone makes, rather than by a job of their own.
     db.session.execute(
         delete(UserSession).where(UserSession.created < now_utc() - login_lifetime())
     )
