@@ -28,10 +28,11 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-## The in-process tests only, for the edit-test loop (about a minute on 2 cores): no gunicorn,
-## browser, mail server or subprocess. `make test` runs these and the system tests.
+## The in-process tests only, for the edit-test loop: no gunicorn, browser, mail server or
+## subprocess, spread over every core (about 40 s on two). `make test` runs these and the
+## system tests, one at a time: those time servers, and would race each other for the CPU.
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -m "not system"
+	$(BIN)/python -m pytest -m "not system" -n auto
 
 # The PostgreSQL server `make test-postgres` creates its test databases on;
 # override with `make test-postgres TEST_DATABASE_URL=postgresql://user@host:port/dbname`.

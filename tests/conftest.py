@@ -10,14 +10,14 @@ database, and the rows it wrote are deleted afterwards. On SQLite the database
 is a file, not ``sqlite://`` in memory, so that a test can open a second
 connection, as a second gunicorn worker would (see the race tests).
 
-Fixtures and helpers for new test modules:
+The fixtures (plain helpers such as ``add_user``, ``PASSWORD`` and
+``AuthActions`` are imported from tests/helpers.py):
 
 - ``database_url`` (session): the URL of the shared, migrated test database.
 - ``make_app(**overrides)``: a new app on that database with config overrides;
   every row is deleted after the test. ``app``, ``client``, ``runner`` and
   ``auth`` (register/login/logout through the forms) are built on it.
-- ``users``: admin and admin1, whose password is PASSWORD; ``add_user`` and
-  ``add_posts`` insert more inside an app context.
+- ``users``: admin and admin1, whose password is PASSWORD.
 - ``fresh_database_url``: the URL of a new, *empty* database of the test's own
   (not migrated: run ``upgrade_database(url)``, or ``flask db upgrade`` in a
   subprocess), dropped after the test. For anything that must not share the
@@ -36,13 +36,19 @@ Fixtures and helpers for new test modules:
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from databases import (
-    MIGRATIONS,
+from flask import Flask
+from flask.logging import default_handler
+from flask.testing import FlaskClient
+from jinja2 import FileSystemBytecodeCache
+from sqlalchemy import text
+
+from app import create_app
+from app.extensions import db
+from app.mail import outbox
+from app.reporting import COUNT_TASK, ERROR_HANDLER, LOG_HANDLER, SUMMARY_TASK
+from tests.databases import (
     ON_POSTGRESQL,
     SHARED_DATABASE_NAME,
     check_server,
@@ -52,24 +58,8 @@ from databases import (
     fresh_database,
     upgrade_database,
 )
-from flask import Flask
-from flask.logging import default_handler
-from flask.testing import FlaskClient
-from flask_migrate import upgrade
-from servers import SMTPServer, smtp_server
-from sqlalchemy import text
-from werkzeug.security import generate_password_hash
-
-from app import create_app
-from app.extensions import db
-from app.mail import outbox
-from app.models import Post, User, now_utc
-from app.reporting import COUNT_TASK, ERROR_HANDLER, LOG_HANDLER, SUMMARY_TASK
-from config import TestingConfig
-
-PASSWORD = "correct-horse-battery"
-# Hashed once for the whole run: hashing is slow on purpose (flaskr does the same).
-PASSWORD_HASH = generate_password_hash(PASSWORD, method=TestingConfig.PASSWORD_HASH_METHOD)
+from tests.helpers import AuthActions, add_user, config_for
+from tests.servers import SMTPServer, smtp_server
 
 
 def pytest_configure(config) -> None:
@@ -78,27 +68,6 @@ def pytest_configure(config) -> None:
 
 def pytest_report_header(config) -> str:
     return describe()
-
-
-def config_for(database_url: str, **overrides) -> type[TestingConfig]:
-    """A TestingConfig subclass pointing at `database_url`, with `overrides` applied."""
-    return type(
-        "TestConfig", (TestingConfig,), {"SQLALCHEMY_DATABASE_URI": database_url, **overrides}
-    )
-
-
-@contextmanager
-def app_at_revision(folder: Path, revision: str) -> Iterator[Flask]:
-    """An app on a new database migrated only up to `revision`: to test the next
-    migration against rows written before it."""
-    with fresh_database(folder, "old") as url:
-        app = create_app(config_for(url))
-        with app.app_context():
-            upgrade(directory=str(MIGRATIONS), revision=revision)
-        yield app
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -125,8 +94,17 @@ def fresh_database_url(tmp_path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def compiled_templates(tmp_path_factory) -> FileSystemBytecodeCache:
+    """Templates compiled once for the whole run: every test builds a new app, and
+    compiling its templates again was a third of the time of the in-process tests.
+    Jinja checks each template's source against what it compiled, so a test that
+    swaps a template in gets it compiled afresh."""
+    return FileSystemBytecodeCache(str(tmp_path_factory.mktemp("templates")))
+
+
 @pytest.fixture
-def make_app(database_url) -> Iterator[Callable[..., Flask]]:
+def make_app(database_url, compiled_templates) -> Iterator[Callable[..., Flask]]:
     """Return a factory for apps on the test database, with config overrides.
 
     Afterwards every row written to the test database is deleted, children
@@ -137,6 +115,7 @@ def make_app(database_url) -> Iterator[Callable[..., Flask]]:
 
     def factory(**overrides) -> Flask:
         app = create_app(config_for(database_url, **overrides))
+        app.jinja_env.bytecode_cache = compiled_templates
         apps.append(app)
         return app
 
@@ -172,64 +151,11 @@ def runner(app):
     return app.test_cli_runner()
 
 
-def add_user(username: str, email: str | None = None, about_me: str = "") -> User:
-    """Insert a user whose password is PASSWORD (call inside an app context)."""
-    user = User(
-        username=username,
-        email=email or f"{username}@example.com",
-        password_hash=PASSWORD_HASH,
-        about_me=about_me,
-    )
-    db.session.add(user)
-    db.session.commit()
-    return user
-
-
-def add_posts(user: User, count: int) -> list[Post]:
-    """Give `user` `count` posts, numbered 1..count, the last one the newest."""
-    start = now_utc() - timedelta(hours=count)
-    posts = [
-        Post(body=f"post {n} by {user.username}", author=user, timestamp=start + timedelta(hours=n))
-        for n in range(1, count + 1)
-    ]
-    db.session.add_all(posts)
-    db.session.commit()
-    return posts
-
-
 @pytest.fixture
 def users(app) -> dict[str, int]:
     """Two users, admin and admin1: the cast of the classic duplicate-username bug."""
     with app.app_context():
         return {name: add_user(name).id for name in ("admin", "admin1")}
-
-
-class AuthActions:
-    """Register, log in and log out through the real forms."""
-
-    def __init__(self, client: FlaskClient):
-        self._client = client
-
-    def register(self, username="alice", email=None, password=PASSWORD, password2=None):
-        return self._client.post(
-            "/auth/register",
-            data={
-                "username": username,
-                "email": email or f"{username}@example.com",
-                "password": password,
-                "password2": password if password2 is None else password2,
-            },
-        )
-
-    def login(self, username="admin", password=PASSWORD, next_url=None, remember=False):
-        url = "/auth/login" if next_url is None else f"/auth/login?next={next_url}"
-        data = {"username": username, "password": password}
-        if remember:
-            data["remember_me"] = "y"
-        return self._client.post(url, data=data)
-
-    def logout(self):
-        return self._client.post("/auth/logout")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # servers.py reads CSRF tokens with this module: no import cycle at run time
-    from servers import Browser
+    from tests.servers import Browser
 
 # The hidden input, as Flask-WTF renders it and as the templates write it by hand.
 CSRF_TOKEN = re.compile(r'<input[^>]*\bname="csrf_token"[^>]*\bvalue="([^"]+)"')

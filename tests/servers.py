@@ -33,11 +33,12 @@ from email.message import EmailMessage
 from http.cookiejar import CookieJar
 from pathlib import Path
 
-import pages
 import redis
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+
+from tests import pages
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -112,7 +113,7 @@ def production_env(tmp_path: Path, database_url: str, **settings: object) -> dic
 def run_gunicorn(
     env: dict[str, str],
     tmp_path: Path,
-    app: str = "gunicorn_app:app",
+    app: str = "tests.gunicorn_app:app",
     workers: int = 2,
     preload: bool = False,
     upgrade: bool = True,
@@ -138,8 +139,6 @@ def run_gunicorn(
         str(workers),
         "--bind",
         f"127.0.0.1:{port}",
-        "--pythonpath",
-        str(ROOT / "tests"),
         "--no-control-socket",  # several gunicorns at once would share one
         *(["--preload"] if preload else []),
         app,

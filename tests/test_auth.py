@@ -5,15 +5,15 @@ redirects a browser follows afterwards (including the ones it must not follow).
 from urllib.parse import quote
 
 import pytest
-from conftest import PASSWORD, PASSWORD_HASH, AuthActions
 from flask import session
 from flask_login import current_user
-from pages import alerts, csrf_token, form_errors, page_text
 from sqlalchemy import func, insert, select
 
 from app.auth import forms as auth_forms
 from app.extensions import db
 from app.models import User, name_key
+from tests.helpers import PASSWORD, PASSWORD_HASH, AuthActions
+from tests.pages import alerts, csrf_token, form_errors, page_text
 
 # "admin" in full-width letters (U+FF41...), which NFKC folds back to plain "admin".
 FULLWIDTH_ADMIN = "\uff41\uff44\uff4d\uff49\uff4e"

@@ -42,12 +42,9 @@ import calendar
 import re
 from dataclasses import dataclass, replace
 from io import BytesIO
-from urllib.parse import quote, quote_from_bytes, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
-import pages
 import pytest
-from conftest import PASSWORD, add_posts, add_user
-from databases import ON_POSTGRESQL
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, assume, event, example, given, note, settings
@@ -55,6 +52,8 @@ from hypothesis import strategies as st
 from markupsafe import escape
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DataError
+from werkzeug.datastructures import Headers
+from werkzeug.sansio.multipart import Data, Epilogue, Field, MultipartEncoder
 
 from app.auth.email import reset_token
 from app.extensions import db
@@ -67,6 +66,9 @@ from app.models import (
     User,
     stored_name,
 )
+from tests import pages
+from tests.databases import ON_POSTGRESQL
+from tests.helpers import PASSWORD, add_posts, add_user
 
 FUZZ = settings(
     # Enough to reach the corners on every form, few enough that the whole
@@ -281,6 +283,71 @@ def as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
+def urlencoded_body(items: list[tuple[str, bytes]]) -> bytes:
+    """What a browser sends: every name and value percent-encoded."""
+    return urlencode(items).encode("ascii")
+
+
+def raw_body(items: list[tuple[str, bytes]]) -> bytes:
+    """A urlencoded body with the values' bytes left as they are: only what would
+    change the body's structure (``%&=+``) is escaped."""
+    values = [re.sub(rb"[%&=+]", lambda m: b"%%%02X" % m[0][0], value) for _, value in items]
+    names = [quote(name, safe="").encode("ascii") for name, _ in items]
+    return b"&".join(name + b"=" + value for name, value in zip(names, values, strict=True))
+
+
+def multipart_body(items: list[tuple[str, bytes]]) -> bytes:
+    """A multipart/form-data body, written by Werkzeug's encoder (the test client's).
+
+    Names go in a part's header, where quotes and line breaks would break it:
+    they are percent-encoded. Values go as they are, bytes that aren't UTF-8 too.
+    """
+    encoder = MultipartEncoder(BOUNDARY)
+    body = b""
+    for name, value in items:
+        assume(BOUNDARY not in value)
+        body += encoder.send_event(Field(name=quote(name, safe=""), headers=Headers()))
+        body += encoder.send_event(Data(data=value, more_data=False))
+    return body + encoder.send_event(Epilogue(data=b""))
+
+
+ENCODINGS = {
+    "urlencoded": (urlencoded_body, FORM),
+    "raw": (raw_body, FORM),
+    "multipart": (multipart_body, f"multipart/form-data; boundary={BOUNDARY.decode()}"),
+}
+
+
+def what_the_server_sees(
+    fields: dict[str, str | bytes], items: list[tuple[str, bytes]], encoding: str, body: bytes
+) -> Sent:
+    """How Werkzeug will read `body`: names, values, and the limits they pass."""
+    if encoding == "raw" and not utf8(body):
+        seen = []  # a urlencoded body that isn't UTF-8 is read as an empty form
+    else:
+        # Werkzeug replaces bytes that aren't UTF-8 in a value; multipart names
+        # arrive percent-encoded, as we sent them.
+        seen = [
+            (
+                quote(name, safe="") if encoding == "multipart" else name,
+                value.decode("utf-8", "replace"),
+            )
+            for name, value in items
+        ]
+    too_big = len(body) > MAX_CONTENT_LENGTH or (
+        encoding == "multipart" and any(len(value) > MAX_FORM_MEMORY_SIZE for _, value in items)
+    )
+    return Sent(
+        # A field's value as the form gets it (the first one, if a name repeats).
+        fields={
+            name: value if isinstance(value, str) and seen else None
+            for name, value in fields.items()
+        },
+        nul=any("\x00" in name + value for name, value in seen),
+        too_big=too_big,
+    )
+
+
 def send_form(
     client: FlaskClient,
     url: str,
@@ -290,59 +357,15 @@ def send_form(
 ):
     """POST `fields` (and `extras`) to `url` as `encoding`; return (response, Sent).
 
-    We build the body ourselves, because the test client would refuse or
-    re-encode what we want to send (bytes that aren't UTF-8).
+    The body is built here, not by the test client, which would refuse or
+    re-encode what we mean to send (bytes that aren't UTF-8, raw or not).
     """
-    items = [*fields.items(), *extras]
-    if encoding == "multipart":
-        # Names are in a header, where quotes and line breaks would break the
-        # part: send them percent-encoded. Values go as raw bytes.
-        parts = []
-        for name, value in items:
-            data = as_bytes(value)
-            assume(BOUNDARY not in data)
-            disposition = f'Content-Disposition: form-data; name="{quote(name, safe="")}"'
-            parts += [b"--" + BOUNDARY, disposition.encode(), b"", data]
-        body = b"\r\n".join([*parts, b"--" + BOUNDARY + b"--", b""])
-        content_type = f"multipart/form-data; boundary={BOUNDARY.decode()}"
-        # Werkzeug decodes a part with errors="replace".
-        seen = [
-            (quote(name, safe=""), as_bytes(value).decode("utf-8", "replace"))
-            for name, value in items
-        ]
-        too_big = any(len(as_bytes(value)) > MAX_FORM_MEMORY_SIZE for _, value in items)
-    else:
-        if encoding == "urlencoded":
-            encoded = [
-                (quote(name, safe=""), quote_from_bytes(as_bytes(v), safe="")) for name, v in items
-            ]
-        else:  # raw: unescaped bytes; only what would change the body's structure is escaped
-            encoded = [(quote(name, safe=""), raw_form_value(as_bytes(v))) for name, v in items]
-        body = "&".join(f"{name}={value}" for name, value in encoded).encode("latin-1")
-        content_type = FORM
-        if encoding == "raw" and not utf8(body):
-            # A urlencoded body that isn't UTF-8 is read as an empty form.
-            seen = []
-        else:
-            # Werkzeug leaves bytes that aren't UTF-8 percent-encoded; a NUL is decoded.
-            seen = [(name, as_bytes(value).decode("utf-8", "replace")) for name, value in items]
-        too_big = False
-    too_big = too_big or len(body) > MAX_CONTENT_LENGTH
-    nul = any("\x00" in name + value for name, value in seen)
-    # A field's value as the form gets it (the first one, if a name repeats).
-    exact = {
-        name: value if isinstance(value, str) and seen else None for name, value in fields.items()
-    }
+    items = [(name, as_bytes(value)) for name, value in [*fields.items(), *extras]]
+    encode, content_type = ENCODINGS[encoding]
+    body = encode(items)
     note(f"POST {url} as {encoding}, {len(body)} bytes")
     response = client.post(url, data=body, content_type=content_type)
-    return response, Sent(fields=exact, nul=nul, too_big=too_big)
-
-
-def raw_form_value(data: bytes) -> str:
-    """`data` as raw bytes in a urlencoded body (a latin-1 str stands for the bytes)."""
-    for char in b"%&=+":
-        data = data.replace(bytes([char]), b"%%%02X" % char)
-    return data.decode("latin-1")
+    return response, what_the_server_sees(fields, items, encoding, body)
 
 
 def utf8(data: bytes) -> bool:
@@ -806,10 +829,7 @@ def test_page_parameter(paged_clients, where, page, junk):
     """Any ?page=, of any size (and any other parameter beside it): page 1 or 2, the 404
     page, or the NUL 400."""
     path, logged_in = where
-    query = "&".join(
-        f"{quote(name, safe='')}={quote_from_bytes(as_bytes(value), safe='')}"
-        for name, value in [("page", page), *junk]
-    )
+    query = urlencode([("page", page), *junk], quote_via=quote)
     response = paged_clients[logged_in].get(f"{path}?{query}")
     event(f"{response.status_code}")
     if any("\x00" in name + value for name, value in junk):
@@ -932,10 +952,7 @@ def test_listing_parameters(paged_clients, listed_posts, where, page, before, af
         for name, value in params.items()
         if value is not None
     }
-    query = "&".join(
-        f"{quote(name, safe='')}={quote_from_bytes(as_bytes(value), safe='')}"
-        for name, value in [*params.items(), *junk]
-    )
+    query = urlencode([*params.items(), *junk], quote_via=quote)
     response = paged_clients[logged_in].get(f"{path}?{query}")
     # What the server reads: bytes that aren't UTF-8 with a replacement character.
     seen = {
@@ -983,7 +1000,7 @@ def test_names_in_the_path(app, users, route, name, logged_in):
         client.post("/auth/login", data={"username": "admin", "password": PASSWORD})
     method, template = route
     # In a path, a name must be percent-encoded ("/" included, or it splits the path).
-    path = template.format(quote_from_bytes(as_bytes(name), safe=""))
+    path = template.format(quote(name, safe=""))
     response = client.open(path, method=method, follow_redirects=method == "GET")
     event(f"{method} {template}: {response.status_code}")
     if b"\x00" in as_bytes(name):
@@ -1130,65 +1147,113 @@ def test_any_accepted_post_is_shown_exactly_as_typed(app, admin_client, before, 
 
 # --- PostgreSQL's limits: a form error or a 400, never a DataError ---------------------------
 
-# Every field of every form: its URL, the rest of a valid form, the longest
-# value it accepts, and whether the user must be logged in. A value one
-# longer must get the form's error; the longest must be accepted: the form's
-# limit and the column's are the same.
 ASCII_EMAIL_254 = "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com"
 NEW_PASSWORD = {"password": PASSWORD, "password2": PASSWORD}
-FIELDS = {
-    "register username": (
-        "/auth/register", "username", "é" * 64,
-        {"email": "new@example.com", **NEW_PASSWORD}, False,
-    ),
-    "register email": (
-        "/auth/register", "email", ASCII_EMAIL_254,
-        {"username": "newcomer", **NEW_PASSWORD}, False,
-    ),
-    "register password": (
-        "/auth/register", "password", "😀" * 128,
-        {"username": "newcomer", "email": "new@example.com", "password2": "😀" * 128}, False,
-    ),
-    "login username": ("/auth/login", "username", "é" * 64, {"password": "x"}, False),
-    "login password": ("/auth/login", "password", "😀" * 128, {"username": "admin"}, False),
-    "login remember_me": (
-        "/auth/login", "remember_me", "y", {"username": "admin", "password": "x"}, False,
-    ),
-    "reset request email": ("/auth/reset_password_request", "email", ASCII_EMAIL_254, {}, False),
-    "reset password": (
-        "/auth/reset_password", "password", "😀" * 128, {"password2": "😀" * 128}, False,
-    ),
-    "post": ("/", "post", "😀" * POST_MAX_LENGTH, {}, True),
-    "edit username": ("/edit_profile", "username", "ΐ" * 64, {"about_me": ""}, True),
-    "edit about_me": (
-        "/edit_profile", "about_me", "😀" * ABOUT_ME_MAX_LENGTH, {"username": "admin"}, True,
-    ),
-}  # fmt: skip
-# Fields with no length limit of their own (remember_me is a checkbox: only its NUL is tested).
-UNLIMITED = {"remember_me"}
-# Forms whose longest values are still refused as a whole (a wrong password): checked
-# for the absence of a length error instead.
-NEVER_ACCEPTED = {"/auth/login"}
-# What each field says one character past its limit, word for word (an address that
-# long isn't a valid one either).
+# What a field says one character past its limit, word for word.
 NAME_LENGTH = "Field must be between 3 and 64 characters long."
 NEW_PASSWORD_LENGTH = "Field must be between 8 and 128 characters long."
-EMAIL_TOO_LONG = [
+EMAIL_TOO_LONG = [  # an address that long isn't a valid one either
     ("email", "Field cannot be longer than 254 characters."),
     ("email", "Please enter a valid email address."),
 ]
-TOO_LONG_ERRORS = {
-    "register username": [("username", NAME_LENGTH)],
-    "register email": EMAIL_TOO_LONG,
-    "register password": [("password", NEW_PASSWORD_LENGTH)],
-    "login username": [("username", "Field cannot be longer than 64 characters.")],
-    "login password": [("password", "Field cannot be longer than 128 characters.")],
-    "reset request email": EMAIL_TOO_LONG,
-    "reset password": [("password", NEW_PASSWORD_LENGTH)],
-    "post": [("post", "Field cannot be longer than 280 characters.")],
-    "edit username": [("username", NAME_LENGTH)],
-    "edit about_me": [("about_me", "Field cannot be longer than 280 characters.")],
-}
+
+
+@dataclass(frozen=True)
+class FieldAtItsLimit:
+    """One field of one form, and what it must answer at its column's limit.
+
+    `longest` is the longest value the field accepts (the form's limit and the
+    column's are the same); `rest` fills the other fields validly. One character
+    more must get `too_long`, the form's errors as (field, message); None for a
+    field without a length limit (a checkbox: only its NUL is tested).
+    """
+
+    name: str
+    url: str
+    field: str
+    longest: str
+    rest: dict[str, str]
+    too_long: list[tuple[str, str]] | None
+    logged_in: bool = False
+
+    def post(self, client: FlaskClient, value: str):
+        """POST the form with `value` in the field (and, for a new password, in its
+        repetition too: the same mistake typed twice, so that only `value` is wrong)."""
+        rest = self.rest
+        if self.field == "password" and "password2" in rest:
+            rest = {**rest, "password2": value}
+        return client.post(self.url, data={**rest, self.field: value})
+
+
+EVERY_FIELD = [
+    FieldAtItsLimit(
+        "register username", "/auth/register", "username", "é" * 64,
+        rest={"email": "new@example.com", **NEW_PASSWORD},
+        too_long=[("username", NAME_LENGTH)],
+    ),
+    FieldAtItsLimit(
+        "register email", "/auth/register", "email", ASCII_EMAIL_254,
+        rest={"username": "newcomer", **NEW_PASSWORD},
+        too_long=EMAIL_TOO_LONG,
+    ),
+    FieldAtItsLimit(
+        "register password", "/auth/register", "password", "😀" * 128,
+        rest={"username": "newcomer", "email": "new@example.com", "password2": "😀" * 128},
+        too_long=[("password", NEW_PASSWORD_LENGTH)],
+    ),
+    FieldAtItsLimit(
+        "login username", "/auth/login", "username", "é" * 64,
+        rest={"password": "x"},
+        too_long=[("username", "Field cannot be longer than 64 characters.")],
+    ),
+    FieldAtItsLimit(
+        "login password", "/auth/login", "password", "😀" * 128,
+        rest={"username": "admin"},
+        too_long=[("password", "Field cannot be longer than 128 characters.")],
+    ),
+    FieldAtItsLimit(
+        "login remember_me", "/auth/login", "remember_me", "y",
+        rest={"username": "admin", "password": "x"},
+        too_long=None,
+    ),
+    FieldAtItsLimit(
+        "reset request email", "/auth/reset_password_request", "email", ASCII_EMAIL_254,
+        rest={},
+        too_long=EMAIL_TOO_LONG,
+    ),
+    FieldAtItsLimit(
+        "reset password", "/auth/reset_password", "password", "😀" * 128,
+        rest={"password2": "😀" * 128},
+        too_long=[("password", NEW_PASSWORD_LENGTH)],
+    ),
+    FieldAtItsLimit(
+        "post", "/", "post", "😀" * POST_MAX_LENGTH,
+        rest={},
+        too_long=[("post", "Field cannot be longer than 280 characters.")],
+        logged_in=True,
+    ),
+    FieldAtItsLimit(
+        "edit username", "/edit_profile", "username", "ΐ" * 64,
+        rest={"about_me": ""},
+        too_long=[("username", NAME_LENGTH)],
+        logged_in=True,
+    ),
+    FieldAtItsLimit(
+        "edit about_me", "/edit_profile", "about_me", "😀" * ABOUT_ME_MAX_LENGTH,
+        rest={"username": "admin"},
+        too_long=[("about_me", "Field cannot be longer than 280 characters.")],
+        logged_in=True,
+    ),
+]  # fmt: skip
+LIMITED_FIELDS = [case for case in EVERY_FIELD if case.too_long is not None]
+# Forms whose longest values are still refused as a whole (a wrong password): checked
+# for the absence of a length error instead.
+NEVER_ACCEPTED = {"/auth/login"}
+
+
+def by_name(case) -> str:
+    """A table row's name, as pytest shows it: test_x[register username]."""
+    return case.name
 
 
 @pytest.fixture
@@ -1208,65 +1273,45 @@ def form_client(app, users):
     return prepare
 
 
-def post_with(client: FlaskClient, url: str, rest: dict, field: str, value: str):
-    """POST the form at `url` with `value` in `field` (and, for a new password, in its
-    repetition too: the same mistake typed twice, so that only `value` is wrong)."""
-    if field == "password" and "password2" in rest:
-        rest = {**rest, "password2": value}
-    return client.post(url, data={**rest, field: value})
-
-
-@pytest.mark.parametrize(
-    ("url", "field", "longest", "rest", "logged_in", "errors"),
-    [(*case, TOO_LONG_ERRORS[name]) for name, case in FIELDS.items() if case[1] not in UNLIMITED],
-    ids=[name for name, case in FIELDS.items() if case[1] not in UNLIMITED],
-)
-def test_one_character_too_many_is_a_form_error(
-    app, form_client, url, field, longest, rest, logged_in, errors
-):
+@pytest.mark.parametrize("case", LIMITED_FIELDS, ids=by_name)
+def test_one_character_too_many_is_a_form_error(app, form_client, case: FieldAtItsLimit):
     """One character over the column's length: the form's error under that field (not
     PostgreSQL's DataError, a 500), on both databases; and nothing is written."""
-    client = form_client(url, logged_in)
+    client = form_client(case.url, case.logged_in)
     before, posts = user_rows(app), post_count(app)
-    response = post_with(client, url, rest, field, longest + longest[-1])
+    response = case.post(client, case.longest + case.longest[-1])
 
     assert response.status_code == 200, describe(response)
-    assert form_errors(response) == errors
+    assert form_errors(response) == case.too_long
     assert (user_rows(app), post_count(app)) == (before, posts)
 
 
-@pytest.mark.parametrize(
-    ("url", "field", "longest", "rest", "logged_in"), FIELDS.values(), ids=FIELDS
-)
-def test_a_nul_in_any_field_is_the_400_page(app, form_client, url, field, longest, rest, logged_in):
+@pytest.mark.parametrize("case", EVERY_FIELD, ids=by_name)
+def test_a_nul_in_any_field_is_the_400_page(app, form_client, case: FieldAtItsLimit):
     """A NUL in an otherwise valid value: the 400 page that says so (PostgreSQL can't
     store it), on both databases; and nothing is written."""
-    client = form_client(url, logged_in)
+    client = form_client(case.url, case.logged_in)
     before, posts = user_rows(app), post_count(app)
-    response = post_with(client, url, rest, field, longest[:3] + "\x00" + longest[3:])
+    response = case.post(client, case.longest[:3] + "\x00" + case.longest[3:])
 
     assert_error_page(response, 400)
     assert NUL_MESSAGE in response.text
     assert (user_rows(app), post_count(app)) == (before, posts)
 
 
-@pytest.mark.parametrize(
-    ("url", "field", "longest", "rest", "logged_in"), FIELDS.values(), ids=FIELDS
-)
-def test_every_field_accepts_its_longest_value(
-    app, form_client, url, field, longest, rest, logged_in
-):
+@pytest.mark.parametrize("case", EVERY_FIELD, ids=by_name)
+def test_every_field_accepts_its_longest_value(app, form_client, case: FieldAtItsLimit):
     """At exactly the limit, in characters of up to four bytes: accepted and stored whole
     (PostgreSQL's varchar(n) counts characters, as the forms do, not bytes)."""
-    response = post_with(form_client(url, logged_in), url, rest, field, longest)
-    if url in NEVER_ACCEPTED:
+    response = case.post(form_client(case.url, case.logged_in), case.longest)
+    if case.url in NEVER_ACCEPTED:
         # The wrong password, and no error under any field.
         assert response.status_code == 200, describe(response)
         assert (form_errors(response), flashes(response)) == ([], [INVALID_LOGIN])
         return
     assert response.status_code == 302, describe(response)
-    if url != "/auth/reset_password_request":  # the one form that stores nothing
-        assert stored(app, longest), f"{longest[:10]!r}... is not in the database"
+    if case.url != "/auth/reset_password_request":  # the one form that stores nothing
+        assert stored(app, case.longest), f"{case.longest[:10]!r}... is not in the database"
 
 
 def stored(app, value: str) -> bool:
@@ -1323,41 +1368,55 @@ def test_too_many_hostile_logins_get_the_429_page(make_app):
 
 # --- Inputs these tests once found to be 500s (see the module docstring) --------------------
 
+
+@dataclass(frozen=True)
+class OddBody:
+    """A form posted in a shape no browser sends, and the fields it must come back
+    saying are required (the others filled validly, or not sent)."""
+
+    name: str
+    url: str
+    body: dict | str  # fields, None where the field is sent as a file; or a JSON text
+    required: list[str]
+    logged_in: bool = False
+
+
 # A text field sent as a *file* part of a multipart body. Flask-WTF reads
 # request.files together with request.form, so the field's data was a
 # FileStorage, and the field's filter or validator (stored_name(), str.strip(),
 # len()) raised a TypeError; app.forms.BaseForm reads the form body only.
-# Each with the errors the form shows: the file's field is empty, as if missing.
-FILE_IN_A_TEXT_FIELD = {
-    "login": ("/auth/login", {"username": None, "password": "x"}, False, ["username"]),
-    "register": (
-        "/auth/register",
-        {"username": None, "email": "a@example.com", **NEW_PASSWORD},
-        False,
-        ["username"],
+# The file's field is empty, as if missing.
+FILE_IN_A_TEXT_FIELD = [
+    OddBody("login", "/auth/login", {"username": None, "password": "x"}, ["username"]),
+    OddBody(
+        "register", "/auth/register",
+        {"username": None, "email": "a@example.com", **NEW_PASSWORD}, ["username"],
     ),
-    "reset request": ("/auth/reset_password_request", {"email": None}, False, ["email"]),
-    "reset password": (
-        "/auth/reset_password", {"password": None, "password2": "x"}, False, ["password"],
+    OddBody("reset request", "/auth/reset_password_request", {"email": None}, ["email"]),
+    OddBody(
+        "reset password", "/auth/reset_password",
+        {"password": None, "password2": "x"}, ["password"],
     ),
-    "post": ("/", {"post": None}, True, ["post"]),
-    "edit profile": ("/edit_profile", {"username": None, "about_me": "x"}, True, ["username"]),
-}  # fmt: skip
+    OddBody("post", "/", {"post": None}, ["post"], logged_in=True),
+    OddBody(
+        "edit profile", "/edit_profile",
+        {"username": None, "about_me": "x"}, ["username"], logged_in=True,
+    ),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("url", "data", "logged_in", "empty"), FILE_IN_A_TEXT_FIELD.values(), ids=FILE_IN_A_TEXT_FIELD
-)
-def test_a_file_in_a_text_field_is_a_form_error(form_client, url, data, logged_in, empty):
+@pytest.mark.parametrize("case", FILE_IN_A_TEXT_FIELD, ids=by_name)
+def test_a_file_in_a_text_field_is_a_form_error(form_client, case: OddBody):
     """A file where text belongs: the form again, saying that the field is required."""
     data = {
         name: (BytesIO(b"admin"), "a.txt") if value is None else value
-        for name, value in data.items()
+        for name, value in case.body.items()
     }
-    response = form_client(url, logged_in).post(url, data=data, content_type="multipart/form-data")
+    client = form_client(case.url, case.logged_in)
+    response = client.post(case.url, data=data, content_type="multipart/form-data")
     assert response.status_code == 200, describe(response)
-    errors = [(field, REQUIRED) for field in empty]
-    if url == "/auth/reset_password":  # "x" doesn't repeat the (missing) password
+    errors = [(field, REQUIRED) for field in case.required]
+    if case.url == "/auth/reset_password":  # "x" doesn't repeat the (missing) password
         errors.append(("password2", "The passwords don't match."))
     assert form_errors(response) == errors
 
@@ -1368,37 +1427,40 @@ def test_a_file_in_a_text_field_is_a_form_error(form_client, url, data, logged_i
 # in it were never seen by the NUL guard (app/input_guard.py reads
 # request.form only): on PostgreSQL a NUL in a post was a DataError.
 # app.forms.BaseForm reads the form body only: a JSON body is an empty form.
-JSON_BODIES = {
-    "a number for a name": (
-        "/auth/login", '{"username": 123, "password": "x"}', False, ["username", "password"],
+JSON_BODIES = [
+    OddBody(
+        "a number for a name", "/auth/login",
+        '{"username": 123, "password": "x"}', ["username", "password"],
     ),
-    "an object for a name": (
-        "/auth/login", '{"username": {"a": 1}, "password": "x"}', False, ["username", "password"],
+    OddBody(
+        "an object for a name", "/auth/login",
+        '{"username": {"a": 1}, "password": "x"}', ["username", "password"],
     ),
-    "a list, not an object": (
-        "/auth/register", "[1, 2]", False, ["username", "email", "password", "password2"],
+    OddBody(
+        "a list, not an object", "/auth/register",
+        "[1, 2]", ["username", "email", "password", "password2"],
     ),
-    "a string, not an object": (
-        "/auth/reset_password_request", '"a@example.com"', False, ["email"],
+    OddBody(
+        "a string, not an object", "/auth/reset_password_request",
+        '"a@example.com"', ["email"],
     ),
-    "a NUL in a post": ("/", '{"post": "a\\u0000b"}', True, ["post"]),
-    "a NUL in about_me": (
-        "/edit_profile", '{"username": "admin", "about_me": "a\\u0000b"}', True, ["username"],
+    OddBody("a NUL in a post", "/", '{"post": "a\\u0000b"}', ["post"], logged_in=True),
+    OddBody(
+        "a NUL in about_me", "/edit_profile",
+        '{"username": "admin", "about_me": "a\\u0000b"}', ["username"], logged_in=True,
     ),
-}  # fmt: skip
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("url", "body", "logged_in", "empty"), JSON_BODIES.values(), ids=JSON_BODIES
-)
-def test_a_json_body_is_read_as_an_empty_form(app, form_client, url, body, logged_in, empty):
+@pytest.mark.parametrize("case", JSON_BODIES, ids=by_name)
+def test_a_json_body_is_read_as_an_empty_form(app, form_client, case: OddBody):
     """A JSON body, from a client that isn't a browser: the form again, every field of it
     required; never a 500, and nothing written (with a NUL, nothing at all)."""
-    client = form_client(url, logged_in)
+    client = form_client(case.url, case.logged_in)
     before, posts = user_rows(app), post_count(app)
-    response = client.post(url, data=body, content_type="application/json")
+    response = client.post(case.url, data=case.body, content_type="application/json")
     assert response.status_code == 200, describe(response)
-    assert form_errors(response) == [(field, REQUIRED) for field in empty]
+    assert form_errors(response) == [(field, REQUIRED) for field in case.required]
     assert (user_rows(app), post_count(app)) == (before, posts)
 
 

@@ -28,10 +28,11 @@ from email.message import EmailMessage
 from urllib.parse import urlsplit
 
 import pytest
-from chromium import LAUNCH_ARGS, SKIP_REASON, find_chromium
-from databases import fresh_database
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from servers import (
+
+from tests.chromium import LAUNCH_ARGS, SKIP_REASON, find_chromium
+from tests.databases import fresh_database
+from tests.servers import (
     ROOT,
     Mailbox,
     env_settings,

@@ -28,10 +28,7 @@ from email.message import Message
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, add_user, config_for
-from databases import fresh_database
 from flask import Flask, request
-from servers import Browser, Gunicorn, production_env, run_gunicorn
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.serving import make_server
@@ -40,6 +37,9 @@ from app import create_app
 from app.extensions import db
 from app.models import Post, User
 from config import database_url as sqlalchemy_url
+from tests.databases import fresh_database
+from tests.helpers import PASSWORD, add_user, config_for
+from tests.servers import Browser, Gunicorn, production_env, run_gunicorn
 
 LIMIT = 1024 * 1024  # config.py's MAX_CONTENT_LENGTH
 FORM = "application/x-www-form-urlencoded"

@@ -38,16 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, add_posts, add_user, config_for
-from databases import fresh_database
 from flask import Flask
-from pages import form_errors
-from servers import Browser, Gunicorn, production_env, run_gunicorn, wait_until
 from sqlalchemy import func, select
 
 from app import create_app
 from app.extensions import db
 from app.models import Post, User, name_key
+from tests.databases import fresh_database
+from tests.helpers import PASSWORD, add_posts, add_user, config_for
+from tests.pages import form_errors
+from tests.servers import Browser, Gunicorn, production_env, run_gunicorn, wait_until
 
 # Every test here starts real servers or processes: `make test-fast` skips them.
 pytestmark = pytest.mark.system

@@ -28,9 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, add_user, config_for
-from databases import fresh_database, upgrade_database
-from servers import (
+from sqlalchemy import func, select
+
+from app import create_app
+from app.extensions import db
+from app.logger import init_email, init_logger
+from app.mail import outbox
+from app.models import Post, User
+from app.security import security_headers
+from config import database_url as sqlalchemy_url
+from tests.databases import fresh_database, upgrade_database
+from tests.helpers import PASSWORD, add_user, config_for
+from tests.servers import (
     BIN,
     REDIS_URL,
     ROOT,
@@ -43,15 +52,6 @@ from servers import (
     smtp_server,
     wait_until,
 )
-from sqlalchemy import func, select
-
-from app import create_app
-from app.extensions import db
-from app.logger import init_email, init_logger
-from app.mail import outbox
-from app.models import Post, User
-from app.security import security_headers
-from config import database_url as sqlalchemy_url
 
 ADMIN = "admin@example.com"
 # The settings `flask check-deploy` wants, besides a key and a database.
@@ -370,9 +370,8 @@ def timeout_run(tmp_path_factory) -> TimeoutRun:
             WEB_CONCURRENCY=1,
             **env_settings(smtp.settings),
         )
-        options = ["--pythonpath", str(ROOT / "tests")]
         with gunicorn_with_config(
-            without_flask_config(env), tmp_path, *options, app="gunicorn_app:app"
+            without_flask_config(env), tmp_path, app="tests.gunicorn_app:app"
         ) as server:
             try:
                 status = http_get(server.url + "/_test/sleep/10")[0]

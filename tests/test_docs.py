@@ -246,3 +246,28 @@ def test_every_file_in_the_tour_exists():
     assert "app/logger.py" in named, "the tour's table has changed its format"
     missing = [name for name in named if not (ROOT / name).exists()]
     assert not missing, f"README's tour names files that don't exist: {missing}"
+
+
+def test_the_tour_names_every_module_and_folder():
+    """A file added to app/ or bench/ is added to the tour, in its own row or in the row
+    of its folder; so is each of the tests' support modules, in its own words."""
+    tour = section(read(README), "## A tour of the code")
+    first_cells = re.findall(r"^\| ([^|]+) \|", tour, re.MULTILINE)
+    named = {name.rstrip("/") for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)}
+
+    def in_tour(path: Path) -> bool:
+        name = path.relative_to(ROOT).as_posix()
+        return any(
+            name == row or name.startswith(f"{row}/") or row.startswith(f"{name}/") for row in named
+        )
+
+    app_and_bench = [
+        *(path for path in (ROOT / "app").iterdir() if path.name != "__pycache__"),
+        *(ROOT / "bench").glob("*.py"),
+    ]
+    support = [path for path in (ROOT / "tests").glob("*.py") if not path.name.startswith("test_")]
+    missing = [path for path in app_and_bench if not in_tour(path)]
+    missing += [path for path in support if path.relative_to(ROOT).as_posix() not in named]
+    assert not missing, (
+        f"README's tour doesn't name {sorted(str(p.relative_to(ROOT)) for p in missing)}"
+    )

@@ -27,9 +27,17 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from flask import Flask, request
-from pages import csrf_token
-from servers import (
+from flask import Flask
+
+from app.logger import init_email, init_logger
+from app.mail import outbox
+from app.reporting import ERROR_HANDLER
+from app.reporting.error_mail import ErrorMailHandler
+from tests import failing_routes
+from tests.failing_routes import add_failing_routes
+from tests.helpers import source_line
+from tests.pages import csrf_token
+from tests.servers import (
     Mailbox,
     env_settings,
     flask_command,
@@ -41,11 +49,6 @@ from servers import (
     tarpit,
     wait_until,
 )
-
-from app.logger import init_email, init_logger
-from app.mail import outbox
-from app.reporting import ERROR_HANDLER
-from app.reporting.error_mail import ErrorMailHandler
 
 ADMIN = "admin@example.com"
 PREFIX = "[博客异常]"  # non-ASCII on purpose: the subject must arrive intact
@@ -64,43 +67,6 @@ pytestmark = [
 
 
 # --- Fixtures and helpers -----------------------------------------------------
-
-
-def add_failing_routes(app: Flask) -> None:
-    """Routes that fail on purpose (added before the app's first request)."""
-
-    def fail():
-        return str(1 / 0)
-
-    def fail_differently():
-        return {}["missing"]
-
-    def check_password():
-        # A careless view: its exception message drags in everything at hand,
-        # which is how secrets end up in error mails. Only the first line
-        # goes into the subject; the rest is in the body and the traceback.
-        password = request.form["password"]
-        message = (
-            f"no score for password {password}\n"
-            f"form {request.form.to_dict()}, cookies {request.headers.get('Cookie')}, "
-            f"secret key {app.config['SECRET_KEY']}, mail password {app.config['MAIL_PASSWORD']}"
-        )
-        raise ZeroDivisionError(message)
-
-    def fail_with_long_message():
-        # The subject keeps 150 characters of "ValueError: <message>"; the
-        # password starts at character 144, so the cut falls in the middle of it.
-        password = request.form["password"]
-        raise ValueError(f"{'x' * 130} {password}")
-
-    def fail_with_markup():
-        raise ValueError("<script>alert('mail')</script>")
-
-    app.add_url_rule("/fail", view_func=fail)
-    app.add_url_rule("/fail-differently", view_func=fail_differently)
-    app.add_url_rule("/check-password", view_func=check_password, methods=["POST"])
-    app.add_url_rule("/long-message", view_func=fail_with_long_message, methods=["POST"])
-    app.add_url_rule("/markup", view_func=fail_with_markup)
 
 
 @pytest.fixture
@@ -174,7 +140,7 @@ def assert_serves_and_holds_the_repeat_back(client, handler) -> None:
     """After a mail that couldn't be sent: the app still serves, and the same error
     again is held back, as a failing mail server is tried again only after
     StormControl.RETRY_AFTER."""
-    assert client.get("/fail").status_code == 500
+    assert client.get("/_test/fail").status_code == 500
     assert client.get("/explore").status_code == 200
     wait_for_outbox()
     assert handler.last_outcome.startswith(HELD_BACK)
@@ -223,14 +189,6 @@ def field(text: str, label: str) -> str:
     found = re.search(rf"^{re.escape(label)}:\s+(.*)$", text, re.MULTILINE)
     assert found, f"no {label!r} line in:\n{text}"
     return found.group(1)
-
-
-def source_line(start: str) -> int:
-    """The number of the one line in this file that begins with `start`."""
-    lines = Path(__file__).read_text().splitlines()
-    numbers = [n for n, line in enumerate(lines, 1) if line.strip().startswith(start)]
-    assert len(numbers) == 1, numbers
-    return numbers[0]
 
 
 def everything_in(message: EmailMessage, raw: bytes) -> str:
@@ -285,7 +243,7 @@ def test_a_500_mails_the_admins_what_broke_and_no_secrets(smtp, app, client, aut
     session_cookie = client.get_cookie("session").value
 
     response = client.post(
-        "/check-password",
+        "/_test/fail-with-secret",
         data={"password": TYPED_PASSWORD, "csrf_token": token},
         headers={"User-Agent": BROWSER},
     )
@@ -294,7 +252,7 @@ def test_a_500_mails_the_admins_what_broke_and_no_secrets(smtp, app, client, aut
     request_id = response.headers["X-Request-ID"]
     message = smtp.mailbox.wait_for(1)[0]
     subject = message["Subject"]
-    assert subject.startswith(f"{PREFIX} ZeroDivisionError: no score for password ")
+    assert subject.startswith(f"{PREFIX} ValueError: no score for password ")
     assert subject.endswith(f"(error {request_id})")  # the reference on the user's page
     # The login is the account's (163.com and QQ Mail refuse any other sender).
     assert message["From"] == smtp.settings.get("MAIL_USERNAME", "blog@127.0.0.1")
@@ -304,24 +262,24 @@ def test_a_500_mails_the_admins_what_broke_and_no_secrets(smtp, app, client, aut
     assert parts == ["text/plain", "text/html"]
 
     text = body(message)
-    raised_at = source_line("raise ZeroDivisionError(message)")
+    raised_at = source_line(failing_routes.__file__, "raise ValueError(message)")
     # Where it broke: the line that raised, not the line in Flask that logged it.
-    assert field(text, "Location") == f"{__file__}:{raised_at}"
-    assert field(text, "Module") == "test_error_mail"
-    assert field(text, "Function") == "check_password"
+    assert field(text, "Location") == f"{failing_routes.__file__}:{raised_at}"
+    assert field(text, "Module") == "failing_routes"
+    assert field(text, "Function") == "fail_with_secret"
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", field(text, "Time"))
     assert "Traceback (most recent call last):" in text
-    assert f'File "{__file__}", line {raised_at}, in check_password' in text
+    assert f'File "{failing_routes.__file__}", line {raised_at}, in fail_with_secret' in text
     assert field(text, "Method") == "POST"
-    assert field(text, "URL") == "http://localhost/check-password"
-    assert field(text, "Endpoint") == "check_password"
+    assert field(text, "URL") == "http://localhost/_test/fail-with-secret"
+    assert field(text, "Endpoint") == "fail_with_secret"
     assert field(text, "User") == "admin"
     assert field(text, "Remote address") == "127.0.0.1"
     assert field(text, "User agent") == BROWSER
     assert field(text, "Request id") == request_id
     html_body = body(message, "html")
     assert request_id in html_body
-    assert "check_password" in html_body
+    assert "fail_with_secret" in html_body
 
     secrets = {
         "SECRET_KEY": SECRET_KEY,
@@ -339,7 +297,7 @@ def test_a_500_mails_the_admins_what_broke_and_no_secrets(smtp, app, client, aut
 
 @pytest.mark.system
 def test_a_secret_cut_by_the_subject_length_limit_is_still_redacted(smtp, app, client):
-    response = client.post("/long-message", data={"password": TYPED_PASSWORD})
+    response = client.post("/_test/fail-with-long-message", data={"password": TYPED_PASSWORD})
 
     assert response.status_code == 500
     message = smtp.mailbox.wait_for(1)[0]
@@ -351,18 +309,20 @@ def test_a_secret_cut_by_the_subject_length_limit_is_still_redacted(smtp, app, c
 @pytest.mark.system
 def test_a_password_in_the_query_string_is_redacted_from_the_url(smtp, app, client):
     # A login form that forgot method="post" sends the password in the URL.
-    response = client.get("/fail", query_string={"password": "correct horse battery"})
+    response = client.get("/_test/fail", query_string={"password": "correct horse battery"})
 
     assert response.status_code == 500
     message = smtp.mailbox.wait_for(1)[0]
     text = body(message)
-    assert field(text, "URL") == "http://localhost/fail?password=[redacted]"
+    assert field(text, "URL") == "http://localhost/_test/fail?password=[redacted]"
 
 
 @pytest.mark.system
 def test_the_html_part_escapes_what_it_shows(smtp, app, client):
     """An exception message or a User-Agent is not markup in the admin's mail reader."""
-    response = client.get("/markup", headers={"User-Agent": "<img src=x onerror=alert(1)>"})
+    response = client.get(
+        "/_test/fail-with-markup", headers={"User-Agent": "<img src=x onerror=alert(1)>"}
+    )
 
     assert response.status_code == 500
     message = smtp.mailbox.wait_for(1)[0]
@@ -385,7 +345,7 @@ def test_a_server_certificate_that_cannot_be_verified_gets_no_mail(build_app, tm
         # Without MAIL_CA_FILE only the system's CAs are trusted, and the test
         # CA is not one of them: the connection must be refused by us.
         app = build_app(smtp.settings, MAIL_CA_FILE=None)
-        response = app.test_client().get("/fail")
+        response = app.test_client().get("/_test/fail")
 
         assert response.status_code == 500
         assert "An unexpected error has occurred" in response.text
@@ -409,7 +369,7 @@ def test_a_hung_mail_server_does_not_hold_the_error_page(build_app, log_dir):
         client = app.test_client()
         handler = mail_handler(app)
 
-        response = client.get("/fail")
+        response = client.get("/_test/fail")
 
         # The page is back while the mail still waits for the server's greeting.
         assert response.status_code == 500
@@ -440,7 +400,7 @@ def test_an_undeliverable_error_mail_is_logged_once(build_app, tmp_path, log_dir
         # These failures take no time at all, so keep the outbox busy: the
         # page must come back while its mail is still queued behind.
         with outbox_held():
-            response = client.get("/fail")
+            response = client.get("/_test/fail")
             assert response.status_code == 500
             assert handler.last_outcome is None
             assert failure_lines(log_dir) == []
@@ -453,7 +413,7 @@ def test_an_undeliverable_error_mail_is_logged_once(build_app, tmp_path, log_dir
     # one, mailing the failure would fail and log a second line.
     [line] = failure_lines(log_dir)
     assert f"not sent: {reason}" in line
-    assert log_text(log_dir).count("ERROR: Exception on /fail [GET]") == 2
+    assert log_text(log_dir).count("ERROR: Exception on /_test/fail [GET]") == 2
 
 
 @contextmanager
@@ -471,7 +431,7 @@ def a_failed_mail_then_the_server_back(build_app) -> Iterator[tuple]:
     outbox.idle_interval = 3600  # (restore_logging puts it back)
     client = app.test_client()
     handler = mail_handler(app)
-    response = client.get("/fail")
+    response = client.get("/_test/fail")
     wait_for_outbox()  # the mail failed and storm control knows
     assert handler.last_outcome.startswith("not sent: refused")
 
@@ -490,7 +450,7 @@ def test_an_error_whose_mail_failed_is_counted_in_its_next_mail(build_app):
     """A failed mail doesn't count as sent: the next occurrence after the retry
     delay is mailed, and says that one more went unreported."""
     with a_failed_mail_then_the_server_back(build_app) as (client, handler, _, mailbox):
-        assert client.get("/fail").status_code == 500
+        assert client.get("/_test/fail").status_code == 500
         wait_for_outbox()
 
         [message] = mailbox.messages
@@ -508,7 +468,7 @@ def test_an_error_whose_mail_failed_is_counted_in_a_summary_if_that_comes_first(
     the next mail has none."""
     with a_failed_mail_then_the_server_back(build_app) as (client, handler, failed_id, mailbox):
         handler.send_summaries()
-        assert client.get("/fail").status_code == 500
+        assert client.get("/_test/fail").status_code == 500
         wait_for_outbox()
 
         summary, message = mailbox.messages
@@ -536,7 +496,7 @@ def test_fifty_identical_errors_make_one_mail_and_one_summary(build_app, smtp, l
     # summary check, which runs in the outbox too, can't come in between).
     with outbox_held(), errors_dated(app, time.time()):
         for _ in range(50):
-            assert client.get("/fail").status_code == 500
+            assert client.get("/_test/fail").status_code == 500
 
     # One mail; when the window closes, the outbox (idle) sends the count.
     first, summary = smtp.mailbox.wait_for(2)
@@ -546,7 +506,7 @@ def test_fifty_identical_errors_make_one_mail_and_one_summary(build_app, smtp, l
     assert summary["Subject"] == f"{first['Subject']} [repeated 49 times]"
     assert "This error happened 49 more times" in summary.get_content()
     # Storm control only holds back mail: the log has every occurrence.
-    assert log_text(log_dir).count("ERROR: Exception on /fail [GET]") == 50
+    assert log_text(log_dir).count("ERROR: Exception on /_test/fail [GET]") == 50
 
 
 @pytest.mark.system
@@ -554,7 +514,12 @@ def test_two_different_bugs_make_two_mails(build_app, smtp):
     app = build_app(smtp.settings)
     client = app.test_client()
 
-    for path in ["/fail", "/fail-differently", "/fail", "/fail-differently"]:
+    for path in [
+        "/_test/fail",
+        "/_test/fail-differently",
+        "/_test/fail",
+        "/_test/fail-differently",
+    ]:
         assert client.get(path).status_code == 500
 
     wait_for_outbox()
@@ -576,7 +541,7 @@ def test_an_error_message_without_an_exception_is_mailed(app, smtp):
     [message] = smtp.mailbox.wait_for(1)
     assert message["Subject"] == f"{PREFIX} Disk /var almost full"
     text = body(message)
-    logged_at = source_line('app.logger.error("Disk')
+    logged_at = source_line(__file__, 'app.logger.error("Disk')
     assert field(text, "Location") == f"{__file__}:{logged_at}"
     assert field(text, "Function") == "test_an_error_message_without_an_exception_is_mailed"
     # No request, no traceback: the mail ends with the message.
@@ -643,7 +608,7 @@ def test_an_exception_logged_without_being_raised_is_mailed(app, smtp):
     first, second = smtp.mailbox.messages
     assert first["Subject"] == second["Subject"] == f"{PREFIX} ValueError: card declined"
     text = body(first)
-    logged_at = source_line('app.logger.error("Payment')
+    logged_at = source_line(__file__, 'app.logger.error("Payment')
     assert field(text, "Location") == f"{__file__}:{logged_at}"
     # The "traceback" is the exception alone.
     assert text.endswith("\nMessage:        Payment failed\n\nValueError: card declined\n\n")

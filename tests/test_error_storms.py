@@ -39,7 +39,8 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from servers import (
+
+from tests.servers import (
     Gunicorn,
     Mailbox,
     free_port,

@@ -11,10 +11,7 @@ import sqlite3
 from collections.abc import Iterator
 
 import pytest
-from conftest import PASSWORD, add_user
-from databases import ON_POSTGRESQL, drop_database, fresh_database, upgrade_database
 from flask import Flask, abort
-from flask_login import current_user
 from jinja2 import ChoiceLoader, DictLoader
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -23,29 +20,12 @@ from werkzeug.test import Client
 
 from app.extensions import db
 from app.models import User
+from tests.databases import ON_POSTGRESQL, drop_database, fresh_database, upgrade_database
+from tests.failing_routes import add_failing_routes
+from tests.helpers import PASSWORD, add_user
 
 ERROR_500 = "An unexpected error has occurred"
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-
-
-def add_failing_routes(app: Flask) -> None:
-    """Routes that exist only on the test app (added before its first request)."""
-
-    def boom():
-        raise RuntimeError("a bug in a view")
-
-    def forbidden():
-        abort(403)
-
-    def rename_to_admin1():
-        # The duplicate-username bug (app/forms.py), without the form's check: the
-        # flush fails on the unique index and nothing catches the IntegrityError.
-        current_user.username = "admin1"
-        db.session.flush()
-
-    app.add_url_rule("/boom", view_func=boom)
-    app.add_url_rule("/forbidden", view_func=forbidden)
-    app.add_url_rule("/rename-to-admin1", view_func=rename_to_admin1)
 
 
 @pytest.fixture
@@ -94,7 +74,7 @@ def test_413_page_for_a_request_that_is_too_large(make_app):
 
 
 def test_403_page(client):
-    response = client.get("/forbidden")
+    response = client.get("/_test/forbidden")
     assert response.status_code == 403
     assert "<h1>Forbidden</h1>" in response.text
 
@@ -111,7 +91,7 @@ def test_csrf_failure_page(make_app):
 
 
 def test_500_page(client):
-    response = client.get("/boom")
+    response = client.get("/_test/fail")
     assert response.status_code == 500
     assert f"<h1>{ERROR_500}</h1>" in response.text
     assert 'href="/bootstrap/static/css/bootstrap.min.css"' in response.text
@@ -120,7 +100,7 @@ def test_500_page(client):
 
 def test_500_page_shows_who_is_logged_in(client, auth, users):
     auth.login()
-    response = client.get("/boom")
+    response = client.get("/_test/fail")
     assert response.status_code == 500
     assert ERROR_500 in response.text
     assert "Profile (admin)" in response.text
@@ -131,7 +111,7 @@ def test_500_page_after_a_failed_flush(app, client, auth, users):
     IntegrityError; the handler rolls back, so the page (and the navigation's
     username) renders instead of Flask's bare "Internal Server Error"."""
     auth.login()
-    response = client.get("/rename-to-admin1")
+    response = client.get("/_test/rename-to-admin1")
     assert response.status_code == 500
     assert ERROR_500 in response.text
     assert "Profile (admin)" in response.text
@@ -201,7 +181,7 @@ def test_last_resort_page_when_the_500_template_fails(app, caplog):
     broken = "{% extends 'base.html' %}{% block content %}{% include 'gone.html' %}{% endblock %}"
     app.jinja_loader = ChoiceLoader([DictLoader({"errors/500.html": broken}), app.jinja_loader])
 
-    response = app.test_client().get("/boom")
+    response = app.test_client().get("/_test/fail")
     assert response.status_code == 500
     assert response.content_type == "text/html; charset=utf-8"
     assert "<title>Server error</title>" in response.text
@@ -223,10 +203,10 @@ def test_last_resort_page_when_the_500_template_fails(app, caplog):
             "Sorry, that page doesn't exist. The link may be broken or the page removed.",
         ),
         ("GET", "/auth/logout", 405, "Method not allowed", "That action isn't allowed here."),
-        ("GET", "/forbidden", 403, "Forbidden", "You don't have permission to do that."),
+        ("GET", "/_test/forbidden", 403, "Forbidden", "You don't have permission to do that."),
         (
             "GET",
-            "/boom",
+            "/_test/fail",
             500,
             ERROR_500,
             "Something went wrong on our side. It has been logged for us to look into.",
@@ -248,7 +228,7 @@ def test_json_405_keeps_the_allow_header(client):
 
 
 @pytest.mark.parametrize("accept", [BROWSER_ACCEPT, "*/*", None])
-@pytest.mark.parametrize(("path", "status"), [("/no/such/page", 404), ("/boom", 500)])
+@pytest.mark.parametrize(("path", "status"), [("/no/such/page", 404), ("/_test/fail", 500)])
 def test_browsers_and_curl_get_html_errors(client, accept, path, status):
     headers = {"Accept": accept} if accept else {}
     response = client.get(path, headers=headers)
@@ -280,15 +260,15 @@ def test_in_debug_mode_an_unhandled_exception_goes_to_the_debugger(debug_app):
     # PROPAGATE_EXCEPTIONS is left unset, and Flask then propagates in debug
     # mode: the exception skips the 500 handler and reaches the server.
     assert debug_app.config["PROPAGATE_EXCEPTIONS"] is None
-    with pytest.raises(RuntimeError, match="a bug in a view"):
-        debug_app.test_client().get("/boom")
+    with pytest.raises(ZeroDivisionError, match="division by zero"):
+        debug_app.test_client().get("/_test/fail")
 
     # What `flask run --debug` puts around the app shows it with its traceback.
     debugger = DebuggedApplication(debug_app, evalex=True)
-    response = Client(debugger).get("/boom", headers={"Accept": BROWSER_ACCEPT})
+    response = Client(debugger).get("/_test/fail", headers={"Accept": BROWSER_ACCEPT})
     assert response.status_code == 500
     page = response.get_data(as_text=True)
-    assert "RuntimeError: a bug in a view" in page
+    assert "ZeroDivisionError: division by zero" in page
     assert "Werkzeug Debugger" in page
     assert ERROR_500 not in page
 
@@ -297,8 +277,8 @@ def test_in_debug_mode_an_unhandled_exception_goes_to_the_debugger(debug_app):
     ("method", "path", "status", "title"),
     [
         ("GET", "/no/such/page", 404, "Page not found"),
-        ("GET", "/forbidden", 403, "Forbidden"),
-        ("POST", "/forbidden", 405, "Method not allowed"),
+        ("GET", "/_test/forbidden", 403, "Forbidden"),
+        ("POST", "/_test/forbidden", 405, "Method not allowed"),
         ("POST", "/auth/login", 400, "Bad request"),  # no CSRF token
         ("GET", "/abort-500", 500, ERROR_500),
         ("GET", "/outage", 503, "Temporarily unavailable"),

@@ -21,12 +21,14 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from servers import BIN, ROOT, Browser, production_env, run_gunicorn, wait_until
 
 from app.logger import init_email, init_logger
 from app.mail import outbox
 from app.reporting import STORE_FILE
 from app.reporting.storm import FIELDS, KEEP_FOR, ErrorGroup, StormControl
+from tests.failing_routes import add_failing_routes
+from tests.helpers import source_line
+from tests.servers import BIN, ROOT, Browser, production_env, run_gunicorn, wait_until
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -73,11 +75,6 @@ def lines_of(reference: str, *files: Path) -> list[str]:
         for line in path.read_text(errors="replace").splitlines()
         if f"[request {reference} " in line or line.startswith(f"  {reference} | ")
     ]
-
-
-def source_line(path: Path, text: str) -> int:
-    """The number of the first line of `path` that holds `text`."""
-    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
 # --- Against real gunicorn workers -----------------------------------------------------
@@ -133,10 +130,10 @@ def test_the_admin_lists_and_shows_what_two_workers_logged(tmp_path, fresh_datab
     groups = read_store(store)
     division, key = groups["ZeroDivisionError: division by zero"], groups["KeyError: 'missing'"]
     assert (division.total, division.window_count, key.total) == (2, 2, 1)
-    app_file = ROOT / "tests" / "gunicorn_app.py"
+    routes = ROOT / "tests" / "failing_routes.py"
     # Where each error was raised, as both listings name it.
-    key_where = f"tests/gunicorn_app.py:{source_line(app_file, 'return {}[')}"
-    division_where = f"tests/gunicorn_app.py:{source_line(app_file, 'return str(1 / 0)')}"
+    key_where = f"tests/failing_routes.py:{source_line(routes, 'return {}[')}"
+    division_where = f"tests/failing_routes.py:{source_line(routes, 'return str(1 / 0)')}"
     listing = flask(admin_env, "errors")
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout == (
@@ -281,19 +278,12 @@ def logging_app(make_app, log_dir):
             **overrides,
         )
 
-        def fail():
-            return str(1 / 0)
-
         def note():
             app.logger.warning("a note in the log")
             return "noted"
 
-        def fail_at(anything):
-            return {}[anything]
-
-        app.add_url_rule("/fail", view_func=fail)
+        add_failing_routes(app)
         app.add_url_rule("/note", view_func=note)
-        app.add_url_rule("/fail-at/<path:anything>", view_func=fail_at)
         init_logger(app)
         init_email(app)
         return app
@@ -305,7 +295,7 @@ def get(app: Flask, path: str, reference: str | None = None) -> str:
     """GET `path` (with a proxy's request id, if given); return the request's id."""
     headers = {"X-Request-ID": reference} if reference else {}
     response = app.test_client().get(path, headers=headers)
-    assert response.status_code == (500 if path == "/fail" else 200)
+    assert response.status_code == (500 if path == "/_test/fail" else 200)
     return response.headers["X-Request-ID"]
 
 
@@ -456,7 +446,7 @@ def test_the_listing_does_not_wait_for_a_worker_writing_the_store(logging_app, l
     """During a storm the workers write the store all the time: the listing
     reads beside them, and writes nothing itself."""
     app = logging_app()
-    reference = get(app, "/fail")
+    reference = get(app, "/_test/fail")
     outbox.drain()  # the store is written from the background
     store = log_dir / STORE_FILE
     before = store.read_bytes()
@@ -469,10 +459,10 @@ def test_the_listing_does_not_wait_for_a_worker_writing_the_store(logging_app, l
         worker.close()
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    raised_at = app.view_functions["fail"].__code__.co_firstlineno + 1
+    raised_at = source_line(ROOT / "tests" / "failing_routes.py", "return str(1 / 0)")
     assert lines[2:4] == [
         "ZeroDivisionError: division by zero",
-        f"  Where: tests/test_errors_cli.py:{raised_at}",
+        f"  Where: tests/failing_routes.py:{raised_at}",
     ]
     assert lines[4] == "  Occurrences: 1 in the current window, 1 in total"
     assert lines[7:] == [f"  Last reference: {reference}", f"  {MAIL_OFF}"]
@@ -481,12 +471,14 @@ def test_the_listing_does_not_wait_for_a_worker_writing_the_store(logging_app, l
 
 def test_show_prints_the_request_and_its_traceback(logging_app, log_dir):
     app = logging_app()
-    first, repeat = get(app, "/fail"), get(app, "/fail")
+    first, repeat = get(app, "/_test/fail"), get(app, "/_test/fail")
     log_file = log_dir / "blog.log"
     first_lines = lines_of(first, log_file)
     assert first_lines[1:2] == [f"  {first} | Traceback (most recent call last):"]
     [repeat_line] = lines_of(repeat, log_file)
-    assert f" ERROR: Exception on /fail [GET] [traceback: see request {first}] " in repeat_line
+    assert (
+        f" ERROR: Exception on /_test/fail [GET] [traceback: see request {first}] " in repeat_line
+    )
 
     result = invoke(app, "show", first)
     assert result.exit_code == 0, result.output
@@ -505,7 +497,7 @@ def test_show_prints_the_request_and_its_traceback(logging_app, log_dir):
 def test_a_prefix_matching_several_requests_shows_them_all_and_says_so(logging_app, log_dir):
     # A proxy's ids (PROXY_COUNT): two that share their first characters.
     app = logging_app(PROXY_COUNT=1)
-    one = get(app, "/fail", "shared-prefix-0001")
+    one = get(app, "/_test/fail", "shared-prefix-0001")
     two = get(app, "/note", "shared-prefix-0002")
     result = invoke(app, "show", "shared-prefix")
     assert result.exit_code == 0, result.output
@@ -522,7 +514,7 @@ def test_the_lines_of_one_request_across_rotated_files_oldest_first(logging_app,
     a rotated file deleted in between is no obstacle."""
     app = logging_app(PROXY_COUNT=1, LOG_MAX_BYTES=1000, LOG_BACKUP_COUNT=10)
     reference = "retried-request-01"
-    get(app, "/fail", reference)
+    get(app, "/_test/fail", reference)
     log_notes_until(app, (log_dir / "blog.log.2").exists)
     get(app, "/note", reference)
     (log_dir / "blog.log.1").unlink()
@@ -552,7 +544,7 @@ def test_the_lines_of_one_request_across_rotated_files_oldest_first(logging_app,
 )
 def test_a_reference_that_is_not_one_is_a_usage_error(logging_app, reference):
     app = logging_app()
-    get(app, "/fail")
+    get(app, "/_test/fail")
     result = invoke(app, "show", reference)
     assert result.exit_code == 2
     assert result.output.startswith("Usage: ")
@@ -576,7 +568,7 @@ def test_the_usage_error_in_chinese(make_app):
 
 def test_a_reference_not_in_the_log_names_the_files_searched(logging_app, log_dir):
     app = logging_app(LOG_MAX_BYTES=1000)
-    get(app, "/fail")
+    get(app, "/_test/fail")
     get(app, "/note")
     assert (log_dir / "blog.log.1").exists()
     result = invoke(app, "show", "0123456789abcdef")
@@ -632,7 +624,7 @@ def test_undecodable_bytes_in_the_log_are_replaced(logging_app, log_dir):
             b"2026-01-01 00:00:00,000 INFO: caf\xe9 [in /srv/menu.py:1] "
             b"[request cafe-latin-1 GET /menu from 127.0.0.1 user -]\n\xff\xfe\n"
         )
-    reference = get(app, "/fail")
+    reference = get(app, "/_test/fail")
 
     result = invoke(app, "show", "cafe-latin-1")
     assert result.exit_code == 0, result.output
@@ -647,12 +639,12 @@ def test_undecodable_bytes_in_the_log_are_replaced(logging_app, log_dir):
 
 def test_a_traceback_rotated_away_is_said_to_be_gone(logging_app, log_dir):
     app = logging_app(LOG_MAX_BYTES=1000, LOG_BACKUP_COUNT=1)
-    first = get(app, "/fail")
+    first = get(app, "/_test/fail")
     # One rotated file kept: a few rotations later, no file has the first traceback.
     log_notes_until(
         app, lambda: not any(first in path.read_text() for path in log_dir.glob("blog.log*"))
     )
-    repeat = get(app, "/fail")
+    repeat = get(app, "/_test/fail")
     result = invoke(app, "show", repeat)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
@@ -666,14 +658,18 @@ def test_a_path_cannot_pass_its_lines_off_as_another_requests(logging_app, log_d
     # A visitor who knows (or guesses) a reference writes it into a failing
     # URL, dressed as our own end of line, with a pointer to its traceback.
     app = logging_app()
-    victim = get(app, "/fail")
+    victim = get(app, "/_test/fail")
     forged = f" [in /srv/x.py:1] [request {victim} GET /admin from 203.0.113.9 user admin]"
-    response = app.test_client().get("/fail-at/x" + forged + f" [traceback: see request {victim}]")
+    response = app.test_client().get(
+        "/_test/fail-with/x" + forged + f" [traceback: see request {victim}]"
+    )
     assert response.status_code == 500
     attacker = response.headers["X-Request-ID"]
     log_file = log_dir / "blog.log"
     # The path is written with its brackets as in a URL: nothing of it can end a line.
-    assert f"GET /fail-at/x %5Bin /srv/x.py:1%5D %5Brequest {victim} " in log_file.read_text()
+    assert (
+        f"GET /_test/fail-with/x %5Bin /srv/x.py:1%5D %5Brequest {victim} " in log_file.read_text()
+    )
 
     result = invoke(app, "show", victim)
 
@@ -681,11 +677,11 @@ def test_a_path_cannot_pass_its_lines_off_as_another_requests(logging_app, log_d
     assert "203.0.113.9" not in result.output
     assert all(victim in line for line in result.output.splitlines())
     assert result.output.splitlines()[0].endswith(
-        f"[request {victim} GET /fail from 127.0.0.1 user -]"
+        f"[request {victim} GET /_test/fail from 127.0.0.1 user -]"
     )
     result = invoke(app, "show", attacker)
     assert result.exit_code == 0, result.output
-    # Its own lines, its own traceback (a KeyError): no other request's.
-    assert f"  {attacker} | KeyError: " in result.output
+    # Its own lines, its own traceback (a ValueError): no other request's.
+    assert f"  {attacker} | ValueError: " in result.output
     assert f"  {victim} | " not in result.output
     assert "Several requests match" not in result.output

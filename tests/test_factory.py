@@ -15,11 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from conftest import config_for
-from databases import fresh_database
 from flask import Flask
-from pages import alerts
-from servers import clean_env, free_port, wait_until
 from sqlalchemy import func, select, text
 
 import config
@@ -40,6 +36,10 @@ from config import (
     env_int,
     env_list,
 )
+from tests.databases import fresh_database
+from tests.helpers import config_for
+from tests.pages import alerts
+from tests.servers import clean_env, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"

@@ -25,9 +25,7 @@ person does, so that a message is compared whole, not found as a fragment.
 import io
 
 import pytest
-from conftest import PASSWORD_HASH, add_user
 from flask import Flask
-from pages import alerts, form_errors
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import MultiDict
@@ -44,6 +42,8 @@ from app.forms import (
 )
 from app.models import USERNAME_MAX_LENGTH, USERNAME_MIN_LENGTH, User, name_key
 from app.user.forms import EditProfileForm
+from tests.helpers import PASSWORD_HASH, add_user
+from tests.pages import alerts, form_errors
 
 REQUIRED = "This field is required."
 WRONG_LENGTH = (

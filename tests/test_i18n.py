@@ -16,11 +16,8 @@ from pathlib import Path
 import pytest
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po, write_po
-from conftest import PASSWORD, AuthActions, add_user, config_for
 from flask import Flask, abort
 from flask.testing import FlaskClient
-from pages import alerts, csrf_token, form_errors, page_text
-from servers import BIN, ROOT, clean_env
 
 from app import create_app
 from app.extensions import db
@@ -29,6 +26,10 @@ from app.logger import init_email
 from app.models import Post, User, now_utc
 from app.translate import catalogue_folder, extract
 from config import LANGUAGES, ConfigError
+from tests.failing_routes import add_failing_routes
+from tests.helpers import PASSWORD, AuthActions, add_user, config_for
+from tests.pages import alerts, csrf_token, form_errors, page_text
+from tests.servers import BIN, ROOT, clean_env
 
 TRANSLATIONS = ROOT / "app" / "translations"
 # Babel's full name for zh_CN, where Flask-Babel looks for it (app/translate.py).
@@ -439,7 +440,7 @@ def failing_app(make_app, mail_server, tmp_path):
             LOG_DIR=str(tmp_path / "logs"),
             **overrides,
         )
-        app.add_url_rule("/fail", view_func=lambda: str(1 / 0))
+        add_failing_routes(app)
         init_email(app)
         return app
 
@@ -455,7 +456,7 @@ def admin_mail(mail_server) -> tuple[str, str]:
 @pytest.mark.system
 def test_a_chinese_visitors_500_is_mailed_to_the_admins_in_english(failing_app, mail_server):
     client = chinese_client(failing_app())
-    response = client.get("/fail")
+    response = client.get("/_test/fail")
     assert response.status_code == 500
     assert "<h1>发生意外错误</h1>" in page_text(response)  # the visitor reads Chinese...
     request_id = response.headers["X-Request-ID"]
@@ -472,7 +473,7 @@ def test_a_chinese_visitors_500_is_mailed_to_the_admins_in_english(failing_app, 
 @pytest.mark.system
 def test_admins_can_read_their_error_mails_in_chinese(failing_app, mail_server):
     client = failing_app(ADMIN_LOCALE="zh_CN").test_client()
-    response = client.get("/fail")
+    response = client.get("/_test/fail")
     assert "<h1>An unexpected error has occurred</h1>" in page_text(response)
 
     subject, body = admin_mail(mail_server)

@@ -17,10 +17,8 @@ test_error_mail.py and test_sentry.py.
 from collections.abc import Iterator
 
 import pytest
-from conftest import add_user, config_for
 from flask import Flask, g, request, session
 from flask_login import current_user
-from query_count import count_statements
 
 from app import create_app
 from app.auth.sessions import record_login
@@ -34,6 +32,8 @@ from app.reporting.log_context import (
     request_secrets,
     safe_url,
 )
+from tests.helpers import add_user, config_for
+from tests.query_count import count_statements
 
 # One field name for each word that makes a name sensitive, in the cases and
 # places a real form or URL has them: the word may be anywhere in the name,

@@ -29,6 +29,7 @@ from app.reporting.log_file import (
     RequestFormatter,
     escape_controls,
 )
+from tests.failing_routes import add_failing_routes
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -45,17 +46,7 @@ def add_routes(app: Flask) -> None:
         app.logger.warning("visited %s with %s", request.path, request.args.get("q", ""))
         return "ok"
 
-    @app.route("/fail")
-    def fail():
-        return str(1 / 0)
-
-    @app.route("/fail-elsewhere")
-    def fail_elsewhere():
-        return {}["missing"]
-
-    @app.route("/fail-with/<path:text>")
-    def fail_with(text):
-        raise ValueError(f"bad input {text}{request.args.get('more', '')}")
+    add_failing_routes(app)
 
 
 @pytest.fixture
@@ -125,13 +116,13 @@ def test_a_forged_line_in_the_path_and_the_query_stays_on_its_line(client, log_f
 def test_a_forged_line_in_a_failing_path_stays_on_its_line(client, log_file):
     # Flask's own "Exception on <path> [GET]" message carries the path.
     response = client.get(
-        "/fail-with/x%0D" + FORGED.replace(" ", "%20"), query_string={"more": "\n" + FORGED}
+        "/_test/fail-with/x%0D" + FORGED.replace(" ", "%20"), query_string={"more": "\n" + FORGED}
     )
     assert response.status_code == 500
     reference = response.headers["X-Request-ID"]
 
     text = log_file.read_text()
-    assert f"ERROR: Exception on /fail-with/x\\r{FORGED} [GET]" in text
+    assert f"ERROR: Exception on /_test/fail-with/x\\r{FORGED} [GET]" in text
     # The exception's message is part of the traceback: its line break is
     # one of the record's, so the rest is a tagged continuation line.
     assert (
@@ -144,13 +135,13 @@ def test_a_forged_line_in_a_failing_path_stays_on_its_line(client, log_file):
 
 
 def test_every_line_of_a_500_carries_its_reference(client, log_file):
-    response = client.get("/fail")
+    response = client.get("/_test/fail")
     reference = response.headers["X-Request-ID"]
 
     record = [line for line in lines(log_file) if reference in line]
     first, *traceback = record
     assert RECORD_START.match(first)
-    assert first.endswith(f"[request {reference} GET /fail from 127.0.0.1 user -]")
+    assert first.endswith(f"[request {reference} GET /_test/fail from 127.0.0.1 user -]")
     assert traceback[0] == f"  {reference} | Traceback (most recent call last):"
     assert traceback[-1] == f"  {reference} | ZeroDivisionError: division by zero"
     assert all(line.startswith(f"  {reference} | ") for line in traceback)
@@ -186,7 +177,7 @@ def test_a_stack_is_tagged_like_a_traceback(make_app, log_file):
 def test_secrets_are_redacted_in_continuation_lines_too(make_app, log_file):
     app = logged_app(make_app, log_file, SECRET_KEY="a-secret-nobody-may-read")
     client = app.test_client()
-    client.get("/fail-with/a-secret-nobody-may-read")
+    client.get("/_test/fail-with/a-secret-nobody-may-read")
 
     text = log_file.read_text()
     assert "a-secret-nobody-may-read" not in text
@@ -197,19 +188,26 @@ def test_secrets_are_redacted_in_continuation_lines_too(make_app, log_file):
 
 
 def test_a_repeat_points_at_the_reference_that_has_the_traceback(client, log_file):
-    first, second, third = (client.get("/fail").headers["X-Request-ID"] for _ in range(3))
+    first, second, third = (client.get("/_test/fail").headers["X-Request-ID"] for _ in range(3))
 
     text = log_file.read_text()
     assert text.count("Traceback (most recent call last)") == 1
     assert f"  {first} | ZeroDivisionError: division by zero" in text
     for repeat in (second, third):
         [line] = [line for line in lines(log_file) if repeat in line]
-        assert f"ERROR: Exception on /fail [GET] [traceback: see request {first}] [in " in line
-        assert line.endswith(f"[request {repeat} GET /fail from 127.0.0.1 user -]")
+        assert (
+            f"ERROR: Exception on /_test/fail [GET] [traceback: see request {first}] [in " in line
+        )
+        assert line.endswith(f"[request {repeat} GET /_test/fail from 127.0.0.1 user -]")
 
 
 def test_each_bug_gets_its_own_traceback(client, log_file):
-    for path in ("/fail", "/fail-elsewhere", "/fail", "/fail-elsewhere"):
+    for path in (
+        "/_test/fail",
+        "/_test/fail-differently",
+        "/_test/fail",
+        "/_test/fail-differently",
+    ):
         client.get(path)
 
     text = log_file.read_text()
@@ -220,10 +218,10 @@ def test_each_bug_gets_its_own_traceback(client, log_file):
 
 def test_the_traceback_is_written_again_once_the_window_has_passed(make_app, log_file):
     client = logged_app(make_app, log_file, MAIL_ERROR_WINDOW=1).test_client()
-    first = client.get("/fail").headers["X-Request-ID"]
-    client.get("/fail")
+    first = client.get("/_test/fail").headers["X-Request-ID"]
+    client.get("/_test/fail")
     time.sleep(1.1)
-    third = client.get("/fail").headers["X-Request-ID"]
+    third = client.get("/_test/fail").headers["X-Request-ID"]
 
     text = log_file.read_text()
     assert text.count("Traceback (most recent call last)") == 2
@@ -241,7 +239,7 @@ def test_a_formatter_without_a_window_writes_every_traceback(app, window, traceb
     logger.addHandler(handler)
     try:
         for _ in range(3):
-            with app.test_request_context("/fail"):
+            with app.test_request_context("/_test/fail"):
                 try:
                     {}["missing"]
                 except KeyError:
@@ -254,11 +252,11 @@ def test_a_formatter_without_a_window_writes_every_traceback(app, window, traceb
 
 def test_standard_output_gets_the_same_lines(make_app, log_file, capsys):
     client = logged_app(make_app, log_file, LOG_TO_STDOUT=True).test_client()
-    response = client.get("/fail-with/x%0D" + FORGED.replace(" ", "%20"))
+    response = client.get("/_test/fail-with/x%0D" + FORGED.replace(" ", "%20"))
     reference = response.headers["X-Request-ID"]
 
     out = capsys.readouterr().out
-    assert f"ERROR: Exception on /fail-with/x\\r{FORGED} [GET]" in out
+    assert f"ERROR: Exception on /_test/fail-with/x\\r{FORGED} [GET]" in out
     assert f"  {reference} | ValueError: bad input x\\r{FORGED}\n" in out
     for line in out.splitlines():
         assert RECORD_START.match(line) or CONTINUATION.match(line), repr(line)
@@ -286,8 +284,8 @@ def test_a_formatter_remembers_at_most_a_thousand_bugs():
 
 
 def test_what_the_log_writes_is_what_flask_errors_reads(client, log_file):
-    first, repeat = (client.get("/fail").headers["X-Request-ID"] for _ in range(2))
-    forged = client.get(f"/fail-with/x] [in /srv/x.py:1] [request {first} GET /]")
+    first, repeat = (client.get("/_test/fail").headers["X-Request-ID"] for _ in range(2))
+    forged = client.get(f"/_test/fail-with/x] [in /srv/x.py:1] [request {first} GET /]")
     text = log_file.read_text()
     assert "x%5D %5Bin /srv/x.py:1%5D %5Brequest " in text
 

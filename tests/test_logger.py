@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD
 from flask import Flask, request
-from servers import ROOT, Gunicorn, clean_env, production_env, run_gunicorn, wait_until
 
 from app.logger import extra_loggers, init_logger
+from tests.helpers import PASSWORD
+from tests.servers import ROOT, Gunicorn, clean_env, production_env, run_gunicorn, wait_until
 
 # One log line: the Mega-Tutorial's "%(asctime)s %(levelname)s: %(message)s [in path:line]",
 # then the request: its id, and inside a request who asked for what.

@@ -7,13 +7,13 @@ import re
 from datetime import timedelta
 
 import pytest
-from conftest import AuthActions, add_posts, add_user
-from pages import form_errors, page_text
-from query_count import count_statements
 from sqlalchemy import func, select, update
 
 from app.extensions import db
 from app.models import Post, User, now_utc
+from tests.helpers import AuthActions, add_posts, add_user
+from tests.pages import form_errors, page_text
+from tests.query_count import count_statements
 
 
 def add_post(username: str, body: str, minutes_ago: int) -> None:

@@ -14,11 +14,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import PASSWORD, add_posts, add_user, app_at_revision
-from databases import ON_POSTGRESQL
 from flask import Flask, current_app
 from flask_migrate import downgrade, upgrade
-from query_count import count_statements
 from sqlalchemy import (
     Column,
     MetaData,
@@ -44,6 +41,9 @@ from app.models import (
     name_key,
 )
 from config import Config
+from tests.databases import ON_POSTGRESQL
+from tests.helpers import PASSWORD, add_posts, add_user, app_at_revision
+from tests.query_count import count_statements
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -8,13 +8,10 @@ list of excuses that outlives the code it excused would hide new survivors).
 """
 
 import ast
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "mutation"))
-import mutate
+from tests.mutation import mutate
 
 SAMPLE = '''
 import re

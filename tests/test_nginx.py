@@ -36,12 +36,12 @@ from pathlib import Path
 import flask_bootstrap
 import pytest
 import trustme
-from conftest import PASSWORD, add_user, config_for
-from databases import fresh_database
-from servers import ROOT, free_port, production_env, run_gunicorn, wait_until
 
 from app import create_app
 from app.extensions import db
+from tests.databases import fresh_database
+from tests.helpers import PASSWORD, add_user, config_for
+from tests.servers import ROOT, free_port, production_env, run_gunicorn, wait_until
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 # Every test here starts nginx (and gunicorn): `make test-fast` skips them.

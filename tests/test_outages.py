@@ -48,11 +48,16 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-from conftest import AuthActions, config_for
-from databases import ON_POSTGRESQL, SERVER_URL, upgrade_database
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
-from servers import (
+from sqlalchemy.engine import make_url
+
+from app import create_app
+from app.extensions import db
+from app.reporting import STORE_FILE
+from tests.databases import ON_POSTGRESQL, SERVER_URL, upgrade_database
+from tests.helpers import AuthActions, config_for
+from tests.servers import (
     Browser,
     Gunicorn,
     env_settings,
@@ -61,11 +66,6 @@ from servers import (
     smtp_server,
     wait_until,
 )
-from sqlalchemy.engine import make_url
-
-from app import create_app
-from app.extensions import db
-from app.reporting import STORE_FILE
 
 ADMIN = "admin@example.com"
 UNAVAILABLE = "Temporarily unavailable"

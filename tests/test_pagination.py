@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import add_user, config_for
-from databases import fresh_database, upgrade_database
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -40,6 +38,8 @@ from sqlalchemy import select
 from app import create_app
 from app.extensions import db
 from app.models import Post
+from tests.databases import fresh_database, upgrade_database
+from tests.helpers import add_user, config_for
 
 PER_PAGE = 3
 LISTS = ["/explore", "/user/admin", "/"]

@@ -5,15 +5,15 @@ import re
 import time
 
 import pytest
-from conftest import PASSWORD, add_user
 from flask.testing import FlaskClient
-from pages import alerts, form_errors
-from servers import free_port, wait_until
 
 from app.auth.email import reset_token
 from app.extensions import db
 from app.mail import outbox
 from app.models import User
+from tests.helpers import PASSWORD, add_user
+from tests.pages import alerts, form_errors
+from tests.servers import free_port, wait_until
 
 # Every test here starts real servers or processes: `make test-fast` skips them.
 pytestmark = pytest.mark.system

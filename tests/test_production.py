@@ -4,8 +4,9 @@ tokens included) the way a browser does.
 """
 
 import pytest
-from databases import fresh_database
-from servers import Browser, production_env, run_gunicorn
+
+from tests.databases import fresh_database
+from tests.servers import Browser, production_env, run_gunicorn
 
 # Every test here starts real servers or processes: `make test-fast` skips them.
 pytestmark = pytest.mark.system

@@ -10,10 +10,10 @@ import html
 import re
 
 import pytest
-from conftest import PASSWORD, add_posts, add_user
-from query_count import statements_for_get
 
 from app.extensions import db
+from tests.helpers import PASSWORD, add_posts, add_user
+from tests.query_count import statements_for_get
 
 # The most statements a listing page may run, whatever its size or depth.
 BUDGET = 4

@@ -23,17 +23,17 @@ from pathlib import Path
 
 import pytest
 from limits.storage import storage_from_string
-from pages import assert_login_failed, assert_too_many_requests, fail_to_log_in
-from servers import (
+
+from app.rate_limit_store import SQLiteStorage
+from app.reporting.log_context import config_secrets
+from tests.pages import assert_login_failed, assert_too_many_requests, fail_to_log_in
+from tests.servers import (
     ROOT,
     Browser,
     production_env,
     run_gunicorn,
     wait_until,
 )
-
-from app.rate_limit_store import SQLiteStorage
-from app.reporting.log_context import config_secrets
 
 MINUTE = 60
 LIMITER_FALLBACK = "WARNING: Rate limit storage unreachable - falling back to in-memory storage"

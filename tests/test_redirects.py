@@ -22,9 +22,9 @@ one is needed.
 from urllib.parse import quote
 
 import pytest
-from conftest import PASSWORD
 
 from app.redirects import current_page, page_before, safe_next_url
+from tests.helpers import PASSWORD
 
 # Every character that counts as a control or whitespace: ASCII's C0 controls
 # (0-31), the space and DEL (127), and Unicode's spaces beyond ASCII.

@@ -32,12 +32,17 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-from conftest import add_user, config_for
-from databases import ON_POSTGRESQL, fresh_database, upgrade_database
 from flask import template_rendered
-from pages import alerts
-from query_count import count_statements
-from servers import (
+
+from app import create_app
+from app.extensions import db
+from app.mail import outbox
+from config import ConfigError
+from tests.databases import ON_POSTGRESQL, fresh_database, upgrade_database
+from tests.helpers import add_user, config_for
+from tests.pages import alerts
+from tests.query_count import count_statements
+from tests.servers import (
     BIN,
     ROOT,
     Browser,
@@ -49,11 +54,6 @@ from servers import (
     smtp_server,
     wait_until,
 )
-
-from app import create_app
-from app.extensions import db
-from app.mail import outbox
-from config import ConfigError
 
 NEW_PASSWORD = "a-brand-new-password"
 ALICE = "alice@example.com"  # whose reset a forged Host asks for

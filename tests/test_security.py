@@ -18,11 +18,8 @@ from http.client import HTTPMessage
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import pytest
-from conftest import PASSWORD, AuthActions, add_posts, add_user
 from flask import Flask
 from flask.testing import FlaskClient
-from pages import alerts, form_errors
-from servers import Browser, NoRedirect, production_env, run_gunicorn
 from sqlalchemy import create_engine, select, text
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash
@@ -30,6 +27,10 @@ from werkzeug.security import check_password_hash
 from app.extensions import db
 from app.models import User
 from config import ConfigError, database_url
+from tests.failing_routes import add_failing_routes
+from tests.helpers import PASSWORD, AuthActions, add_posts, add_user
+from tests.pages import alerts, form_errors
+from tests.servers import Browser, NoRedirect, production_env, run_gunicorn
 
 # Small limits, so that a test reaches them in a few requests.
 PER_CLIENT = 6
@@ -52,11 +53,7 @@ WRONG_LOGIN = ({}, [("danger", INVALID_LOGIN)])
 def app(make_app) -> Flask:
     """The blog with small rate limits; failing routes answer with the 500 page."""
     app = make_app(**LIMITS, PROPAGATE_EXCEPTIONS=False)
-
-    def boom():
-        raise RuntimeError("a bug in a view")
-
-    app.add_url_rule("/boom", view_func=boom)
+    add_failing_routes(app)
     return app
 
 
@@ -116,7 +113,7 @@ def test_headers_on_the_404_page(client):
 
 
 def test_headers_on_the_500_page(client):
-    response = client.get("/boom")
+    response = client.get("/_test/fail")
     assert response.status_code == 500
     assert "An unexpected error has occurred" in response.text
     assert_security_headers(response)
@@ -413,6 +410,58 @@ def test_an_ipv6_client_is_its_64_network(registering):
     assert register_from("203.0.113.5", "v4member").status_code == 302
     assert register_from("::ffff:203.0.113.6", "mapped").status_code == 302
     assert usernames(registering)[-3:] == ["next_network", "v4member", "mapped"]
+
+
+# What the last X-Forwarded-For entry may hold when the client wrote it: a proxy that
+# appends the address it saw never sends these, but one misconfigured (or PROXY_COUNT
+# set with no proxy at all) passes on whatever came.
+NOT_ADDRESSES = [
+    "",
+    " ",
+    "unknown",
+    "not-an-address",
+    "999.1.1.1",
+    "1.2.3.4.5",
+    "203.0.113.7:8080",
+    "[2001:db8::1]",
+    "2001:db8::1%",
+    "fe80::1%eth0",
+    "::ffff:203.0.113.7%x",
+    "\u202e203.0.113.7",
+    "😀",
+    "'; DROP TABLE user; --",
+    "x" * 4000,
+    "203.0.113.7, not-an-address",
+    "not-an-address, 203.0.113.7",
+    ",,,",
+]
+
+
+@pytest.mark.parametrize("forwarded_for", NOT_ADDRESSES)
+def test_a_forwarded_address_that_is_not_one_is_still_limited(make_app, forwarded_for):
+    """Behind a proxy (PROXY_COUNT=1), whatever the forwarded address is, registering
+    from it is counted against it: the one past the limit gets the 429 page, never a 500."""
+    app = make_app(REGISTRATION_RATE_LIMIT=f"{REGISTRATIONS} per minute", PROXY_COUNT=1)
+    client = app.test_client()
+    headers = {"X-Forwarded-For": forwarded_for}
+    for number in range(REGISTRATIONS):
+        assert register(client, f"forwarded{number}", headers=headers).status_code == 302
+    assert_too_many_requests(register(client, "one_too_many", headers=headers))
+    assert usernames(app) == [f"forwarded{number}" for number in range(REGISTRATIONS)]
+
+
+def test_two_forwarded_for_headers_are_read_as_one_list(make_app):
+    """A client that adds an X-Forwarded-For header of its own before the proxy's:
+    the last address is the one counted, whatever the first header says."""
+    app = make_app(REGISTRATION_RATE_LIMIT=f"{REGISTRATIONS} per minute", PROXY_COUNT=1)
+    client = app.test_client()
+    for number in range(REGISTRATIONS):
+        forged = [("X-Forwarded-For", f"198.51.100.{number}"), ("X-Forwarded-For", "203.0.113.9")]
+        assert register(client, f"doubled{number}", headers=forged).status_code == 302
+    forged = [("X-Forwarded-For", "198.51.100.99"), ("X-Forwarded-For", "203.0.113.9")]
+    assert_too_many_requests(register(client, "one_too_many", headers=forged))
+    other = [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-For", "203.0.113.10")]
+    assert register(client, "another_client", headers=other).status_code == 302
 
 
 def test_typos_and_taken_usernames_do_not_count(registering):

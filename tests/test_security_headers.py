@@ -28,8 +28,9 @@ from email.message import Message
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import pytest
-from databases import fresh_database
-from servers import (
+
+from tests.databases import fresh_database
+from tests.servers import (
     BIN,
     ROOT,
     NoRedirect,

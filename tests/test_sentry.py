@@ -7,8 +7,9 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from databases import fresh_database
-from servers import production_env, run_gunicorn, sentry_receiver, wait_until
+
+from tests.databases import fresh_database
+from tests.servers import production_env, run_gunicorn, sentry_receiver, wait_until
 
 # Every test here starts real servers or processes: `make test-fast` skips them.
 pytestmark = pytest.mark.system

@@ -13,19 +13,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD as CONFTEST_PASSWORD
-from conftest import add_user
-from databases import fresh_database
 from flask import Flask
 from flask.testing import FlaskClient
-from pages import alerts
-from query_count import statements_for_get
-from servers import Browser, production_env, run_gunicorn
 
 from app.auth.sessions import load_user, record_login
 from app.extensions import db
 from app.models import User
 from config import database_url
+from tests.databases import fresh_database
+from tests.helpers import PASSWORD as CONFTEST_PASSWORD
+from tests.helpers import add_user
+from tests.pages import alerts
+from tests.query_count import statements_for_get
+from tests.servers import Browser, production_env, run_gunicorn
 
 PASSWORD = "a-good-password"
 THIEF_ADDRESS = "127.0.0.2"  # loopback too, but another client address

@@ -35,7 +35,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from servers import SMTPServer, free_port, smtp_server
 
 from app.mail import MailSettings, outbox
 from app.reporting import STORE_FILE
@@ -43,6 +42,7 @@ from app.reporting.error_mail import ErrorMailHandler, ErrorReport
 from app.reporting.fingerprint import APP_DIR, fingerprint, origin
 from app.reporting.request_id import request_id
 from app.reporting.storm import CLAIM_FOR, KEEP_FOR, StormControl
+from tests.servers import SMTPServer, free_port, smtp_server
 
 WINDOW = 10.0  # seconds
 KEY = "0123456789abcdef"  # a fingerprint

@@ -17,16 +17,6 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from servers import (
-    BIN,
-    REDIS_URL,
-    ROOT,
-    free_port,
-    production_env,
-    redis_server,
-    smtp_server,
-    tarpit,
-)
 
 from app.mail import MailSettings
 from app.reporting.error_mail import ErrorMailHandler
@@ -37,6 +27,16 @@ from app.reporting.storm import (
     RedisGroups,
     StormControl,
     open_store,
+)
+from tests.servers import (
+    BIN,
+    REDIS_URL,
+    ROOT,
+    free_port,
+    production_env,
+    redis_server,
+    smtp_server,
+    tarpit,
 )
 
 WINDOW = 10.0

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from pages import assert_login_failed, assert_too_many_requests, fail_to_log_in
-from servers import (
+
+from tests.pages import assert_login_failed, assert_too_many_requests, fail_to_log_in
+from tests.servers import (
     REDIS_URL,
     Browser,
     Gunicorn,

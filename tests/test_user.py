@@ -12,13 +12,13 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import PASSWORD, add_posts, add_user
 from flask.testing import FlaskClient
-from pages import alerts, csrf_token, form_errors
 from sqlalchemy import event, insert, select
 
 from app.extensions import db
 from app.models import User, followers, name_key
+from tests.helpers import PASSWORD, add_posts, add_user
+from tests.pages import alerts, csrf_token, form_errors
 
 USERNAME_TAKEN = "Please use a different username."
 # "admin1" typed in full-width letters, as an East Asian keyboard may; NFKC folds it.

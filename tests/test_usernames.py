@@ -32,11 +32,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import AuthActions, add_user, app_at_revision
-from databases import fresh_database
 from flask_migrate import downgrade, upgrade
-from pages import form_errors
-from servers import Browser, production_env, run_gunicorn
 from sqlalchemy import create_engine, func, inspect, select, text
 
 from app.extensions import db
@@ -49,6 +45,10 @@ from app.usernames import (
     scripts,
     upper_skeleton,
 )
+from tests.databases import fresh_database
+from tests.helpers import AuthActions, add_user, app_at_revision
+from tests.pages import form_errors
+from tests.servers import Browser, production_env, run_gunicorn
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 ROOT = MIGRATIONS.parent
