@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run debug test test-fast test-postgres mutate screenshots lint format clean bench-errors bench profile bench-timing
+.PHONY: run debug test test-fast test-postgres mutate screenshots lint format clean bench-errors bench profile bench-timing check-python lock
 
 ## Serve the blog on http://127.0.0.1:5000 with demo data (SQLite by default).
 run: $(VENV)/.installed
@@ -81,7 +81,21 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-$(BIN)/python:
+# Before creating the environment: an older Python would fail much later, deep
+# inside pip ("No matching distribution found"), without saying why.
+check-python:
+	@if ! command -v $(PYTHON) >/dev/null; then \
+	  echo "The blog needs Python 3.11 or newer, and there is no $(PYTHON) here."; \
+	  echo "Install one (python.org; Debian/Ubuntu: apt install python3 python3-venv)."; \
+	  exit 1; \
+	elif ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+	  echo "The blog needs Python 3.11 or newer, and $(PYTHON) is $$($(PYTHON) --version 2>&1)."; \
+	  echo "Install a newer one (python.org; Debian/Ubuntu: apt install python3.12 python3.12-venv)"; \
+	  echo "and name it: PYTHON=python3.12 make run"; \
+	  exit 1; \
+	fi
+
+$(BIN)/python: | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
@@ -92,6 +106,13 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.installed
+
+## Regenerate requirements.txt and requirements-dev.txt from the .in files, for every
+## platform (uv's universal resolution adds markers such as tzdata on Windows). Versions
+## already pinned stay unless an .in file changed them; add --upgrade to take the newest.
+lock: $(VENV)/.installed-dev
+	$(BIN)/uv pip compile --universal --python-version 3.11 --quiet $(ARGS) requirements.in -o requirements.txt
+	$(BIN)/uv pip compile --universal --python-version 3.11 --quiet $(ARGS) requirements-dev.in -o requirements-dev.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -34,7 +34,6 @@ from flask.globals import request_ctx
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
-from gunicorn.http.errors import ParseException
 from markupsafe import escape
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -201,14 +200,27 @@ def handle_database_unavailable(error: OperationalError | PoolTimeout):
     return response
 
 
-def handle_malformed_request(error: ParseException):
+def handle_malformed_request(error: Exception):
     """A body gunicorn can't parse (a broken chunked upload) is the client's
     fault: the 400 page, not a 500 and an error mail."""
     return error_response(400, *ERRORS[400])
 
 
+def gunicorn_parse_error() -> type[Exception] | None:
+    """gunicorn's exception for a request it can't parse; None where gunicorn
+    can't be imported, and so can't raise it: on Windows its modules need
+    `fcntl`, and the blog runs there with `flask run`."""
+    try:
+        from gunicorn.http.errors import ParseException
+    except ImportError:
+        return None
+    return ParseException
+
+
 def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(ParseException, handle_malformed_request)
+    parse_error = gunicorn_parse_error()
+    if parse_error is not None:
+        app.register_error_handler(parse_error, handle_malformed_request)
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(PoolTimeout, handle_database_unavailable)
     app.register_error_handler(HTTPException, handle_http_error)

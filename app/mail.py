@@ -179,7 +179,8 @@ class Outbox:
         self.idle_interval = idle_interval
         self._idle_tasks: dict[str, Callable[[], None]] = {}
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        if hasattr(os, "register_at_fork"):  # Windows has no fork, and nothing to reset
+            os.register_at_fork(after_in_child=self._reset)
         atexit.register(self.drain)
 
     def _reset(self) -> None:

@@ -425,9 +425,6 @@ def make_copy(folder: Path, files: list[str]) -> Path:
     for name in files:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, folder / name)
-    # Compiled translations are not in git (flask translate compile makes them).
-    for catalogue in ROOT.glob("app/translations/*/LC_MESSAGES/*.mo"):
-        shutil.copy2(catalogue, folder / catalogue.relative_to(ROOT))
     return folder
 
 
