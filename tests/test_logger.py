@@ -172,7 +172,7 @@ def test_a_request_id_from_a_client_is_never_adopted(client, log_dir):
 
 @pytest.mark.parametrize(
     "incoming",
-    ["bad id", "x" * 200, "abc"],
+    ["bad id", "x" * 200, "xyz"],  # not hex: never part of a generated id by chance
     ids=["with a space", "200 characters", "3 characters"],
 )
 def test_insane_request_id_is_replaced_even_from_a_proxy(make_app, log_dir, incoming):
