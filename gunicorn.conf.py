@@ -1,25 +1,65 @@
 """gunicorn's settings for the blog: `gunicorn -c gunicorn.conf.py blog:app`.
 
-Every value can be changed from the environment, so the same file serves a
-small VPS and a bigger machine.
+Every value can be changed from the environment or the project's .env, so the
+same file serves a small VPS and a bigger machine.
 """
 
 import logging
 import os
 import re
+import sys
 import traceback
+from pathlib import Path
+from typing import NoReturn
 
+from dotenv import load_dotenv
 from gunicorn.glogging import Logger
+
+# The .env beside this file, the one config.py loads. gunicorn's master runs
+# this file before any worker imports the app (and config.py), so without
+# this line GUNICORN_BIND or WEB_CONCURRENCY in .env would never be seen.
+# As in config.py, a real environment variable wins over the file. The
+# workers inherit the master's environment: they all see the values read at
+# start, even across a reload (HUP). After editing .env, restart gunicorn.
+load_dotenv(Path(__file__).resolve().parent / ".env")
 
 # gunicorn is how the blog runs in production: make that the default, so a
 # forgotten FLASK_CONFIG can't quietly serve the development configuration.
 os.environ.setdefault("FLASK_CONFIG", "production")
 
+
+def configuration_error(message: str) -> NoReturn:
+    """Stop gunicorn before it starts, with exit status 3 as blog.py does for
+    the app's settings: systemd then doesn't restart it in a loop
+    (RestartPreventExitStatus=3 in deploy/blog.service)."""
+    print(f"Configuration error: {message}", file=sys.stderr)
+    sys.exit(3)  # SystemExit passes gunicorn's `except Exception`: no traceback
+
+
+def setting(name: str, default: str) -> str:
+    """A setting from the environment; blank counts as unset, as in config.py
+    (a line `GUNICORN_TIMEOUT=` copied into .env means "the default")."""
+    return os.environ.get(name, "").strip() or default
+
+
+def whole_number(name: str, default: int, minimum: int) -> int:
+    """A whole-number setting of at least `minimum`; anything else stops gunicorn."""
+    value = setting(name, str(default))
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        configuration_error(f"{name}={value!r} is not a whole number of at least {minimum}.")
+    return number
+
+
 # Behind nginx on the same machine; set GUNICORN_BIND=0.0.0.0:8000 to expose it.
-bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+bind = setting("GUNICORN_BIND", "127.0.0.1:8000")
 # Sync workers: one request at a time each, simple and predictable for a
-# database-backed app. Two per core is plenty for a small VPS.
-workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
+# database-backed app. Two per core is plenty for a small VPS. (gunicorn
+# reads WEB_CONCURRENCY by itself too, but before this file, so not from .env.)
+workers = whole_number("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1), minimum=1)
 worker_class = "sync"
 # Whether a request came over HTTPS is the app's to decide, from the proxy's
 # X-Forwarded-Proto, and only when PROXY_COUNT says a proxy is in front
@@ -29,16 +69,16 @@ secure_scheme_headers = {}
 # A request that takes longer than this is killed (and logged by gunicorn);
 # on SIGTERM, workers get graceful_timeout seconds to finish their request
 # and to send the error mails still queued (app/mail.py drains at exit).
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+timeout = whole_number("GUNICORN_TIMEOUT", 30, minimum=0)  # 0: no limit
+graceful_timeout = whole_number("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=0)
 # Restart each worker after this many requests (plus jitter, so they don't all
 # restart at once): a slow memory leak can't grow for ever.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
+max_requests = whole_number("GUNICORN_MAX_REQUESTS", 1000, minimum=0)  # 0: never
 max_requests_jitter = 100
 
 # The access log, on stdout, ends with the request id, the reference on the
 # 500 page and in the app's log, so one grep finds a request in both.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+accesslog = setting("GUNICORN_ACCESS_LOG", "-")  # "-": stdout, or a file's path
 access_log_format = (
     '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms '
     "request_id=%({x-request-id}o)s"
@@ -82,7 +122,12 @@ control_socket_disable = True
 # and error-mail handlers to the "gunicorn.error" logger too (app/logger.py,
 # LOG_EXTRA_LOGGERS): a worker killed for a timeout is in blog.log and mailed.
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+loglevel = setting("GUNICORN_LOG_LEVEL", "info")
+# gunicorn would silently read any other word as "info".
+if loglevel.lower() not in ("debug", "info", "warning", "error", "critical"):
+    configuration_error(
+        f"GUNICORN_LOG_LEVEL={loglevel!r} is not one of debug, info, warning, error, critical."
+    )
 
 
 def post_worker_init(worker):

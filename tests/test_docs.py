@@ -171,17 +171,6 @@ def test_the_configuration_table_gives_configs_defaults():
         assert table_value(documented[name]) == actual[name], f"README's default for {name}"
 
 
-def settings_config_reads() -> set[str]:
-    """Every environment variable config.py reads, by the helpers or os.environ.get."""
-    source = read(ROOT / "config.py")
-    return set(re.findall(r'(?:env_bool|env_int|env_list|os\.environ\.get)\("([A-Z_]+)"', source))
-
-
-def test_every_setting_config_reads_is_in_the_table():
-    # FLASK_DEBUG is Flask's own, read only to refuse debug mode in production.
-    assert settings_config_reads() - {"FLASK_DEBUG"} == set(documented_defaults())
-
-
 @pytest.mark.system
 def test_the_security_settings_defaults_are_configs():
     documented, actual = documented_defaults(), config_defaults()

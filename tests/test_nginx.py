@@ -5,8 +5,9 @@ The file is a site (server blocks for the http context), as it is copied into
 its own, after moving what it names into tmp_path: certbot's certificate
 becomes one for blog.example.com from a throwaway certificate authority
 (trustme), ports 80 and 443 become free ports on 127.0.0.1, the log folder,
-certbot's webroot, Bootstrap's static files and gunicorn's address become
-the test's own. nginx then runs as the user running the tests, in the
+certbot's webroot and gunicorn's address become the test's own. Nothing else
+is moved: Bootstrap's files come through the app, wherever the running
+Python installed them. nginx then runs as the user running the tests, in the
 foreground, stopped at the end of the module.
 
 A client speaks TLS to that nginx as a browser would: it trusts the test CA
@@ -19,6 +20,7 @@ The whole module is skipped when nginx isn't installed.
 """
 
 import http.client
+import mimetypes
 import os
 import re
 import secrets
@@ -57,8 +59,6 @@ HOST = "blog.example.com"
 HSTS = "max-age=31536000"  # the file's value, which must be the only one a browser gets
 STATIC = "/bootstrap/static/css/bootstrap.min.css"
 BOOTSTRAP_STATIC = Path(flask_bootstrap.__file__).parent / "static" / "bootstrap5"
-# The path in deploy/nginx.conf up to site-packages, to be replaced by ours.
-DEPLOYED_SITE_PACKAGES = "/srv/blog/.venv/lib/python3.11/site-packages/"
 CERTBOT_LIVE = f"/etc/letsencrypt/live/{HOST}/"
 OVER_ONE_MIB = 1024 * 1024 + 1
 
@@ -229,7 +229,6 @@ def site(tmp_path_factory) -> Iterator[Site]:
                     "/var/log/nginx/": f"{folder}/",
                     "/var/www/certbot": str(webroot),
                     "127.0.0.1:8000": gunicorn.url.removeprefix("http://"),
-                    DEPLOYED_SITE_PACKAGES: f"{BOOTSTRAP_STATIC.parent.parent.parent}/",
                 },
             )
             config = write_main_config(folder, site_file, foreground=True)
@@ -308,8 +307,9 @@ RESPONSES = {
 
 @pytest.mark.parametrize(("method", "path", "body", "status"), RESPONSES.values(), ids=RESPONSES)
 def test_exactly_one_hsts_header_on_every_response(site, method, path, body, status):
-    """nginx's header, once: the app's copy (another age here) is hidden, and
-    the static files' location repeats the header its own add_header drops."""
+    """nginx's header, once: the app's copy (another age here) is hidden, in
+    every location (none has an add_header of its own, which would drop the
+    server's)."""
     reply = https_request(site, path, method, body=body)
     assert reply.status == status
     assert reply.hsts() == [HSTS]
@@ -339,15 +339,58 @@ def test_redirects_and_404s_come_from_the_app(site):
     assert b"<h1>Page not found</h1>" in missing.body
 
 
-def test_static_files_are_served_by_nginx(site):
-    """From disk, with nginx's caching and nosniff, and without the app's
-    request id: no worker saw the request."""
-    reply = https_request(site, STATIC)
+def linked_files(page: bytes) -> list[str]:
+    """The stylesheets and scripts a page links, as the browser would fetch them."""
+    return re.findall(rb'<(?:link rel="stylesheet" href|script src)="([^"]+)"', page)
+
+
+def test_the_files_a_page_links_are_bootstraps(site):
+    """What the test below fetches is what the pages link (Bootstrap-Flask's
+    load_css and load_js in app/templates/base.html)."""
+    page = https_request(site, "/auth/login")
+    assert page.status == 200
+    assert linked_files(page.body) == [
+        b"/bootstrap/static/css/bootstrap.min.css",
+        b"/bootstrap/static/umd/popper.min.js",
+        b"/bootstrap/static/js/bootstrap.min.js",
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/bootstrap/static/css/bootstrap.min.css",
+        "/bootstrap/static/umd/popper.min.js",
+        "/bootstrap/static/js/bootstrap.min.js",
+    ],
+)
+def test_bootstraps_files_come_through_the_app_whatever_the_python(site, path):
+    """The installed package's files, through gunicorn (the app's request id
+    and its nosniff, once), kept by browsers for a week (expires 7d replaces
+    the app's no-cache), with nginx's HSTS header: from the site as it is
+    deployed, with no path to the package to adjust for a Python version."""
+    reply = https_request(site, path)
     assert reply.status == 200
-    assert reply.body == (BOOTSTRAP_STATIC / "css" / "bootstrap.min.css").read_bytes()
-    assert reply.headers["Cache-Control"] == "max-age=604800"  # expires 7d
+    assert reply.body == (BOOTSTRAP_STATIC / path.removeprefix("/bootstrap/static/")).read_bytes()
+    # The type Flask gives (from the mimetypes module, which for .js follows
+    # the system's /etc/mime.types): what counts is that it is declared.
+    assert reply.headers["Content-Type"] == f"{mimetypes.guess_type(path)[0]}; charset=utf-8"
+    assert reply.headers["Content-Type"].startswith(
+        ("text/css", "text/javascript", "application/javascript")
+    )
+    assert reply.headers.get_all("Cache-Control") == ["max-age=604800"]
     assert reply.headers.get_all("X-Content-Type-Options") == ["nosniff"]
-    assert reply.headers["X-Request-ID"] is None
+    assert re.fullmatch(r"[0-9a-f]{32}", reply.headers["X-Request-ID"])
+    assert reply.hsts() == [HSTS]
+
+
+def test_a_missing_static_file_is_the_apps_404(site):
+    """The app answers for the whole folder: a file Bootstrap-Flask doesn't
+    have, or a path climbing out of it, is its 404 page, not a file from disk."""
+    for path in ("/bootstrap/static/css/no-such.css", "/bootstrap/static/../../config.py"):
+        reply = https_request(site, path)
+        assert reply.status == 404, path
+        assert b"<h1>Page not found</h1>" in reply.body
 
 
 @pytest.mark.parametrize("path", ["/auth/login", "/auth/register", "/no/such/page"])
