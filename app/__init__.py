@@ -11,7 +11,7 @@ from app import models  # noqa: F401  (Flask-Migrate's autogenerate needs the mo
 from app.auth import bp as auth_bp
 from app.auth.routes import login_first
 from app.auth.sessions import load_user
-from app.commands import register_commands
+from app.commands import register_commands, watch_for_an_uncounted_proxy
 from app.database import configure_database
 from app.errors import register_error_handlers
 from app.extensions import babel, bootstrap, csrf, db, limiter, login_manager, migrate
@@ -75,6 +75,9 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     register_template_helpers(app)
     register_i18n(app)
     register_commands(app)
+    # With PROXY_COUNT 0, note a request that came through a proxy anyway, for
+    # `flask check-deploy` (another process) to warn about (app/commands.py).
+    watch_for_an_uncounted_proxy(app)
 
     # Production logging and error reports. Not in debug mode (the debugger
     # shows errors in the browser) nor in tests (they call these themselves).

@@ -1,15 +1,27 @@
 """Command-line tools: `flask seed` fills an empty database with demo data;
 `flask test-email` and `flask test-error` check error reporting before you rely
 on it; `flask check-deploy` lists what is unsafe in a production configuration;
-`flask translate` (app/translate.py) keeps the translation catalogues up to date."""
+`flask users set-password` lets an admin back into an account from the server;
+`flask translate` (app/translate.py) keeps the translation catalogues up to
+date. (`flask shell` starts with `db` and every model: Flask-SQLAlchemy adds them.)
 
+One request hook is defined here too, because it works for a command (create_app
+registers it): the running app notes requests that came through a proxy
+PROXY_COUNT doesn't count, in a file `flask check-deploy` reads (it runs in a
+process of its own).
+"""
+
+import ipaddress
+import json
 import logging
 import os
 import random
+import socket
 import sys
 import tempfile
 import uuid
-from datetime import timedelta
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,8 +30,8 @@ import redis
 import sentry_sdk
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask import Flask, current_app
-from flask.cli import with_appcontext
+from flask import Flask, current_app, request
+from flask.cli import AppGroup, with_appcontext
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from limits.storage import storage_from_string
@@ -28,10 +40,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.sansio.utils import host_is_trusted
 from werkzeug.security import generate_password_hash
 
+from app.auth.forms import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 from app.database import database_failure
 from app.extensions import db
 from app.mail import MailError, MailSettings, build_message, outbox, port_mismatch, send
-from app.models import Post, User, followers, name_key, now_utc
+from app.models import (
+    USERNAME_MAX_LENGTH,
+    Post,
+    User,
+    followers,
+    name_key,
+    now_utc,
+    stored_name,
+)
 from app.rate_limit_store import SQLiteStorage
 from app.reporting import LOG_HANDLER
 from app.reporting.cli import errors_command
@@ -276,6 +297,10 @@ def deployment_problems(app: Flask) -> list[str]:
         problems.append("ADMINS or MAIL_SERVER is not set: nobody is told about errors.")
     if not config["LOG_TO_STDOUT"] and not directory_is_writable(Path(config["LOG_DIR"])):
         problems.append(f"The log directory {config['LOG_DIR']} is not writable.")
+    if bind_problem := gunicorn_bind_problem(gunicorn_bind()):
+        problems.append(bind_problem)
+    if workers_problem := gunicorn_workers_problem():
+        problems.append(workers_problem)
     try:
         problems += database_problems()
     except SQLAlchemyError as error:
@@ -286,8 +311,10 @@ def deployment_problems(app: Flask) -> list[str]:
 def deployment_warnings(app: Flask) -> list[str]:
     """What works, but probably not as meant: several workers each counting
     rate limits in memory (by choice, or because their store can't be used),
-    a mail port that doesn't match the TLS mode, reset mails that only a
-    request for localhost gets."""
+    rate limits off, a mail port that doesn't match the TLS mode, reset mails
+    that only a request for localhost gets or that send their link over plain
+    HTTP, gunicorn open to the network with no proxy in front (or around the
+    one PROXY_COUNT counts), and a proxy in front that PROXY_COUNT doesn't count."""
     config = app.config
     warnings = []
     workers = gunicorn_workers()
@@ -336,12 +363,174 @@ def deployment_warnings(app: Flask) -> list[str]:
                 f"Rate limits can't be counted in {where}: each worker counts them in its "
                 f"own memory instead, so a client gets each limit once per worker. {fix}"
             )
+    if not config["RATELIMIT_ENABLED"]:
+        warnings.append(
+            "RATELIMIT_ENABLED is off: failed logins, password-reset requests and "
+            "registrations are not limited, so passwords can be guessed as fast as the "
+            "server answers."
+        )
+    if config["BASE_URL"] and urlsplit(config["BASE_URL"]).scheme == "http":
+        warnings.append(
+            "BASE_URL starts with http://: the password-reset links in mails would carry "
+            "their token over the network unencrypted, before any redirect to HTTPS. "
+            "Use https://."
+        )
+    warnings += proxy_warnings(app)
     return warnings
 
 
+# A container must listen on every address of its own for its published port
+# to work (compose.yaml: GUNICORN_BIND=0.0.0.0:8000), and nothing inside it
+# can see where that port is published: the warnings on the bind address say so.
+IN_A_CONTAINER = (
+    "(In a container, these are the container's own addresses: if its port is "
+    "published on 127.0.0.1 only, as compose.yaml does, no other machine reaches it.)"
+)
+
+
+def proxy_warnings(app: Flask) -> list[str]:
+    """gunicorn reachable from other machines with no proxy in front, or around
+    the one PROXY_COUNT counts; a proxy in front that PROXY_COUNT doesn't count."""
+    config = app.config
+    warnings = []
+    bind = gunicorn_bind()
+    try:
+        reaches_network = bind_reaches_network(bind)
+    except UnusableBind:
+        reaches_network = False  # a problem of its own (deployment_problems)
+    proxy_count = config["PROXY_COUNT"]
+    if reaches_network and not proxy_count:
+        warnings.append(
+            f"GUNICORN_BIND={bind} listens on addresses other machines can reach, and "
+            "PROXY_COUNT=0 says no proxy is in front. gunicorn's sync workers serve one "
+            "request at a time each, so a few slow clients can tie them all up. Put nginx "
+            "in front (deploy/nginx.conf), bind gunicorn to 127.0.0.1:8000 (the default) "
+            f"and set PROXY_COUNT=1. {IN_A_CONTAINER}"
+        )
+    elif reaches_network:
+        warnings.append(
+            f"GUNICORN_BIND={bind} listens on addresses other machines can reach, around "
+            f"the proxy that PROXY_COUNT={proxy_count} counts: they can send X-Forwarded-For "
+            "themselves and pass for any address. If the proxy is on this machine, bind "
+            "gunicorn to 127.0.0.1:8000 (the default); if not, let only the proxy reach "
+            f"that port (a firewall). {IN_A_CONTAINER}"
+        )
+    note_path = Path(config["LOG_DIR"]) / PROXY_NOTE
+    note = read_proxy_note(note_path)
+    if note is not None and not proxy_count:
+        warnings.append(
+            "Requests with an X-Forwarded-For header reached the app while PROXY_COUNT "
+            f"was 0{describe_proxy_note(note)}. If a proxy such as nginx is in front, the "
+            "app takes every visitor for the proxy: they share one rate limit (one "
+            "client's failed logins lock everyone out) and the log can't tell them apart. "
+            "Set PROXY_COUNT to the number of proxies (1 behind deploy/nginx.conf). If "
+            f"there is none, a client sent the header itself: delete {note_path}."
+        )
+    return warnings
+
+
+def gunicorn_bind_problem(bind: str) -> str | None:
+    """Why gunicorn can't start on `bind`, or None if it can."""
+    try:
+        bind_reaches_network(bind)
+    except UnusableBind as error:
+        return (
+            f"GUNICORN_BIND={shown(bind)} is not an address gunicorn can listen on ({error}): "
+            "use HOST:PORT (127.0.0.1:8000, the default when it is unset), [IPv6]:PORT "
+            "or unix:PATH."
+        )
+    return None
+
+
+def gunicorn_bind() -> str:
+    """The address gunicorn.conf.py binds to: GUNICORN_BIND, else (unset or
+    blank) 127.0.0.1:8000."""
+    return os.environ.get("GUNICORN_BIND", "").strip() or "127.0.0.1:8000"
+
+
+class UnusableBind(ValueError):
+    """GUNICORN_BIND names no address gunicorn could listen on; the message says why."""
+
+
+def bind_reaches_network(bind: str) -> bool | None:
+    """Whether gunicorn listening on `bind` can be reached from other machines.
+
+    `bind` is in gunicorn's syntax, read by gunicorn's own parser: HOST:PORT,
+    HOST, [IPv6]:PORT, unix:PATH or fd://N. False for a loopback address or a
+    Unix socket, None for an inherited socket (fd://), whose address can't be
+    told from here. A host name counts as the address it resolves to, as
+    when gunicorn binds it. Raise UnusableBind where gunicorn would fail to start.
+    """
+    # Not at the top: gunicorn doesn't run on Windows, nor can its modules be
+    # imported there, and `flask` must (app/commands.py is loaded by every command).
+    try:
+        from gunicorn.util import parse_address
+    except ImportError:
+        return None
+    if not bind:
+        # gunicorn given a blank bind (`--bind ""`) listens nowhere, and its workers fail.
+        raise UnusableBind("it is blank")
+    try:
+        address = parse_address(bind)
+    except RuntimeError as error:  # gunicorn's own message: "'x' is not a valid port number."
+        raise UnusableBind(str(error).rstrip(".")) from None
+    if isinstance(address, int):
+        return None
+    if isinstance(address, str):
+        return False
+    host, port = address
+    if not 0 <= port <= 65535:
+        raise UnusableBind(f"{port} is not a port number")
+    if host.isascii() and host.isdigit():
+        # "8000" is the host 0.0.31.64 to the resolver, which is no address of ours.
+        raise UnusableBind(f"a number alone is a host, not a port: write 127.0.0.1:{host}")
+    try:
+        # "" (as in ":8000") is every interface, as it is to bind().
+        ip = ipaddress.ip_address(host or "0.0.0.0")
+    except ValueError:
+        try:
+            # IPv4, as gunicorn binds a host name that isn't an IPv6 address.
+            ip = ipaddress.ip_address(socket.gethostbyname(host))
+        except (OSError, UnicodeError, ValueError):
+            raise UnusableBind(f"the host name {shown(host)} can't be resolved") from None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_loopback
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """`value` quoted for a message, control characters escaped, cut after `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def gunicorn_workers() -> int:
-    """How many workers gunicorn.conf.py starts: WEB_CONCURRENCY, else two per core."""
-    return int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
+    """How many workers gunicorn.conf.py starts: WEB_CONCURRENCY, else (unset or
+    blank) two per core. A value it refuses counts as unset here: gunicorn won't
+    start at all, which `gunicorn_workers_problem` reports."""
+    value = os.environ.get("WEB_CONCURRENCY", "").strip()
+    if not value or refused_worker_count(value):
+        return 2 * (os.cpu_count() or 1)
+    return int(value)
+
+
+def gunicorn_workers_problem() -> str | None:
+    """Why gunicorn.conf.py refuses WEB_CONCURRENCY, or None if it takes it."""
+    value = os.environ.get("WEB_CONCURRENCY", "").strip()
+    if value and refused_worker_count(value):
+        return (
+            f"WEB_CONCURRENCY={shown(value)} is not a whole number of at least 1: "
+            "gunicorn.conf.py refuses to start with it."
+        )
+    return None
+
+
+def refused_worker_count(value: str) -> bool:
+    """True if gunicorn.conf.py refuses `value` as a number of workers."""
+    try:
+        return int(value) < 1
+    except ValueError:
+        return True
 
 
 def directory_is_writable(path: Path) -> bool:
@@ -374,12 +563,173 @@ def database_problems() -> list[str]:
     return problems
 
 
+# --- A proxy that PROXY_COUNT doesn't count ------------------------------------
+
+# The note the running app leaves in LOG_DIR for `flask check-deploy`, which
+# runs in a process of its own: requests came with X-Forwarded-For while
+# PROXY_COUNT was 0, so a proxy is probably in front that nobody counted.
+PROXY_NOTE = "proxy-seen"
+# How much of the peer's address the note keeps: an IPv6 address with its
+# zone fits; whatever else a server puts in REMOTE_ADDR is cut there.
+NOTE_ADDRESS_MAX_LENGTH = 64
+
+
+def watch_for_an_uncounted_proxy(app: Flask) -> None:
+    """While PROXY_COUNT is 0, note the first request of each process that
+    carries X-Forwarded-For: a WARNING in the log, and PROXY_NOTE in LOG_DIR
+    for `flask check-deploy`. Every other request costs a dictionary lookup."""
+    if app.config["PROXY_COUNT"] or app.testing:
+        # A counted proxy's headers are believed (ProxyFix, in create_app). Tests
+        # send the header on purpose, and would leave the note in the project's logs/.
+        return
+    noted = False  # in this process: under gunicorn, one app per worker
+
+    @app.before_request
+    def note_forwarded_for() -> None:
+        """Note the first request in this process that came with X-Forwarded-For."""
+        nonlocal noted
+        if noted or "HTTP_X_FORWARDED_FOR" not in request.environ:
+            return
+        noted = True
+        write_proxy_note(Path(current_app.config["LOG_DIR"]) / PROXY_NOTE, request.remote_addr)
+        current_app.logger.warning(
+            "A request came with X-Forwarded-For, but PROXY_COUNT is 0: if a proxy is in "
+            "front, the app sees every visitor at the proxy's address, under one rate "
+            "limit. Set PROXY_COUNT (1 behind deploy/nginx.conf); `flask check-deploy` "
+            "says so too. (Logged once per process.)"
+        )
+
+
+def write_proxy_note(path: Path, remote_addr: str | None) -> None:
+    """Write when a request with X-Forwarded-For came, and from which peer.
+
+    Never the header's value: a client chose it. A later note replaces an earlier one.
+    """
+    note = {
+        "noted_at": now_utc().isoformat(timespec="seconds"),
+        "from": (remote_addr or "")[:NOTE_ADDRESS_MAX_LENGTH],
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(note) + "\n")
+    except OSError:
+        pass  # a LOG_DIR that can't be written: the log line says it all the same
+
+
+def read_proxy_note(path: Path) -> dict[str, object] | None:
+    """The note at `path`, None if there is none.
+
+    A note that can't be read as one (two workers writing at once, or not
+    ours) still says that a request came with the header: it reads as {}.
+    """
+    try:
+        text = path.read_text(errors="replace")
+    except (FileNotFoundError, NotADirectoryError):  # not there, nor its folder
+        return None
+    except OSError:  # there, but unreadable: a folder, or check-deploy run as another user
+        return {}
+    try:
+        note = json.loads(text)
+    except ValueError:
+        return {}
+    return note if isinstance(note, dict) else {}
+
+
+def describe_proxy_note(note: dict[str, object]) -> str:
+    """What of the note reads as a time and as an address (the file may not be
+    ours), for a message: " (noted at <time> UTC, in a request from <address>)"."""
+    parts = []
+    with suppress(ValueError):
+        noted_at = datetime.fromisoformat(str(note.get("noted_at")))
+        if noted_at.tzinfo is not None:
+            parts.append(f"noted at {noted_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
+    with suppress(ValueError):
+        parts.append(f"in a request from {ipaddress.ip_address(str(note.get('from')))}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+# --- flask users ---------------------------------------------------------------
+
+# AppGroup: each of its commands runs inside an app context.
+users_group = AppGroup("users", help="Manage user accounts from the server.")
+
+
+@users_group.command("set-password")
+@click.argument("username")
+def set_password_command(username: str) -> None:
+    """Set USERNAME's password, and end every login of theirs.
+
+    The password is asked for twice, and never shown. With mail off there are
+    no reset links: this is the way back into an account.
+    """
+    try:
+        user = find_user(username)
+        # click reads the terminal, or standard input when there is none (a script).
+        try:
+            password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+        except UnicodeError:
+            raise click.ClickException(
+                "The password is not UTF-8 text. Nothing was changed."
+            ) from None
+        if problem := password_problem(password):
+            raise click.ClickException(f"{problem} Nothing was changed.")
+        user.set_password(password)  # and ends every login of the user (app/auth/sessions.py)
+        db.session.commit()
+    except SQLAlchemyError as error:
+        raise click.ClickException(f"The database failed: {database_failure(error)}") from None
+    click.echo(f"Password set for {user.username}; every login of theirs has been ended.")
+
+
+def find_user(name: str) -> User:
+    """The user `name` names, looked up as the login form looks names up (case,
+    width and spaces around it ignored); a ClickException if there is none."""
+    missing = click.ClickException(f"There is no user named {shown(name)}.")
+    # Names no account can have, refused before they reach the database: longer
+    # than a username, or with what a database can't take (PostgreSQL refuses
+    # NUL; a name that isn't UTF-8 arrives with surrogates, which can't be sent).
+    if "\x00" in name or not is_utf8(name) or len(stored_name(name)) > USERNAME_MAX_LENGTH:
+        raise missing
+    user = db.session.scalar(User.select_by_username(name))
+    if user is None:
+        raise missing
+    return user
+
+
+def password_problem(password: str) -> str | None:
+    """What the reset form would refuse in `password` (app/auth/forms.py), or
+    what nobody could then type into the login form; None if it will do."""
+    if not password.strip():
+        return "The password is only spaces."
+    if len(password) < PASSWORD_MIN_LENGTH:
+        return f"The password is too short: at least {PASSWORD_MIN_LENGTH} characters."
+    if len(password) > PASSWORD_MAX_LENGTH:
+        return f"The password is too long: at most {PASSWORD_MAX_LENGTH} characters."
+    if "\x00" in password:
+        # Every request with a NUL is refused (app/input_guard.py), logins included.
+        return "The password has a NUL character, which no login form can send."
+    if not is_utf8(password):
+        return "The password is not UTF-8 text."
+    return None
+
+
+def is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates: bytes that weren't UTF-8, as
+    Python reads them from a command line or a terminal in the C locale."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def register_commands(app: Flask) -> None:
+    """Add the commands to `flask`."""
     commands = (
         seed_command,
         test_email_command,
         test_error_command,
         check_deploy_command,
+        users_group,
         translate_command,
         errors_command,
     )

@@ -70,8 +70,11 @@ def wait_until(condition, timeout: float = 15, message: str = "condition") -> No
 
 def clean_env(**settings: object) -> dict[str, str]:
     """This process's environment without any of the app's settings, plus `settings`."""
-    prefixes = ("FLASK_", "MAIL_", "SECRET", "DATABASE", "LOG_", "SENTRY_", "ADMINS", "RESET_")
-    prefixes += ("REDIS_", "RATELIMIT_", "PROXY_", "GUNICORN_", "WEB_CONCURRENCY")
+    prefixes = ("FLASK_", "MAIL_", "SECRET", "DATABASE", "LOG_", "SENTRY_", "ADMIN", "RESET_")
+    prefixes += ("REDIS_", "RATELIMIT_", "PROXY_", "GUNICORN_", "WEB_CONCURRENCY", "BABEL_")
+    prefixes += ("BASE_URL", "TRUSTED_HOSTS", "HSTS_", "SESSION_COOKIE_", "REMEMBER_COOKIE_")
+    prefixes += ("AUTH_RATE_LIMIT", "REGISTRATION_RATE_LIMIT", "USE_GRAVATAR", "POSTS_PER_PAGE")
+    prefixes += ("MAX_CONTENT_LENGTH", "EXTERNAL_DEBUGGER")
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
     env.update({key: str(value) for key, value in settings.items()})
     return env
@@ -107,6 +110,41 @@ def production_env(tmp_path: Path, database_url: str, **settings: object) -> dic
         LOG_DIR=tmp_path / "logs",
         **settings,
     )
+
+
+# What `flask check-deploy` wants of a production setup, beyond production_env's.
+GOOD_SETTINGS = {
+    "SESSION_COOKIE_SECURE": "1",
+    "ADMINS": "admin@example.com",
+    # Never contacted: check-deploy reads the settings, it sends nothing.
+    "MAIL_SERVER": "127.0.0.1",
+    "BASE_URL": "https://blog.example.com",
+    # Rate limits shared by every worker (only pinged by check-deploy).
+    "REDIS_URL": REDIS_URL,
+}
+
+
+def deploy_env(tmp_path: Path, database_url: str, **settings: object) -> dict[str, str]:
+    """A production environment (production_env) with every optional setting blank.
+
+    Blank, not absent: config.py (and the `flask` command) load a .env file,
+    which only fills in variables that are absent; a developer's own .env must
+    not change what these tests see.
+    """
+    # Not WEB_CONCURRENCY: gunicorn itself fails to start on a blank one.
+    blanks = dict.fromkeys([*GOOD_SETTINGS, "LOG_TO_STDOUT", "PROXY_COUNT", "FLASK_DEBUG"], "")
+    env = production_env(tmp_path, database_url, **blanks)
+    # Updated afterwards: production_env's own keys (SECRET_KEY, LOG_DIR...) may change too.
+    return env | {key: str(value) for key, value in settings.items()}
+
+
+def problems_listed(result: subprocess.CompletedProcess, prefix: str = "PROBLEM: ") -> list[str]:
+    """The problems `flask check-deploy` printed, one per line."""
+    return [line[len(prefix) :] for line in result.stdout.splitlines() if line.startswith(prefix)]
+
+
+def warnings_listed(result: subprocess.CompletedProcess) -> list[str]:
+    return problems_listed(result, prefix="WARNING: ")
 
 
 @contextmanager

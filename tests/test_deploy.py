@@ -41,29 +41,21 @@ from tests.databases import fresh_database, upgrade_database
 from tests.helpers import PASSWORD, add_user, config_for
 from tests.servers import (
     BIN,
-    REDIS_URL,
+    GOOD_SETTINGS,
     ROOT,
     Gunicorn,
+    deploy_env,
     env_settings,
     flask_command,
     free_port,
     http_get,
-    production_env,
+    problems_listed,
     smtp_server,
     wait_until,
+    warnings_listed,
 )
 
 ADMIN = "admin@example.com"
-# The settings `flask check-deploy` wants, besides a key and a database.
-GOOD_SETTINGS = {
-    "SESSION_COOKIE_SECURE": "1",
-    "ADMINS": ADMIN,
-    # Never contacted: check-deploy reads the settings, it sends nothing.
-    "MAIL_SERVER": "127.0.0.1",
-    "BASE_URL": "https://blog.example.com",
-    # Rate limits shared by every worker (only pinged by check-deploy).
-    "REDIS_URL": REDIS_URL,
-}
 # One line of gunicorn.conf.py's access log: the usual combined format, the
 # time taken, and the request id at the very end.
 ACCESS_LINE = re.compile(
@@ -76,20 +68,6 @@ pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 # --- Fixtures and helpers -----------------------------------------------------
-
-
-def deploy_env(tmp_path: Path, database_url: str, **settings: object) -> dict[str, str]:
-    """A production environment (tests/servers.py) with every optional setting blank.
-
-    Blank, not absent: config.py (and the `flask` command) load a .env file,
-    which only fills in variables that are absent; a developer's own .env must
-    not change what these tests see.
-    """
-    # Not WEB_CONCURRENCY: gunicorn itself fails to start on a blank one.
-    blanks = dict.fromkeys([*GOOD_SETTINGS, "LOG_TO_STDOUT", "PROXY_COUNT", "FLASK_DEBUG"], "")
-    env = production_env(tmp_path, database_url, **blanks)
-    # Updated afterwards: production_env's own keys (SECRET_KEY, LOG_DIR...) may change too.
-    return env | {key: str(value) for key, value in settings.items()}
 
 
 def without_flask_config(env: dict[str, str]) -> dict[str, str]:
@@ -159,15 +137,6 @@ def gunicorn_with_config(
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def problems_listed(result: subprocess.CompletedProcess, prefix: str = "PROBLEM: ") -> list[str]:
-    """The problems `flask check-deploy` printed, one per line."""
-    return [line[len(prefix) :] for line in result.stdout.splitlines() if line.startswith(prefix)]
-
-
-def warnings_listed(result: subprocess.CompletedProcess) -> list[str]:
-    return problems_listed(result, prefix="WARNING: ")
 
 
 @pytest.fixture
