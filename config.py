@@ -4,8 +4,9 @@ Every setting comes from an environment variable with a development default, so
 the same code runs on a laptop (`flask run`, SQLite, no mail) and in production
 (gunicorn, PostgreSQL, mail and Sentry when their variables are set).
 
-`load_dotenv` below makes a `.env` file apply under gunicorn too: the `flask`
-command reads `.env` and `.flaskenv` by itself, a production server does not.
+`load_dotenv` below makes a `.env` file apply to the app under gunicorn too: the
+`flask` command reads `.env` and `.flaskenv` by itself, a production server does
+not. gunicorn.conf.py loads the same file for gunicorn's own settings.
 Secrets belong in `.env` (git-ignored, see `.env.example`), never in `.flaskenv`.
 """
 
@@ -15,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytz
 from dotenv import load_dotenv
 from limits import parse_many
 
@@ -72,6 +74,42 @@ def env_int(name: str, default: int) -> int:
     except ValueError:
         invalid_settings.append(f"{name}={value!r} is not a whole number.")
         return default
+
+
+def time_zone_problem(name: str, value: object) -> str:
+    """The message that refuses `value` as the time zone setting `name`."""
+    return (
+        f"{name}={value!r} is not a time zone: use a name from the tz database, "
+        "e.g. UTC, Asia/Shanghai or America/New_York."
+    )
+
+
+def time_zone_name(value: object) -> str | None:
+    """The tz database's spelling of the zone `value` names, or None if it names none.
+
+    Asked of pytz, because Flask-Babel looks the zone up with pytz too: a name
+    accepted here is one the pages can be shown in. pytz ignores case
+    ("asia/shanghai" gives "Asia/Shanghai"), but not spaces.
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        return pytz.timezone(value).zone
+    except pytz.UnknownTimeZoneError:
+        return None
+
+
+def env_time_zone(name: str, default: str = "UTC") -> str:
+    """Read a time zone setting, spelled as the tz database spells it (a bad one is
+    noted in `invalid_settings`); spaces around it are ignored, and so is case."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    zone = time_zone_name(value)
+    if zone is None:
+        invalid_settings.append(time_zone_problem(name, value))
+        return default
+    return zone
 
 
 def env_list(name: str) -> list[str]:
@@ -146,6 +184,15 @@ def check_base_url(url: str) -> None:
     raise ConfigError(f"{setting} {problem}: {how}.")
 
 
+# Whole numbers below which the app can't work: each would otherwise be a 500
+# at some request, not an error at startup.
+WHOLE_NUMBER_MINIMUMS = [
+    # ProxyFix would read the X-Forwarded-* lists from the wrong end.
+    ("PROXY_COUNT", 0, "it counts the proxies in front, 0 when there is none."),
+    ("POSTS_PER_PAGE", 1, "a page shows at least one post."),
+]
+
+
 class Config:
     """Settings shared by every environment."""
 
@@ -203,6 +250,14 @@ class Config:
     # The language of the error mails and of `flask test-email`: the admins',
     # whatever language the visitor who hit the error reads. One of LANGUAGES.
     ADMIN_LOCALE = (os.environ.get("ADMIN_LOCALE") or "en").strip()
+    # The time zone of the exact dates and times on the pages (shown on hover
+    # over "3 minutes ago"): Flask-Babel's own setting, which format_datetime
+    # converts to. A tz database name such as Asia/Shanghai or America/New_York,
+    # so that each date gets the offset it had then (EST in January, EDT in
+    # July); the zone is printed with the time. Prefer a city to Etc/GMT-8,
+    # whose sign is POSIX's, the opposite of ISO's: Etc/GMT-8 is UTC+8. Error
+    # mails, the log and `flask errors` keep the server's local time.
+    BABEL_DEFAULT_TIMEZONE = env_time_zone("BABEL_DEFAULT_TIMEZONE")
     # Error mails start with this; any language works ("[博客异常]"), it is sent as UTF-8.
     MAIL_SUBJECT_PREFIX = os.environ.get("MAIL_SUBJECT_PREFIX") or "[Blog]"
     # Storm control: the same error is mailed at most once per window (seconds);
@@ -308,6 +363,11 @@ class Config:
                 f"ADMIN_LOCALE={cls.ADMIN_LOCALE!r} is not a language the blog speaks: "
                 f"use one of {', '.join(LANGUAGES)}."
             )
+        if time_zone_name(cls.BABEL_DEFAULT_TIMEZONE) is None:
+            # Flask-Babel would only look it up at the first date on a page: a 500.
+            raise ConfigError(
+                time_zone_problem("BABEL_DEFAULT_TIMEZONE", cls.BABEL_DEFAULT_TIMEZONE)
+            )
         for name in (
             "AUTH_RATE_LIMIT_PER_CLIENT",
             "AUTH_RATE_LIMIT_PER_ACCOUNT",
@@ -326,6 +386,9 @@ class Config:
                 f"MAIL_ERROR_WINDOW={cls.MAIL_ERROR_WINDOW} is not a number of seconds "
                 f"from 1 to {MAX_ERROR_WINDOW} (a week), e.g. 600."
             )
+        for name, minimum, why in WHOLE_NUMBER_MINIMUMS:
+            if getattr(cls, name) < minimum:
+                raise ConfigError(f"{name}={getattr(cls, name)} is below {minimum}: {why}")
         if cls.HSTS_MAX_AGE < 0:
             raise ConfigError(f"HSTS_MAX_AGE={cls.HSTS_MAX_AGE} is negative: use 0 to turn it off.")
         if cls.REDIS_URL:

@@ -1,15 +1,17 @@
 """What templates get besides their view's variables: the navigation's
-username, avatars, and relative dates.
+username, avatars, and relative dates with the exact time in the site's zone.
 
 The HTML built here is built with ``Markup(...).format()``: the template is
 trusted markup, and every value put into it is escaped on the way in, so a
 username such as ``"><script>`` stays text, with no call to forget."""
 
+import re
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from babel import Locale, dates
 from flask import Flask, current_app, g
-from flask_babel import format_datetime, format_timedelta, get_locale
+from flask_babel import format_datetime, format_timedelta, get_locale, to_user_timezone
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
@@ -64,16 +66,69 @@ def avatar(user: User, size: int = 48) -> Markup:
     )
 
 
+# The zone field of a date pattern (z, zzz), outside the pattern's 'quoted text'.
+QUOTED_TEXT = re.compile(r"('[^']*')")
+ZONE_FIELD = re.compile(r"z+")
+
+
+def utc_offset(local: datetime) -> str:
+    """The offset from UTC of a time in some zone: "UTC", "UTC+08:00", "UTC-03:30"."""
+    offset = local.utcoffset()
+    if not offset:
+        return "UTC"
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(offset) // timedelta(minutes=1)
+    return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def long_pattern(locale: Locale, zone_text: str) -> str:
+    """The language's "long" date and time pattern, with `zone_text` in place of its
+    zone field: "MMMM d, y, h:mm:ss a 'UTC-05:00'", "y年M月d日 'UTC-05:00' HH:mm:ss".
+
+    Babel's own text for the zone is wrong in a few zones: a negative offset
+    that isn't whole hours is an hour out (St. John's, UTC-03:30, becomes
+    "-0430"), and Dublin's summer time is called "GMT" (the tz database counts
+    Irish summer time as standard time, and winter as the exception). The
+    offset, worked out here, is right in every zone; and it is what Babel
+    shows for most zones anyway ("+0800" for Beijing): only a few, such as
+    the US zones in English (EST, PDT), have an abbreviation.
+    """
+    time_pattern = dates.get_time_format("long", locale).pattern
+    pieces = QUOTED_TEXT.split(time_pattern)  # quoted text at the odd positions
+    pieces[::2] = [ZONE_FIELD.sub(f"'{zone_text}'", piece) for piece in pieces[::2]]
+    date_pattern = dates.get_date_format("long", locale).pattern
+    return (
+        dates.get_datetime_format("long", locale)
+        .replace("{0}", "".join(pieces))
+        .replace("{1}", date_pattern)
+    )
+
+
+def exact_time(moment: datetime) -> str:
+    """`moment` as the page's language writes a date and time, in the site's zone,
+    ``BABEL_DEFAULT_TIMEZONE``, named by its offset at that moment:
+    "January 15, 2025, 7:34:56 AM UTC-05:00", and in July "UTC-04:00".
+
+    Flask-Babel's format_datetime converts to that zone; ``to_user_timezone``,
+    the same conversion, gives the offset. A zone for each reader would be a
+    ``timezone_selector`` given to ``babel.init_app``, asked once a request
+    like the locale; this blog has one zone for everybody.
+    """
+    zone_text = utc_offset(to_user_timezone(moment))
+    return format_datetime(moment, long_pattern(get_locale(), zone_text))
+
+
 def time_ago(moment: datetime) -> Markup:
     """ "3 minutes ago", with the exact date and time shown on hover.
 
-    The exact time is in UTC and says so ("long" includes the zone): readers
-    are in many zones, and a bare "4:18 AM" would be eight hours off in Beijing.
+    The exact time says which zone it is in: readers are in many zones, and a
+    bare "4:18 AM" would be eight hours off in Beijing. The relative text and
+    the ``datetime`` attribute, an instant with its offset, are the same
+    whatever the site's zone.
     """
-    exact = format_datetime(moment, "long")
     relative = format_timedelta(moment - now_utc(), add_direction=True)
     return Markup('<time datetime="{iso}" title="{exact}">{relative}</time>').format(
-        iso=moment.isoformat(), exact=exact, relative=relative
+        iso=moment.isoformat(), exact=exact_time(moment), relative=relative
     )
 
 

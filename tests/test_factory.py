@@ -270,6 +270,22 @@ def test_an_error_window_that_is_not_one_is_refused(window):
 
 
 @pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("PROXY_COUNT", -1, "PROXY_COUNT=-1 is below 0: it counts the proxies in front, 0 when"),
+        ("POSTS_PER_PAGE", 0, "POSTS_PER_PAGE=0 is below 1: a page shows at least one post."),
+        ("POSTS_PER_PAGE", -3, "POSTS_PER_PAGE=-3 is below 1: a page shows at least one post."),
+    ],
+)
+def test_a_number_too_small_to_work_is_refused(setting, value, message):
+    """A negative PROXY_COUNT was a 500 at the first request with X-Forwarded-For,
+    a negative POSTS_PER_PAGE at every listing: now each stops the app at startup."""
+    bad = in_memory(ProductionConfig, SECRET_KEY=GOOD_SECRET_KEY, **{setting: value})
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        create_app(bad)
+
+
+@pytest.mark.parametrize(
     ("url", "message"),
     [
         ("redis://h:notaport/0", "is not a URL: Port could not be cast"),
