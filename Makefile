@@ -86,12 +86,12 @@ format: $(VENV)/.installed-dev
 check-python:
 	@if ! command -v $(PYTHON) >/dev/null; then \
 	  echo "The blog needs Python 3.11 or newer, and there is no $(PYTHON) here."; \
-	  echo "Install one (python.org; Debian/Ubuntu: apt install python3 python3-venv)."; \
+	  echo "Install one (python.org, or your system's packages) and name it: PYTHON=python3.11 make run"; \
 	  exit 1; \
 	elif ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
 	  echo "The blog needs Python 3.11 or newer, and $(PYTHON) is $$($(PYTHON) --version 2>&1)."; \
-	  echo "Install a newer one (python.org; Debian/Ubuntu: apt install python3.12 python3.12-venv)"; \
-	  echo "and name it: PYTHON=python3.12 make run"; \
+	  echo "Install a newer one (python.org; Ubuntu 22.04: apt install python3.11 python3.11-venv)"; \
+	  echo "and name it: PYTHON=python3.11 make run"; \
 	  exit 1; \
 	fi
 

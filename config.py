@@ -184,12 +184,13 @@ def check_base_url(url: str) -> None:
     raise ConfigError(f"{setting} {problem}: {how}.")
 
 
-# Whole numbers below which the app can't work: each would otherwise be a 500
-# at some request, not an error at startup.
-WHOLE_NUMBER_MINIMUMS = [
+# Whole numbers outside which the app can't work: each would otherwise be a
+# 500 at some request, not an error at startup.
+WHOLE_NUMBER_RANGES = [
     # ProxyFix would read the X-Forwarded-* lists from the wrong end.
-    ("PROXY_COUNT", 0, "it counts the proxies in front, 0 when there is none."),
-    ("POSTS_PER_PAGE", 1, "a page shows at least one post."),
+    ("PROXY_COUNT", 0, 10, "it counts the proxies in front, 0 when there is none."),
+    # app/pagination.py's pages times this must fit the database's OFFSET.
+    ("POSTS_PER_PAGE", 1, 1000, "the number of posts a page shows."),
 ]
 
 
@@ -386,9 +387,11 @@ class Config:
                 f"MAIL_ERROR_WINDOW={cls.MAIL_ERROR_WINDOW} is not a number of seconds "
                 f"from 1 to {MAX_ERROR_WINDOW} (a week), e.g. 600."
             )
-        for name, minimum, why in WHOLE_NUMBER_MINIMUMS:
-            if getattr(cls, name) < minimum:
-                raise ConfigError(f"{name}={getattr(cls, name)} is below {minimum}: {why}")
+        for name, minimum, maximum, why in WHOLE_NUMBER_RANGES:
+            if not minimum <= getattr(cls, name) <= maximum:
+                raise ConfigError(
+                    f"{name}={getattr(cls, name)} is not from {minimum} to {maximum}: {why}"
+                )
         if cls.HSTS_MAX_AGE < 0:
             raise ConfigError(f"HSTS_MAX_AGE={cls.HSTS_MAX_AGE} is negative: use 0 to turn it off.")
         if cls.REDIS_URL:

@@ -18,9 +18,10 @@ from gunicorn.glogging import Logger
 # The .env beside this file, the one config.py loads. gunicorn's master runs
 # this file before any worker imports the app (and config.py), so without
 # this line GUNICORN_BIND or WEB_CONCURRENCY in .env would never be seen.
-# As in config.py, a real environment variable wins over the file. The
-# workers inherit the master's environment: they all see the values read at
-# start, even across a reload (HUP). After editing .env, restart gunicorn.
+# As in config.py, a variable already in the environment wins over the file,
+# and that includes one read from it before: a reload (HUP) runs this file
+# again, which adds variables new to .env but changes none. The workers
+# inherit the master's environment. After changing a value, restart gunicorn.
 load_dotenv(Path(__file__).resolve().parent / ".env")
 
 # gunicorn is how the blog runs in production: make that the default, so a

@@ -42,6 +42,7 @@ import calendar
 import re
 from dataclasses import dataclass, replace
 from io import BytesIO
+from typing import NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
@@ -461,11 +462,18 @@ def describe(response) -> str:
 # --- Reading the database ----------------------------------------------------------------
 
 
-def user_rows(app) -> dict[int, tuple]:
+class UserRow(NamedTuple):
+    username: str
+    email: str
+    password_hash: str
+    about_me: str
+
+
+def user_rows(app) -> dict[int, UserRow]:
     """Every user as the database holds them: id -> (username, email, password_hash, about_me)."""
     with app.app_context():
         stmt = select(User.id, User.username, User.email, User.password_hash, User.about_me)
-        return {row[0]: tuple(row[1:]) for row in db.session.execute(stmt)}
+        return {row[0]: UserRow(*row[1:]) for row in db.session.execute(stmt)}
 
 
 def post_count(app) -> int:
@@ -518,7 +526,7 @@ def test_register(app, client, users, fields, extras, encoding):
     assert len(after) == len(before) + accepted
     if accepted and None not in sent.fields.values():
         (new,) = set(after) - set(before)
-        username, email, _, _ = after[new]
+        username, email = after[new].username, after[new].email
         assert username == stored_name(sent.fields["username"])
         assert email == stored_name(sent.fields["email"])
 
@@ -698,11 +706,14 @@ def test_edit_profile(app, admin_client, users, fields, extras, encoding):
     assert {id_: after[id_] for id_ in before if id_ != admin} == {
         id_: row for id_, row in before.items() if id_ != admin
     }, "another user's row changed"
-    assert after[admin][1:3] == before[admin][1:3], "email or password changed"
+    unchanged = ("email", "password_hash")
+    assert [getattr(after[admin], f) for f in unchanged] == [
+        getattr(before[admin], f) for f in unchanged
+    ], "email or password changed"
     if not accepted:
         assert after[admin] == before[admin]
     elif None not in sent.fields.values():
-        name, _, _, about = after[admin]
+        name, about = after[admin].username, after[admin].about_me
         assert (name, about) == (stored_name(sent.fields["username"]), sent.fields["about_me"])
 
 
@@ -731,17 +742,32 @@ def paged_clients(app, users) -> dict[bool, FlaskClient]:
 PER_PAGE = 10  # config.py's POSTS_PER_PAGE
 
 
+class ListedPost(NamedTuple):
+    """A post where a listing puts it: its cursor's two numbers, then which post it is."""
+
+    micros: int  # its timestamp, in microseconds since 1970
+    id: int
+    number: int  # the n of "post n by admin"
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.micros, self.id
+
+
 @pytest.fixture
-def listed_posts(app, paged_clients) -> list[tuple[int, int, int]]:
-    """admin's posts as every listing orders them, newest first: (microseconds since
-    1970, id, number), the number being the n of "post n by admin"."""
+def listed_posts(app, paged_clients) -> list[ListedPost]:
+    """admin's posts as every listing orders them, newest first."""
     with app.app_context():
         rows = db.session.execute(select(Post.timestamp, Post.id, Post.body))
         posts = [
-            (calendar.timegm(ts.utctimetuple()) * 1_000_000 + ts.microsecond, id_, body)
+            ListedPost(
+                micros=calendar.timegm(ts.utctimetuple()) * 1_000_000 + ts.microsecond,
+                id=id_,
+                number=int(body.split()[1]),
+            )
             for ts, id_, body in rows
         ]
-    return sorted(((m, i, int(body.split()[1])) for m, i, body in posts), reverse=True)
+    return sorted(posts, reverse=True)
 
 
 # The rules of app/pagination.py, written out plainly: what a listing must answer.
@@ -777,14 +803,14 @@ def expected_listing(posts, page: str | None, before: str | None, after: str | N
         if cursor is None:
             return 404, []
         if before is not None:
-            shown = [post for post in posts if post[:2] < cursor][:PER_PAGE]
+            shown = [post for post in posts if post.position < cursor][:PER_PAGE]
         else:
-            shown = [post for post in posts if post[:2] > cursor][-PER_PAGE:]
+            shown = [post for post in posts if post.position > cursor][-PER_PAGE:]
     else:
         shown = posts[(number - 1) * PER_PAGE : number * PER_PAGE]
     if not shown and number > 1:
         return 404, []
-    return 200, [post[2] for post in shown]
+    return 200, [post.number for post in shown]
 
 
 def expected_page_status(page: str | bytes) -> int:
@@ -852,7 +878,7 @@ class Near:
     id: int
 
     def text(self, posts) -> str:
-        micros, post_id, _ = posts[self.post]
+        micros, post_id = posts[self.post].position
         return f"{micros + self.micros}-{post_id + self.id}"
 
 

@@ -556,7 +556,7 @@ def check_dockerignore(dockerignore: str) -> list[str]:
     lines = {line.strip() for line in dockerignore.splitlines()}
     return [
         f".dockerignore does not leave out {name}"
-        for name in (".env", ".git", ".venv")
+        for name in (".env*", ".git", ".venv")
         if name not in lines
     ]
 
@@ -920,9 +920,9 @@ MISTAKES = [
     ),
     pytest.param(
         "dockerignore",
+        "\n.env*\n",
         "\n.env\n",
-        "\n",
-        [".dockerignore does not leave out .env"],
+        [".dockerignore does not leave out .env*"],
         id="env-file-in-the-image",
     ),
 ]

@@ -269,17 +269,25 @@ def test_an_error_window_that_is_not_one_is_refused(window):
         create_app(bad)
 
 
+PROXIES = "it counts the proxies in front, 0 when there is none."
+PER_PAGE = "the number of posts a page shows."
+
+
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
-        ("PROXY_COUNT", -1, "PROXY_COUNT=-1 is below 0: it counts the proxies in front, 0 when"),
-        ("POSTS_PER_PAGE", 0, "POSTS_PER_PAGE=0 is below 1: a page shows at least one post."),
-        ("POSTS_PER_PAGE", -3, "POSTS_PER_PAGE=-3 is below 1: a page shows at least one post."),
+        ("PROXY_COUNT", -1, f"PROXY_COUNT=-1 is not from 0 to 10: {PROXIES}"),
+        ("PROXY_COUNT", 11, f"PROXY_COUNT=11 is not from 0 to 10: {PROXIES}"),
+        ("POSTS_PER_PAGE", 0, f"POSTS_PER_PAGE=0 is not from 1 to 1000: {PER_PAGE}"),
+        ("POSTS_PER_PAGE", -3, f"POSTS_PER_PAGE=-3 is not from 1 to 1000: {PER_PAGE}"),
+        ("POSTS_PER_PAGE", 1001, f"POSTS_PER_PAGE=1001 is not from 1 to 1000: {PER_PAGE}"),
+        ("POSTS_PER_PAGE", 10**19, f"POSTS_PER_PAGE={10**19} is not from 1 to 1000: {PER_PAGE}"),
     ],
 )
-def test_a_number_too_small_to_work_is_refused(setting, value, message):
+def test_a_number_out_of_its_range_is_refused(setting, value, message):
     """A negative PROXY_COUNT was a 500 at the first request with X-Forwarded-For,
-    a negative POSTS_PER_PAGE at every listing: now each stops the app at startup."""
+    a negative or huge POSTS_PER_PAGE at every listing (its OFFSET overflowed):
+    now each stops the app at startup."""
     bad = in_memory(ProductionConfig, SECRET_KEY=GOOD_SECRET_KEY, **{setting: value})
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
         create_app(bad)

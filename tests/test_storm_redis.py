@@ -39,6 +39,11 @@ from tests.servers import (
     tarpit,
 )
 
+# Every test here talks to a real Redis server, the shared one (database 15,
+# emptied before and after each test: two tests at once would empty each
+# other's counts) or ones they start, and some fork: `make test-fast` skips them.
+pytestmark = pytest.mark.system
+
 WINDOW = 10.0
 KEY = "0123456789abcdef"
 SUBJECT = "[Blog] ZeroDivisionError: division by zero"
@@ -92,7 +97,6 @@ def test_the_keys_are_named_for_the_blog(shared):
     assert sorted(client.keys("*")) == ["blog:errors", f"blog:errors:{KEY}"]
 
 
-@pytest.mark.system
 def test_a_redis_that_never_answers_is_given_up_on(mail_log):
     # A tarpit accepts the connection and never answers (a hung server, a
     # firewall that drops): the outbox must not wait for ever.
@@ -208,7 +212,6 @@ def test_an_unreachable_redis_fails_open_and_says_so_once_per_window(mail_log):
     assert mail_log[0].endswith("; keeping it in memory")
 
 
-@pytest.mark.system
 def test_back_to_redis_when_it_answers_again_with_what_memory_counted(mail_log):
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
@@ -239,7 +242,6 @@ def test_back_to_redis_when_it_answers_again_with_what_memory_counted(mail_log):
     assert mail_log[1:] == [f"Error store {url} answers again; the counts kept in memory are in it"]
 
 
-@pytest.mark.system
 def test_redis_stopping_mid_storm_loses_no_decision(mail_log):
     with redis_server() as url:
         storm = StormControl(url, WINDOW)
@@ -251,7 +253,6 @@ def test_redis_stopping_mid_storm_loses_no_decision(mail_log):
     assert len(mail_log) == 1
 
 
-@pytest.mark.system
 def test_flask_errors_reads_the_groups_from_redis(shared, tmp_path, fresh_database_url):
     storm = StormControl(shared, WINDOW)
     storm.admit(
@@ -276,7 +277,6 @@ def test_flask_errors_reads_the_groups_from_redis(shared, tmp_path, fresh_databa
     assert "  Last reference: ref-in-redis" in lines
 
 
-@pytest.mark.system
 def test_flask_errors_says_when_redis_does_not_answer(tmp_path, fresh_database_url):
     url = f"redis://127.0.0.1:{free_port()}/0"
     env = production_env(tmp_path, fresh_database_url, REDIS_URL=url)
@@ -322,7 +322,6 @@ def test_a_damaged_group_in_redis_stops_nothing_else(shared, fields):
     assert {group.fingerprint for group in storm.all_groups()} == {KEY, "abc"}
 
 
-@pytest.mark.system
 def test_a_bug_redis_lost_mid_storm_still_gets_a_summary_with_a_subject(shared, tmp_path):
     # The window was open in this worker's memory when the bug's key went
     # (FLUSHDB, eviction): the counts start it again, without a subject.
@@ -365,7 +364,6 @@ def test_a_new_group_starts_with_no_reference_and_no_mail(store, tmp_path):
     assert (group.claimed, group.claimed_until) == (0, 0.0)
 
 
-@pytest.mark.system
 def test_a_handover_cut_short_hands_each_group_over_once(monkeypatch, mail_log):
     with redis_server() as url:
         storm = StormControl(url, WINDOW)
