@@ -21,15 +21,17 @@ RUN pip install --no-cache-dir --root-user-action=ignore -r requirements.txt
 
 COPY . .
 # - The Chinese pages' catalogue, compiled from its .po (.dockerignore leaves
-#   the checked-in .mo out, so the image's always matches the .po). pybabel itself, not `flask translate compile`, which
-#   would start the production app and so need a SECRET_KEY at build time.
+#   the checked-in .mo out, so the image's always matches the .po): pybabel
+#   itself, not `flask translate compile`, which would start the production
+#   app and so need a SECRET_KEY at build time.
 # - The bytecode, now: the app's user can't write __pycache__ into /app, and
-#   every worker would otherwise compile the app again at every start.
+#   every start would otherwise compile the app, its migrations and
+#   gunicorn.conf.py again.
 # - logs/ is LOG_DIR (compose.yaml mounts a volume there): the log file, and
 #   the SQLite files of storm control and the rate limits when there is no
 #   Redis. instance/ holds the SQLite database when DATABASE_URL is unset.
 RUN pybabel compile -d app/translations \
-    && python -m compileall -q app blog.py config.py \
+    && python -m compileall -q app migrations blog.py config.py gunicorn.conf.py \
     && mkdir -p logs instance \
     && chown blog:blog logs instance
 

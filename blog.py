@@ -31,8 +31,10 @@ if __name__ == "__main__":
     # the debugger on even with FLASK_DEBUG=0.
     use_werkzeug_tools = app.debug and not app.config["EXTERNAL_DEBUGGER"]
     # The same address settings as `flask run` reads.
-    host = os.environ.get("FLASK_RUN_HOST", "127.0.0.1")
-    port = os.environ.get("FLASK_RUN_PORT", "5000")
-    if not port.isdigit():
-        sys.exit(f"Configuration error: FLASK_RUN_PORT={port!r} is not a port number")
+    # Blank means the default, as for every setting.
+    host = os.environ.get("FLASK_RUN_HOST", "").strip() or "127.0.0.1"
+    port = os.environ.get("FLASK_RUN_PORT", "").strip() or "5000"
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        sys.exit(f"Configuration error: FLASK_RUN_PORT={port!r} is not a port number (1-65535)")
     app.run(host, int(port), use_debugger=use_werkzeug_tools, use_reloader=use_werkzeug_tools)

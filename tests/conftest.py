@@ -25,6 +25,7 @@ The fixtures (plain helpers such as ``add_user``, ``PASSWORD`` and
   ``flask`` command in a subprocess, a database a test breaks or deletes.
   Several in one test, or one for a whole module: the context manager
   ``databases.fresh_database(folder)``.
+- ``migrated_database_url``: the same, its schema brought up to date.
 - ``mail_server``: a real SMTP server whose mailbox holds what the app sent.
 - ``restore_logging``: for modules that call init_logger/init_email
   (``pytestmark = pytest.mark.usefixtures("restore_logging")``): puts the
@@ -101,6 +102,13 @@ def compiled_templates(tmp_path_factory) -> FileSystemBytecodeCache:
     Jinja checks each template's source against what it compiled, so a test that
     swaps a template in gets it compiled afresh."""
     return FileSystemBytecodeCache(str(tmp_path_factory.mktemp("templates")))
+
+
+@pytest.fixture
+def migrated_database_url(fresh_database_url) -> str:
+    """A database of the test's own, its schema up to date (`flask db upgrade`)."""
+    upgrade_database(fresh_database_url)
+    return fresh_database_url
 
 
 @pytest.fixture

@@ -7,11 +7,13 @@
 - ``add_user`` and ``add_posts``: insert rows inside an app context.
 - ``AuthActions``: register, log in and log out through the real forms.
 - ``source_line(path, start)``: where a line is, for assertions on tracebacks.
+- ``outbox_held()``: the mail outbox kept busy for a block, so mails queued in it wait.
 
 Reading pages is in tests/pages.py; servers and processes (gunicorn, SMTP,
 Redis, a browser over HTTP) in tests/servers.py; databases in tests/databases.py.
 """
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -24,6 +26,7 @@ from werkzeug.security import generate_password_hash
 
 from app import create_app
 from app.extensions import db
+from app.mail import outbox
 from app.models import Post, User, now_utc
 from config import TestingConfig
 from tests.databases import MIGRATIONS, fresh_database
@@ -113,3 +116,20 @@ def source_line(path: str | Path, start: str) -> int:
     numbers = [n for n, line in enumerate(lines, 1) if line.strip().startswith(start)]
     assert len(numbers) == 1, f"{start!r} begins lines {numbers} of {path}"
     return numbers[0]
+
+
+@contextmanager
+def outbox_held() -> Iterator[None]:
+    """Keep the outbox busy until the block ends: mails queued inside wait."""
+    release, started = threading.Event(), threading.Event()
+
+    def hold():
+        started.set()
+        release.wait(30)
+
+    outbox.submit(hold)
+    assert started.wait(30), "the outbox did not start"
+    try:
+        yield
+    finally:
+        release.set()

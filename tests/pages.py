@@ -1,6 +1,7 @@
 """Reading a page the way a person does: its text, the messages under each form
 field, and the flashed alerts, as text (entities decoded, whitespace collapsed);
-and the CSRF token its forms carry, as a browser sends it back.
+the CSRF token its forms carry, as a browser sends it back; and whose name the
+navigation shows (`logged_in_as`).
 
 Tests compare them whole (``form_errors(page) == {"username": [...]}``), so
 that a message that changed, or a second one that appeared, is noticed; a
@@ -101,6 +102,17 @@ def alerts(page) -> list[tuple[str, str]]:
 
 
 # --- Failing to log in, as the rate-limit tests do --------------------------------------
+
+
+def logged_in_as(page) -> str | None:
+    """Whose name the navigation shows, or None for an anonymous visitor."""
+    page = page_html(page)
+    found = re.search(r"Profile \(([^)]+)\)", page)
+    if found:
+        return found.group(1)
+    assert ">Log in</a>" in page, page[:500]
+    return None
+
 
 INVALID_LOGIN = [("danger", "Invalid username or password.")]
 

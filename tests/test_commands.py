@@ -13,7 +13,6 @@ costs milliseconds: with Flask's CLI runner, or the functions themselves.
 
 import json
 import os
-import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,8 +33,8 @@ from app.commands import (
 )
 from app.extensions import db
 from app.models import Post, User, UserSession
-from tests.databases import upgrade_database
 from tests.helpers import PASSWORD, AuthActions, add_user, config_for
+from tests.pages import logged_in_as
 from tests.servers import (
     BIN,
     GOOD_SETTINGS,
@@ -108,13 +107,6 @@ PROXY_LOG_MESSAGE = (
     "PROXY_COUNT (1 behind deploy/nginx.conf); `flask check-deploy` says so too. "
     "(Logged once per process.)"
 )
-
-
-@pytest.fixture
-def migrated_database_url(fresh_database_url) -> str:
-    """A database of the test's own, its schema up to date."""
-    upgrade_database(fresh_database_url)
-    return fresh_database_url
 
 
 def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -541,13 +533,6 @@ def set_password(
     )
 
 
-def logged_in_as(browser: Browser) -> str | None:
-    """Whose name the navigation shows, or None for an anonymous visitor."""
-    _, _, page = browser.request("/explore")
-    found = re.search(r"Profile \(([^)]+)\)", page)
-    return found.group(1) if found else None
-
-
 def log_in(browser: Browser, username: str, password: str) -> bool:
     """Log in through the real form; True if it let us in."""
     status, headers, _ = browser.submit("/auth/login", {"username": username, "password": password})
@@ -572,7 +557,11 @@ def test_set_password_lets_the_new_password_in_and_ends_every_login(tmp_path, fr
             "/auth/login", {"username": "alice", "password": PASSWORD, "remember_me": "y"}
         )
         assert (status, headers["Location"]) == (302, "/")
-        assert logged_in_as(browser) == logged_in_as(remembered) == "alice"
+        assert (
+            logged_in_as(browser.request("/explore")[2])
+            == logged_in_as(remembered.request("/explore")[2])
+            == "alice"
+        )
 
         result = set_password(env, "ALICE", stdin=f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n".encode())
 
@@ -581,8 +570,8 @@ def test_set_password_lets_the_new_password_in_and_ends_every_login(tmp_path, fr
             "Password set for alice; every login of theirs has been ended.\n"
         )
         assert NEW_PASSWORD not in (result.stdout + result.stderr).decode()
-        assert logged_in_as(browser) is None
-        assert logged_in_as(remembered) is None
+        assert logged_in_as(browser.request("/explore")[2]) is None
+        assert logged_in_as(remembered.request("/explore")[2]) is None
         assert not log_in(Browser(server.url), "alice", PASSWORD)
         assert log_in(Browser(server.url), "alice", NEW_PASSWORD)
 

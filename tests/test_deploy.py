@@ -139,13 +139,6 @@ def gunicorn_with_config(
             process.wait()
 
 
-@pytest.fixture
-def migrated_database_url(fresh_database_url) -> str:
-    """A database of the test's own, its schema up to date (`flask db upgrade`)."""
-    upgrade_database(fresh_database_url)
-    return fresh_database_url
-
-
 def closed_port_database_url() -> str:
     """A PostgreSQL URL where nothing listens: the database server is down.
 

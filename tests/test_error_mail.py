@@ -35,7 +35,7 @@ from app.reporting import ERROR_HANDLER
 from app.reporting.error_mail import ErrorMailHandler
 from tests import failing_routes
 from tests.failing_routes import add_failing_routes
-from tests.helpers import source_line
+from tests.helpers import outbox_held, source_line
 from tests.pages import csrf_token
 from tests.servers import (
     Mailbox,
@@ -144,23 +144,6 @@ def assert_serves_and_holds_the_repeat_back(client, handler) -> None:
     assert client.get("/explore").status_code == 200
     wait_for_outbox()
     assert handler.last_outcome.startswith(HELD_BACK)
-
-
-@contextmanager
-def outbox_held() -> Iterator[None]:
-    """Keep the outbox busy until the block ends: mails queued inside wait."""
-    release, started = threading.Event(), threading.Event()
-
-    def hold():
-        started.set()
-        release.wait(30)
-
-    outbox.submit(hold)
-    assert started.wait(30), "the outbox did not start"
-    try:
-        yield
-    finally:
-        release.set()
 
 
 @contextmanager

@@ -617,6 +617,25 @@ def test_python_blog_py_has_the_debugger_only_in_debug_mode(
         server.wait(timeout=30)
 
 
+@pytest.mark.parametrize("port", ["http", "²", "-1", "0", "65536", "99999", "80 00", "1e3"])
+@pytest.mark.system
+def test_python_blog_py_refuses_a_port_that_is_not_one(port):
+    """One line saying what to fix, exit status 1, no traceback, no server."""
+    done = subprocess.run(
+        [sys.executable, "blog.py"],
+        cwd=ROOT,
+        env=clean_env(FLASK_RUN_PORT=port, PYTHON_DOTENV_DISABLED="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"Configuration error: FLASK_RUN_PORT={port!r} is not a port number (1-65535)"
+    )
+    assert "Traceback" not in done.stderr
+
+
 def http_status(url: str) -> int | None:
     """The status of a GET, or None while nothing answers."""
     try:

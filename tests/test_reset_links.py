@@ -24,7 +24,6 @@ import http.client
 import re
 import socket
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from app.extensions import db
 from app.mail import outbox
 from config import ConfigError
 from tests.databases import ON_POSTGRESQL, fresh_database, upgrade_database
-from tests.helpers import add_user, config_for
+from tests.helpers import add_user, config_for, outbox_held
 from tests.pages import alerts
 from tests.query_count import count_statements
 from tests.servers import (
@@ -531,18 +530,6 @@ def templates_rendered(app) -> Iterator[list[str]]:
 
     with template_rendered.connected_to(record, app):
         yield names
-
-
-@contextmanager
-def outbox_held() -> Iterator[None]:
-    """Keep the mail outbox busy until the block ends, so that nothing it does
-    (looking an account up, rendering the mail) happens inside the block."""
-    release = threading.Event()
-    outbox.submit(release.wait)
-    try:
-        yield
-    finally:
-        release.set()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ check what the database holds (app/auth/sessions.py keeps one row per login).
 """
 
 import http.client
-import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +22,7 @@ from config import database_url
 from tests.databases import fresh_database
 from tests.helpers import PASSWORD as CONFTEST_PASSWORD
 from tests.helpers import add_user
-from tests.pages import alerts
+from tests.pages import alerts, logged_in_as
 from tests.query_count import statements_for_get
 from tests.servers import Browser, production_env, run_gunicorn
 
@@ -94,15 +93,6 @@ def replay(url: str, path: str, cookie_values: dict[str, str]) -> tuple[int, dic
         return response.status, dict(response.getheaders()), response.read().decode()
     finally:
         connection.close()
-
-
-def logged_in_as(page: str) -> str | None:
-    """Whose name the navigation shows, or None for an anonymous visitor."""
-    found = re.search(r"Profile \(([^)]+)\)", page)
-    if found:
-        return found.group(1)
-    assert ">Log in</a>" in page, page[:500]
-    return None
 
 
 def logins_of(engine: sa.Engine, username: str) -> int:
