@@ -62,11 +62,22 @@ bind = setting("GUNICORN_BIND", "127.0.0.1:8000")
 # reads WEB_CONCURRENCY by itself too, but before this file, so not from .env.)
 workers = whole_number("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1), minimum=1)
 worker_class = "sync"
-# Whether a request came over HTTPS is the app's to decide, from the proxy's
-# X-Forwarded-Proto, and only when PROXY_COUNT says a proxy is in front
-# (app/__init__.py). Left to itself, gunicorn would believe that header from
-# any process on 127.0.0.1 and mark the request HTTPS before the app has a say.
+# What the proxy in front says (X-Forwarded-Proto, X-Forwarded-For...) is the
+# app's to believe, and only when PROXY_COUNT says a proxy is there (ProxyFix,
+# in app/__init__.py); gunicorn is to believe nobody. By default it trusts any
+# process on 127.0.0.1, and nginx there passes on whatever a client sends
+# besides the headers it sets itself. A client's X-Forwarded-Ssl that disagreed
+# with X-Forwarded-Proto then got gunicorn's bare 400 "Contradictory scheme
+# headers", X-Forwarded-Proto: https made a plain HTTP request HTTPS before
+# the app had a say, and a SCRIPT_NAME header (nginx drops it for its
+# underscore; any local process can send it) moved every link of the site
+# under another path, or got a bare 500. So no address is trusted, and, as
+# gunicorn trusts a client on a Unix socket (GUNICORN_BIND=unix:...) whatever
+# that list says, there is no header to trust anyway.
+# tests/test_forwarded_headers.py sends each of them.
+forwarded_allow_ips = ""
 secure_scheme_headers = {}
+forwarder_headers = ""
 # A request that takes longer than this is killed (and logged by gunicorn);
 # on SIGTERM, workers get graceful_timeout seconds to finish their request
 # and to send the error mails still queued (app/mail.py drains at exit).

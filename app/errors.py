@@ -18,6 +18,7 @@ Rules every handler here follows:
 """
 
 from contextlib import suppress
+from urllib.parse import urlsplit
 
 import sentry_sdk
 from flask import (
@@ -143,8 +144,34 @@ def handle_http_error(error: HTTPException):
 
 
 def handle_csrf_error(error: CSRFError):
-    """Tell the user their form expired instead of showing a bare 400."""
+    """Tell the user their form expired instead of showing a bare 400, and
+    tell the log why it was refused."""
+    # The reason is one of Flask-WTF's own sentences ("The CSRF token is
+    # missing.", "The referrer does not match the host."), never the token.
+    # Over HTTPS Flask-WTF also compares the Referer's origin with the
+    # request's: both are logged, so that a proxy dropping the port from the
+    # host (every form then fails) shows at a glance. INFO, not WARNING: an
+    # old tab or an expired session does this every day.
+    current_app.logger.info(
+        "Form refused by the CSRF check: %s (Referer %s, request to %s)",
+        error.description,
+        origin(request.referrer),
+        origin(request.host_url),
+    )
     return error_response(400, ERRORS[400][0], CSRF_MESSAGE)
+
+
+def origin(url: str | None) -> str:
+    """`url` cut down to scheme://host:port for the log: its path may hold a
+    token (a password-reset link's does), its user part a password."""
+    if not url:
+        return "none"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unbalanced brackets: "https://[::1"
+        return "without an origin"
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}" if parts.scheme and host else "without an origin"
 
 
 def handle_internal_error(error: InternalServerError):

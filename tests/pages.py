@@ -16,8 +16,13 @@ import re
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING
 
+from flask_bootstrap import Bootstrap5
+
 if TYPE_CHECKING:  # servers.py reads CSRF tokens with this module: no import cycle at run time
     from tests.servers import Browser
+
+# The stylesheet every page links, with the version that keeps browsers' copies fresh.
+STYLESHEET_LINK = f'href="/bootstrap/static/css/bootstrap.min.css?v={Bootstrap5.bootstrap_version}"'
 
 # The hidden input, as Flask-WTF renders it and as the templates write it by hand.
 CSRF_TOKEN = re.compile(r'<input[^>]*\bname="csrf_token"[^>]*\bvalue="([^"]+)"')

@@ -15,6 +15,7 @@ import gzip
 import http.server
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -203,6 +204,60 @@ def run_gunicorn(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# --- gunicorn on a copy of gunicorn.conf.py, with a .env of the test's own ------------
+
+
+@dataclass
+class GunicornRun:
+    process: subprocess.Popen
+    errors: Path  # gunicorn's own log (stderr)
+
+    def error_log(self) -> str:
+        return self.errors.read_text()
+
+    def worker_pids(self) -> set[int]:
+        """The master's children: its workers, and nothing else."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return {int(pid) for pid in children.read_text().split()}
+
+    def booted_pids(self) -> set[int]:
+        return {int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", self.error_log())}
+
+
+def project_copy(tmp_path: Path, dotenv: str) -> Path:
+    """gunicorn.conf.py copied into tmp_path, with `dotenv` as the .env beside it."""
+    folder = tmp_path / "project"
+    folder.mkdir(exist_ok=True)
+    (folder / "gunicorn.conf.py").write_text((ROOT / "gunicorn.conf.py").read_text())
+    (folder / ".env").write_text(dotenv)
+    return folder / "gunicorn.conf.py"
+
+
+def gunicorn_command(config: Path, *options: str) -> list:
+    """gunicorn on `config`, serving the blog from the project's folder.
+
+    --chdir makes the project the app's folder, as WorkingDirectory does in
+    the unit; the .env gunicorn.conf.py reads is the one beside `config`.
+    """
+    return [BIN / "gunicorn", "-c", config, "--chdir", ROOT, "--no-control-socket", *options]
+
+
+def gunicorn_env(tmp_path: Path, **settings: object) -> dict[str, str]:
+    """A production environment without GUNICORN_* or WEB_CONCURRENCY (clean_env
+    drops them), on a database the static files never touch."""
+    return production_env(tmp_path, f"sqlite:///{tmp_path / 'unused.sqlite'}", **settings)
+
+
+def stop(run: GunicornRun) -> None:
+    if run.process.poll() is None:
+        run.process.terminate()
+        try:
+            run.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            run.process.kill()
+            run.process.wait()
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -23,6 +23,7 @@ from app.models import User
 from tests.databases import ON_POSTGRESQL, drop_database, fresh_database, upgrade_database
 from tests.failing_routes import add_failing_routes
 from tests.helpers import PASSWORD, add_user
+from tests.pages import STYLESHEET_LINK
 
 ERROR_500 = "An unexpected error has occurred"
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -46,7 +47,7 @@ def test_404_page_is_in_the_site_layout(client):
     assert "<h1>Page not found</h1>" in page
     assert '<a href="/">Back to the home page</a>' in page
     assert '<a href="/explore">the latest posts</a>' in page  # the 404 page's own extra
-    assert 'href="/bootstrap/static/css/bootstrap.min.css"' in page
+    assert STYLESHEET_LINK in page
     assert "cdn" not in page
     assert "jsdelivr" not in page
 
@@ -94,7 +95,7 @@ def test_500_page(client):
     response = client.get("/_test/fail")
     assert response.status_code == 500
     assert f"<h1>{ERROR_500}</h1>" in response.text
-    assert 'href="/bootstrap/static/css/bootstrap.min.css"' in response.text
+    assert STYLESHEET_LINK in response.text
     assert "Log in" in response.text
 
 

@@ -6,6 +6,7 @@ tokens included) the way a browser does.
 import pytest
 
 from tests.databases import fresh_database
+from tests.pages import STYLESHEET_LINK
 from tests.servers import Browser, production_env, run_gunicorn
 
 # Every test here starts real servers or processes: `make test-fast` skips them.
@@ -90,4 +91,4 @@ def test_error_pages_under_gunicorn(server, path, status, text):
     got_status, _, page = Browser(server).request(path)
     assert got_status == status
     assert text in page
-    assert 'href="/bootstrap/static/css/bootstrap.min.css"' in page
+    assert STYLESHEET_LINK in page

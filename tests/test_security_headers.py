@@ -221,7 +221,7 @@ def test_gunicorn_does_not_believe_a_local_forger(plain_server):
 
     By default gunicorn believes it (its forwarded_allow_ips is 127.0.0.1) and
     sets the request's scheme to https before the app, and PROXY_COUNT, have a
-    say; gunicorn.conf.py turns that off (secure_scheme_headers).
+    say; gunicorn.conf.py turns that off (forwarded_allow_ips, secure_scheme_headers).
     """
     assert Client(plain_server, HTTPS).get("/explore").hsts() == []
 

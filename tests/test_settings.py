@@ -25,12 +25,20 @@ import re
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.servers import BIN, ROOT, free_port, production_env, wait_until
+from tests.servers import (
+    ROOT,
+    GunicornRun,
+    free_port,
+    gunicorn_command,
+    gunicorn_env,
+    project_copy,
+    stop,
+    wait_until,
+)
 from tests.settings_scan import (
     SHELL_SCRIPTS,
     UNITS,
@@ -40,8 +48,8 @@ from tests.settings_scan import (
 
 README = ROOT / "README.md"
 ENV_EXAMPLE = ROOT / ".env.example"
-# deploy/nginx.conf reads no environment variable: nginx has none in a site's config.
-DEPLOY_FILES_WITHOUT_SETTINGS = ["nginx.conf"]
+# deploy/nginx.conf and the static pages nginx serves read no environment variable.
+DEPLOY_FILES_WITHOUT_SETTINGS = ["nginx.conf", "nginx-too-large.html", "nginx-unavailable.html"]
 
 # gunicorn.conf.py's settings, and the gunicorn setting each one decides.
 GUNICORN_SETTINGS = {
@@ -319,47 +327,6 @@ def test_the_numbers_in_the_table_are_the_code_s_defaults(defaults):
 # --- gunicorn reads the project's .env -----------------------------------------------------
 
 
-@dataclass
-class GunicornRun:
-    process: subprocess.Popen
-    errors: Path  # gunicorn's own log (stderr)
-
-    def error_log(self) -> str:
-        return self.errors.read_text()
-
-    def worker_pids(self) -> set[int]:
-        """The master's children: its workers, and nothing else."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return {int(pid) for pid in children.read_text().split()}
-
-    def booted_pids(self) -> set[int]:
-        return {int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", self.error_log())}
-
-
-def project_copy(tmp_path: Path, dotenv: str) -> Path:
-    """gunicorn.conf.py copied into tmp_path, with `dotenv` as the .env beside it."""
-    folder = tmp_path / "project"
-    folder.mkdir(exist_ok=True)
-    (folder / "gunicorn.conf.py").write_text((ROOT / "gunicorn.conf.py").read_text())
-    (folder / ".env").write_text(dotenv)
-    return folder / "gunicorn.conf.py"
-
-
-def gunicorn_command(config: Path, *options: str) -> list:
-    """gunicorn on `config`, serving the blog from the project's folder.
-
-    --chdir makes the project the app's folder, as WorkingDirectory does in
-    the unit; the .env gunicorn.conf.py reads is the one beside `config`.
-    """
-    return [BIN / "gunicorn", "-c", config, "--chdir", ROOT, "--no-control-socket", *options]
-
-
-def gunicorn_env(tmp_path: Path, **settings: object) -> dict[str, str]:
-    """A production environment without GUNICORN_* or WEB_CONCURRENCY (clean_env
-    drops them), on a database the static files never touch."""
-    return production_env(tmp_path, f"sqlite:///{tmp_path / 'unused.sqlite'}", **settings)
-
-
 STYLESHEET = "/bootstrap/static/css/bootstrap.min.css"
 
 
@@ -398,16 +365,6 @@ def run_until_all_workers_boot(
         stop(run)
         raise
     return run
-
-
-def stop(run: GunicornRun) -> None:
-    if run.process.poll() is None:
-        run.process.terminate()
-        try:
-            run.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            run.process.kill()
-            run.process.wait()
 
 
 def configuration_lines(run: GunicornRun) -> dict[str, str]:
