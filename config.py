@@ -207,6 +207,9 @@ class Config:
     # and add X-Forwarded-For/-Proto/-Host. 0 trusts none of those headers:
     # without a proxy, any client could send them to fake its address.
     PROXY_COUNT = env_int("PROXY_COUNT", 0)
+    # With PROXY_COUNT 0, note a request that came with X-Forwarded-For anyway,
+    # for `flask check-deploy` to warn about (app/commands.py).
+    NOTE_UNCOUNTED_PROXY = True
 
     POSTS_PER_PAGE = env_int("POSTS_PER_PAGE", 10)
     # Requests bigger than this get the 413 page instead of being read into memory.
@@ -419,6 +422,9 @@ class TestingConfig(Config):
     """pytest: each test points SQLALCHEMY_DATABASE_URI at its own database."""
 
     TESTING = True
+    # Tests send X-Forwarded-For on purpose, and the note would land in the
+    # project's logs/: a test that checks the note turns this on.
+    NOTE_UNCOUNTED_PROXY = False
     SECRET_KEY = DEV_SECRET_KEY
     SQLALCHEMY_DATABASE_URI = "sqlite://"
     # Tests post forms without a CSRF token; the CSRF tests turn it back on.
@@ -452,9 +458,14 @@ class ProductionConfig(Config):
                 "debugger: anyone who can trigger an error gets a Python shell on the server."
             )
         if cls.SECRET_KEY == DEV_SECRET_KEY:
+            # In .env first: systemd passes on no variable exported in a shell,
+            # and the app reads .env itself wherever it is started from.
             raise ConfigError(
-                "SECRET_KEY is not set. Production needs its own secret key, e.g.\n"
-                "  export SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+                "SECRET_KEY is not set. Production needs its own secret key: add a line "
+                f"SECRET_KEY=<key> to {BASE_DIR / '.env'} (the app reads it, under systemd "
+                "too), or export SECRET_KEY=<key> in the shell that starts the app. "
+                "Make a key with:\n"
+                "  python3 -c 'import secrets; print(secrets.token_hex(32))'"
             )
 
 

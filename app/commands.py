@@ -11,6 +11,8 @@ PROXY_COUNT doesn't count, in a file `flask check-deploy` reads (it runs in a
 process of its own).
 """
 
+import errno
+import getpass
 import ipaddress
 import json
 import logging
@@ -20,6 +22,7 @@ import socket
 import sys
 import tempfile
 import uuid
+from collections.abc import Mapping
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,9 +57,11 @@ from app.models import (
     stored_name,
 )
 from app.rate_limit_store import SQLiteStorage
-from app.reporting import LOG_HANDLER
+from app.reporting import LOG_HANDLER, STORE_FILE
 from app.reporting.cli import errors_command
 from app.reporting.error_mail import ErrorMailHandler
+from app.reporting.log_file import LogFileHandler
+from app.reporting.storm import store_location
 from app.translate import translate_command
 from config import DEV_SECRET_KEY, env_bool
 
@@ -281,10 +286,12 @@ def deployment_problems(app: Flask) -> list[str]:
         problems.append("SECRET_KEY is the development default or shorter than 32 characters.")
     if app.debug or env_bool("FLASK_DEBUG"):
         problems.append("Debug mode is on: the debugger lets anyone run code on the server.")
-    if not config["SESSION_COOKIE_SECURE"]:
+    if not config["SESSION_COOKIE_SECURE"] and served_over_https(config):
         problems.append(
-            "SESSION_COOKIE_SECURE is off: cookies are Secure only on requests the app sees "
-            "as HTTPS (behind a proxy, that needs PROXY_COUNT)."
+            "SESSION_COOKIE_SECURE is off, but BASE_URL says the site is served over HTTPS: "
+            "set SESSION_COOKIE_SECURE=1, so that no cookie is ever sent over plain HTTP "
+            "(without it, cookies are Secure only on requests the app sees as HTTPS, which "
+            "behind a proxy needs PROXY_COUNT)."
         )
     if config["BASE_URL"] and config["TRUSTED_HOSTS"] is not None:
         host = urlsplit(config["BASE_URL"]).netloc
@@ -295,8 +302,7 @@ def deployment_problems(app: Flask) -> list[str]:
             )
     if not config["ADMINS"] or not config["MAIL_SERVER"]:
         problems.append("ADMINS or MAIL_SERVER is not set: nobody is told about errors.")
-    if not config["LOG_TO_STDOUT"] and not directory_is_writable(Path(config["LOG_DIR"])):
-        problems.append(f"The log directory {config['LOG_DIR']} is not writable.")
+    problems += log_dir_problems(config)
     if bind_problem := gunicorn_bind_problem(gunicorn_bind()):
         problems.append(bind_problem)
     if workers_problem := gunicorn_workers_problem():
@@ -313,8 +319,9 @@ def deployment_warnings(app: Flask) -> list[str]:
     rate limits in memory (by choice, or because their store can't be used),
     rate limits off, a mail port that doesn't match the TLS mode, reset mails
     that only a request for localhost gets or that send their link over plain
-    HTTP, gunicorn open to the network with no proxy in front (or around the
-    one PROXY_COUNT counts), and a proxy in front that PROXY_COUNT doesn't count."""
+    HTTP, cookies not always Secure on a site not yet known to be on HTTPS,
+    gunicorn open to the network with no proxy in front (or around the one
+    PROXY_COUNT counts), and a proxy in front that PROXY_COUNT doesn't count."""
     config = app.config
     warnings = []
     workers = gunicorn_workers()
@@ -369,6 +376,16 @@ def deployment_warnings(app: Flask) -> list[str]:
             "registrations are not limited, so passwords can be guessed as fast as the "
             "server answers."
         )
+    if not config["SESSION_COOKIE_SECURE"] and not served_over_https(config):
+        # A first deployment on plain HTTP: Secure cookies would never come
+        # back, and every form would fail. Once BASE_URL says https://, a problem.
+        warnings.append(
+            "SESSION_COOKIE_SECURE is off: right while the site is served over plain HTTP "
+            "(with it on, browsers would never send the session cookie back, and every form "
+            "would fail as expired), and cookies are Secure anyway on requests the app sees "
+            "as HTTPS (behind a proxy, that needs PROXY_COUNT). Once the site is on HTTPS, "
+            "set SESSION_COOKIE_SECURE=1 and BASE_URL=https://... in .env, and restart the app."
+        )
     if config["BASE_URL"] and urlsplit(config["BASE_URL"]).scheme == "http":
         warnings.append(
             "BASE_URL starts with http://: the password-reset links in mails would carry "
@@ -377,6 +394,13 @@ def deployment_warnings(app: Flask) -> list[str]:
         )
     warnings += proxy_warnings(app)
     return warnings
+
+
+def served_over_https(config: Mapping) -> bool:
+    """True if the settings say the site is on HTTPS: BASE_URL, the address in
+    its mails, starts with https://. Nothing else tells: a request over HTTPS
+    behind a proxy looks like plain HTTP to an app that doesn't count the proxy."""
+    return urlsplit(config["BASE_URL"] or "").scheme == "https"
 
 
 # A container must listen on every address of its own for its published port
@@ -418,15 +442,44 @@ def proxy_warnings(app: Flask) -> list[str]:
     note_path = Path(config["LOG_DIR"]) / PROXY_NOTE
     note = read_proxy_note(note_path)
     if note is not None and not proxy_count:
-        warnings.append(
-            "Requests with an X-Forwarded-For header reached the app while PROXY_COUNT "
-            f"was 0{describe_proxy_note(note)}. If a proxy such as nginx is in front, the "
-            "app takes every visitor for the proxy: they share one rate limit (one "
-            "client's failed logins lock everyone out) and the log can't tell them apart. "
-            "Set PROXY_COUNT to the number of proxies (1 behind deploy/nginx.conf). If "
-            f"there is none, a client sent the header itself: delete {note_path}."
-        )
+        warnings.append(uncounted_proxy_warning(note, note_path))
     return warnings
+
+
+# What PROXY_COUNT=0 does behind a proxy, in check-deploy's words.
+EVERY_VISITOR_IS_THE_PROXY = (
+    "the app takes every visitor for the proxy: they share one rate limit (one client's "
+    "failed logins lock everyone out) and the log can't tell them apart"
+)
+
+
+def uncounted_proxy_warning(note: dict[str, object], note_path: Path) -> str:
+    """check-deploy's warning of the proxy the note says came: for sure when
+    it came from this machine (what else would send X-Forwarded-For from
+    there? nginx, most likely), a guess when from another, or when the note
+    doesn't say."""
+    said = (
+        "Requests with an X-Forwarded-For header reached the app while PROXY_COUNT was "
+        f"0{describe_proxy_note(note)}."
+    )
+    set_it = "Set PROXY_COUNT to the number of proxies (1 behind deploy/nginx.conf)."
+    match is_this_machine(note.get("from")):
+        case True:
+            return (
+                f"{said} They came from this machine, where a proxy is in front: nginx, most "
+                f"likely. So {EVERY_VISITOR_IS_THE_PROXY}. {set_it} If there is none (a test "
+                f"on this machine sent the header itself), delete {note_path}."
+            )
+        case False:
+            return (
+                f"{said} They came from another machine: if it is a proxy in front (a load "
+                f"balancer), {EVERY_VISITOR_IS_THE_PROXY}. {set_it} If there is none, a "
+                f"client sent the header itself: delete {note_path}."
+            )
+    return (
+        f"{said} If a proxy such as nginx is in front, {EVERY_VISITOR_IS_THE_PROXY}. "
+        f"{set_it} If there is none, a client sent the header itself: delete {note_path}."
+    )
 
 
 def gunicorn_bind_problem(bind: str) -> str | None:
@@ -533,16 +586,6 @@ def refused_worker_count(value: str) -> bool:
         return True
 
 
-def directory_is_writable(path: Path) -> bool:
-    # Actually try: permission bits say nothing about read-only mounts or root.
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            return True
-    except OSError:
-        return False
-
-
 def database_problems() -> list[str]:
     """Pending migrations, and SQLite without WAL under several workers (the app
     turns WAL on for every connection: this finds filesystems where it can't)."""
@@ -563,6 +606,131 @@ def database_problems() -> list[str]:
     return problems
 
 
+# --- What the app writes in LOG_DIR ---------------------------------------------
+
+# What each file the app writes in LOG_DIR is, and what becomes of the app
+# when it can't write it.
+NO_LOG = "the app would log nothing to it, not even the traceback of a 500."
+ERRORS_IN_MEMORY = (
+    "each worker would count errors in its own memory, and `flask errors` would list none of them."
+)
+
+
+def log_dir_problems(config: Mapping) -> list[str]:
+    """LOG_DIR, if the app keeps anything there, and then each file the app
+    writes there that the user running this check can't write.
+
+    The log file, its lock and storm control's store are made by the first
+    process that writes them, and belong to its user: a `flask` command run
+    as root leaves them to root, and the service, running as another user,
+    then logs nothing. So this check is worth most when run as the user the
+    app runs as (`sudo -u blog`); as root it finds only what stops root too
+    (a read-only mount, a folder where the file should be).
+    """
+    log_dir = Path(config["LOG_DIR"])
+    log_to_file = not config["LOG_TO_STDOUT"]
+    store_in_a_file = not config["REDIS_URL"]
+    if not (log_to_file or store_in_a_file):
+        return []  # nothing goes there but the proxy note, which may fail quietly
+    if not directory_is_writable(log_dir):
+        if log_to_file:
+            return [f"The log directory {log_dir} is not writable."]
+        return [
+            f"The log directory {log_dir} is not writable. The log goes to stdout "
+            "(LOG_TO_STDOUT), but without REDIS_URL storm control keeps its store there "
+            f"({STORE_FILE}): {ERRORS_IN_MEMORY}"
+        ]
+    files = []
+    if log_to_file:
+        log_file = log_dir / config["LOG_FILE"]
+        # concurrent-log-handler's own rule for the name: logs/.__blog.lock.
+        lock_folder, lock_name = LogFileHandler.baseLockFilename(str(log_file))
+        files += [
+            ("The log file", log_file, NO_LOG),
+            (
+                "The log file's lock",
+                Path(lock_folder) / lock_name,
+                "the app takes it for each line it writes, so it would log nothing, not "
+                "even the traceback of a 500.",
+            ),
+        ]
+    if store_in_a_file:
+        store = Path(store_location(config))
+        # In WAL mode SQLite writes two more files beside the database.
+        for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
+            files.append(("Storm control's store", path, ERRORS_IN_MEMORY))
+    user = user_name()
+    problems = []
+    for what, path, consequence in files:
+        error = write_error(path)
+        if error is None:
+            continue
+        problem = f"{what} {path} can't be written by {user} ({error.strerror}): {consequence}"
+        if error.errno == errno.EACCES:
+            problem += f" If a command run as root made it: chown {user}: {path}"
+        problems.append(problem)
+    return problems
+
+
+def write_error(path: Path) -> OSError | None:
+    """Why this process can't write to the file at `path`, or None if it can,
+    or if there is no file: it would be made in a folder already checked.
+
+    Opened for appending, and closed with nothing written. Non-blocking, so a
+    named pipe can't hold the check up; a symbolic link to nothing counts as
+    the file it would make.
+    """
+    if not os.path.lexists(path):
+        return None
+    # os.path, not Path: a link into a folder this user can't enter is False, not an error.
+    if not os.path.exists(path):  # a symbolic link to nothing: can its target be made?
+        target = Path(os.path.realpath(path))
+        if can_create_in(target.parent):
+            return None
+        return OSError(errno.ENOENT, f"a symbolic link to {target}, which can't be made")
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NONBLOCK", 0))
+    except OSError as error:
+        return error
+    os.close(descriptor)
+    return None
+
+
+def user_name() -> str:
+    """The name of the user this process runs as (as the system knows it, not
+    as $USER says), or its number if it has no name."""
+    try:
+        import pwd  # not on Windows
+    except ImportError:
+        try:
+            return getpass.getuser()
+        except (ImportError, KeyError, OSError):
+            return "this user"
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a user with no name, as in some containers
+        return str(os.geteuid())
+
+
+def directory_is_writable(path: Path) -> bool:
+    """Make the folder `path` if need be, and see whether a file can be made in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return can_create_in(path)
+
+
+def can_create_in(folder: Path) -> bool:
+    """True if a file can be made in `folder` (one is made, and deleted)."""
+    # Actually try: permission bits say nothing about read-only mounts or root.
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 # --- A proxy that PROXY_COUNT doesn't count ------------------------------------
 
 # The note the running app leaves in LOG_DIR for `flask check-deploy`, which
@@ -578,26 +746,64 @@ def watch_for_an_uncounted_proxy(app: Flask) -> None:
     """While PROXY_COUNT is 0, note the first request of each process that
     carries X-Forwarded-For: a WARNING in the log, and PROXY_NOTE in LOG_DIR
     for `flask check-deploy`. Every other request costs a dictionary lookup."""
-    if app.config["PROXY_COUNT"] or app.testing:
-        # A counted proxy's headers are believed (ProxyFix, in create_app). Tests
-        # send the header on purpose, and would leave the note in the project's logs/.
+    # A counted proxy's headers are believed (ProxyFix, in create_app).
+    if app.config["PROXY_COUNT"] or not app.config["NOTE_UNCOUNTED_PROXY"]:
         return
     noted = False  # in this process: under gunicorn, one app per worker
 
     @app.before_request
     def note_forwarded_for() -> None:
-        """Note the first request in this process that came with X-Forwarded-For."""
+        """Note the first request in this process that came with X-Forwarded-For.
+
+        Only that the header came, never its value (a client's choice), and
+        the peer's address as the server gives it.
+        """
         nonlocal noted
         if noted or "HTTP_X_FORWARDED_FOR" not in request.environ:
             return
         noted = True
-        write_proxy_note(Path(current_app.config["LOG_DIR"]) / PROXY_NOTE, request.remote_addr)
-        current_app.logger.warning(
+        peer = request.remote_addr
+        write_proxy_note(Path(current_app.config["LOG_DIR"]) / PROXY_NOTE, peer)
+        current_app.logger.warning(uncounted_proxy_log_message(is_this_machine(peer)))
+
+
+def uncounted_proxy_log_message(from_this_machine: bool | None) -> str:
+    """The log's line for a request with X-Forwarded-For while PROXY_COUNT is
+    0, from this machine (True), another (False), or a peer with no IP address
+    (None: a Unix socket, or a server that doesn't say)."""
+    if from_this_machine:
+        said = (
+            "A request came with X-Forwarded-For from this machine, but PROXY_COUNT is 0: a "
+            "proxy here (nginx, most likely) is in front, and the app sees every visitor at "
+            "its address, under one rate limit. Set PROXY_COUNT (1 behind deploy/nginx.conf)"
+        )
+    elif from_this_machine is False:
+        said = (
+            "A request came with X-Forwarded-For from another machine, but PROXY_COUNT is 0: "
+            "if that is a proxy in front, the app sees every visitor at its address, under "
+            "one rate limit, so set PROXY_COUNT to the number of proxies (if not, the client "
+            "sent the header itself)"
+        )
+    else:
+        said = (
             "A request came with X-Forwarded-For, but PROXY_COUNT is 0: if a proxy is in "
             "front, the app sees every visitor at the proxy's address, under one rate "
-            "limit. Set PROXY_COUNT (1 behind deploy/nginx.conf); `flask check-deploy` "
-            "says so too. (Logged once per process.)"
+            "limit. Set PROXY_COUNT (1 behind deploy/nginx.conf)"
         )
+    return f"{said}; `flask check-deploy` says so too. (Logged once per process.)"
+
+
+def is_this_machine(address: object) -> bool | None:
+    """Whether `address` (a peer's, as the server gave it, or as a note
+    kept it) is one of this machine's loopback addresses; None if it is no
+    IP address at all."""
+    try:
+        ip = ipaddress.ip_address(str(address))
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:127.0.0.1
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def write_proxy_note(path: Path, remote_addr: str | None) -> None:

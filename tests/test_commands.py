@@ -1,20 +1,29 @@
 """The admin's commands in app/commands.py: what `flask check-deploy` says about
 how gunicorn is reached (its bind address, a proxy that PROXY_COUNT doesn't
-count) and about the rate limits and reset links; `flask users set-password`;
-the names `flask shell` starts with. (Its other checks: tests/test_deploy.py.)
+count, and whether it is on this machine), about the rate limits and reset
+links, about SESSION_COOKIE_SECURE before and after HTTPS, and about the files
+the app writes in LOG_DIR; `flask users set-password`; the names `flask shell`
+starts with. (Its other checks: tests/test_deploy.py.)
 
 Each command is run the way an admin runs it, `flask` in a subprocess in the
 project's folder, against a database of the test's own; a proxy is noticed by
 a real gunicorn, and check-deploy then reads what it noted in the same LOG_DIR.
-The many hostile values of the smaller pieces (gunicorn's bind syntax, the
-note's contents, names and passwords) are tried in-process, where one
-costs milliseconds: with Flask's CLI runner, or the functions themselves.
+Files another user owns are really theirs (chown), and check-deploy runs as a
+user they stop. The many hostile values of the smaller pieces (gunicorn's bind
+syntax, the note's contents, the peer's address and the header's value, files
+that aren't files, names and passwords) are tried in-process, where one
+costs milliseconds: with Flask's CLI runner, the test client, or the functions
+themselves.
 """
 
+import errno
 import json
+import logging
 import os
+import pwd
 import subprocess
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,11 +37,14 @@ from app.commands import (
     gunicorn_bind_problem,
     gunicorn_workers,
     gunicorn_workers_problem,
+    log_dir_problems,
     password_problem,
     read_proxy_note,
+    served_over_https,
 )
 from app.extensions import db
 from app.models import Post, User, UserSession
+from app.reporting import APP_LOGGER
 from tests.helpers import PASSWORD, AuthActions, add_user, config_for
 from tests.pages import logged_in_as
 from tests.servers import (
@@ -89,24 +101,60 @@ def unusable_bind(shown: str, reason: str) -> str:
     )
 
 
-def uncounted_proxy(details: str, note: Path) -> str:
-    """The warning for requests that came with X-Forwarded-For while PROXY_COUNT was 0."""
-    return (
-        f"Requests with an X-Forwarded-For header reached the app while PROXY_COUNT was "
-        f"0{details}. If a proxy such as nginx is in front, the app takes every visitor for "
-        "the proxy: they share one rate limit (one client's failed logins lock everyone "
-        "out) and the log can't tell them apart. Set PROXY_COUNT to the number of proxies "
-        f"(1 behind deploy/nginx.conf). If there is none, a client sent the header itself: "
-        f"delete {note}."
-    )
-
-
-PROXY_LOG_MESSAGE = (
-    "A request came with X-Forwarded-For, but PROXY_COUNT is 0: if a proxy is in front, "
-    "the app sees every visitor at the proxy's address, under one rate limit. Set "
-    "PROXY_COUNT (1 behind deploy/nginx.conf); `flask check-deploy` says so too. "
-    "(Logged once per process.)"
+EVERY_VISITOR_IS_THE_PROXY = (
+    "the app takes every visitor for the proxy: they share one rate limit (one client's "
+    "failed logins lock everyone out) and the log can't tell them apart"
 )
+
+
+def uncounted_proxy(details: str, note: Path, peer: str = "unknown") -> str:
+    """The warning for requests that came with X-Forwarded-For while PROXY_COUNT
+    was 0, from a `peer` on "this machine", on "another machine", or "unknown"."""
+    said = (
+        f"Requests with an X-Forwarded-For header reached the app while PROXY_COUNT was 0{details}."
+    )
+    set_it = "Set PROXY_COUNT to the number of proxies (1 behind deploy/nginx.conf)."
+    return {
+        "this machine": (
+            f"{said} They came from this machine, where a proxy is in front: nginx, most "
+            f"likely. So {EVERY_VISITOR_IS_THE_PROXY}. {set_it} If there is none (a test on "
+            f"this machine sent the header itself), delete {note}."
+        ),
+        "another machine": (
+            f"{said} They came from another machine: if it is a proxy in front (a load "
+            f"balancer), {EVERY_VISITOR_IS_THE_PROXY}. {set_it} If there is none, a client "
+            f"sent the header itself: delete {note}."
+        ),
+        "unknown": (
+            f"{said} If a proxy such as nginx is in front, {EVERY_VISITOR_IS_THE_PROXY}. "
+            f"{set_it} If there is none, a client sent the header itself: delete {note}."
+        ),
+    }[peer]
+
+
+# The log's line, by where the request with X-Forwarded-For came from.
+PROXY_LOG_MESSAGES = {
+    "this machine": (
+        "A request came with X-Forwarded-For from this machine, but PROXY_COUNT is 0: a "
+        "proxy here (nginx, most likely) is in front, and the app sees every visitor at its "
+        "address, under one rate limit. Set PROXY_COUNT (1 behind deploy/nginx.conf); "
+        "`flask check-deploy` says so too. (Logged once per process.)"
+    ),
+    "another machine": (
+        "A request came with X-Forwarded-For from another machine, but PROXY_COUNT is 0: "
+        "if that is a proxy in front, the app sees every visitor at its address, under one "
+        "rate limit, so set PROXY_COUNT to the number of proxies (if not, the client sent "
+        "the header itself); `flask check-deploy` says so too. (Logged once per process.)"
+    ),
+    "unknown": (
+        "A request came with X-Forwarded-For, but PROXY_COUNT is 0: if a proxy is in front, "
+        "the app sees every visitor at the proxy's address, under one rate limit. Set "
+        "PROXY_COUNT (1 behind deploy/nginx.conf); `flask check-deploy` says so too. "
+        "(Logged once per process.)"
+    ),
+}
+# gunicorn in these tests is reached on 127.0.0.1, as nginx on the same machine reaches it.
+PROXY_LOG_MESSAGE = PROXY_LOG_MESSAGES["this machine"]
 
 
 def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -368,7 +416,7 @@ def test_a_proxy_that_proxy_count_does_not_count_is_noted_for_check_deploy(
     assert "203.0.113.77" not in note.read_text() + (log_dir / "blog.log").read_text()
 
     details = f" (noted at {noted_at(note)} UTC, in a request from 127.0.0.1)"
-    passes_with(check_deploy(env), [uncounted_proxy(details, note)])
+    passes_with(check_deploy(env), [uncounted_proxy(details, note, "this machine")])
     # Once PROXY_COUNT counts the proxy, the note is old news.
     passes_with(check_deploy(env | {"PROXY_COUNT": "1"}), [])
 
@@ -418,15 +466,161 @@ def test_tests_leave_no_note(make_app, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+# A test app that watches for X-Forwarded-For as the running app does (test
+# apps don't: tests send the header on purpose).
+WATCHING = {"NOTE_UNCOUNTED_PROXY": True}
+
+
+class KeptRecords(logging.Handler):
+    """Keeps the message of every record it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def app_log() -> Iterator[list[str]]:
+    """The messages the app's logger is given during the test (the test app
+    has no log file: `create_app` sets one up only outside tests)."""
+    handler = KeptRecords()
+    logger = logging.getLogger(APP_LOGGER)
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
+def read_note(path: Path) -> dict[str, str]:
+    """The note the app wrote, after checking that it holds a time and nothing
+    but a time and the peer's address."""
+    note = json.loads(path.read_text())
+    assert note.keys() == {"noted_at", "from"}
+    assert datetime.fromisoformat(note["noted_at"]).utcoffset() == timedelta(0)
+    return note
+
+
+PEERS = {
+    "IPv4 loopback": ("127.0.0.1", "this machine"),
+    "another loopback": ("127.200.0.9", "this machine"),
+    "IPv6 loopback": ("::1", "this machine"),
+    "mapped loopback": ("::ffff:127.0.0.1", "this machine"),
+    "another host": ("203.0.113.5", "another machine"),
+    "link-local with a zone": ("fe80::1%eth0", "another machine"),
+    "mapped other host": ("::ffff:10.0.0.2", "another machine"),
+    "no address (a Unix socket)": ("", "unknown"),
+    "garbage": ("not an address", "unknown"),
+    "loopback and a NUL": ("127.0.0.1\x00", "unknown"),
+    "loopback and a line": ("127.0.0.1\nWARNING: forged", "unknown"),
+    "huge": ("1" * 100_000, "unknown"),
+}
+
+
+@pytest.mark.parametrize(("peer", "where"), PEERS.values(), ids=list(PEERS))
+def test_the_log_says_whether_the_forwarded_request_came_from_this_machine(
+    make_app, tmp_path, app_log, peer, where
+):
+    """The peer (REMOTE_ADDR, from the server) on loopback is a proxy on this
+    machine: nginx, most likely. Anything that isn't an IP address can't be
+    placed; the note keeps at most 64 characters of it."""
+    app = make_app(**WATCHING, LOG_DIR=str(tmp_path / "logs"))
+    response = app.test_client().get(
+        "/explore", headers={"X-Forwarded-For": "198.51.100.7"}, environ_base={"REMOTE_ADDR": peer}
+    )
+    assert response.status_code == 200
+    assert app_log == [PROXY_LOG_MESSAGES[where]]
+    assert read_note(tmp_path / "logs" / PROXY_NOTE)["from"] == peer[:64]
+
+
+FORWARDED_FOR = {
+    "empty": "",
+    "NUL": "203.0.113.7\x00, 10.0.0.1",
+    "lines": "203.0.113.7\r\nWARNING: forged",
+    # As a WSGI server hands on bytes that aren't UTF-8: each byte a Latin-1 character.
+    "not UTF-8": b"\xff\xfe203.0.113.7\xc3".decode("latin-1"),
+    "huge": "203.0.113.7, " * 8_000,
+}
+
+
+@pytest.mark.parametrize("value", FORWARDED_FOR.values(), ids=list(FORWARDED_FOR))
+def test_any_forwarded_for_value_is_served_noted_once_and_never_written(
+    make_app, tmp_path, app_log, value
+):
+    """Whatever the header holds: the page, one line in the log, a note with
+    the peer, and the value (a client's choice) in neither."""
+    app = make_app(**WATCHING, LOG_DIR=str(tmp_path / "logs"))
+    client = app.test_client()
+    for _ in range(2):
+        # As the environ, past the test client's own checks of header values.
+        response = client.get("/explore", environ_overrides={"HTTP_X_FORWARDED_FOR": value})
+        assert response.status_code == 200
+    assert app_log == [PROXY_LOG_MESSAGE]
+    note = tmp_path / "logs" / PROXY_NOTE
+    assert read_note(note)["from"] == "127.0.0.1"
+    assert "203.0.113.7" not in note.read_text()
+
+
+@pytest.mark.parametrize("kind", ["below a regular file", "the note a folder"])
+def test_a_note_that_cannot_be_written_never_fails_a_request(make_app, tmp_path, app_log, kind):
+    """LOG_DIR that can't be made (even by root), or a folder where the note
+    goes: the requests are served, and the log still says it, once."""
+    if kind == "below a regular file":
+        log_dir = tmp_path / "a-regular-file" / "logs"
+        log_dir.parent.write_text("")
+    else:
+        log_dir = tmp_path / "logs"
+        (log_dir / PROXY_NOTE).mkdir(parents=True)
+    app = make_app(**WATCHING, LOG_DIR=str(log_dir))
+    client = app.test_client()
+    for _ in range(2):
+        response = client.get("/explore", headers={"X-Forwarded-For": "203.0.113.77"})
+        assert response.status_code == 200
+    assert app_log == [PROXY_LOG_MESSAGE]
+
+
+def test_a_counted_proxy_is_not_watched_for(make_app, tmp_path, app_log):
+    app = make_app(**WATCHING, PROXY_COUNT=1, LOG_DIR=str(tmp_path))
+    response = app.test_client().get("/explore", headers={"X-Forwarded-For": "203.0.113.77"})
+    assert response.status_code == 200
+    assert (app_log, list(tmp_path.iterdir())) == ([], [])
+
+
+NOTED_PEERS = {
+    "unreadable": (b'{"noted_at": "2026-05-02T10:\xff', "", "unknown"),
+    "this machine": (
+        b'{"noted_at": "2026-05-02T10:14:03+00:00", "from": "::1"}',
+        " (noted at 2026-05-02 10:14:03 UTC, in a request from ::1)",
+        "this machine",
+    ),
+    "another machine": (
+        b'{"noted_at": "2026-05-02T10:14:03+00:00", "from": "10.0.0.2"}',
+        " (noted at 2026-05-02 10:14:03 UTC, in a request from 10.0.0.2)",
+        "another machine",
+    ),
+    "no address": (
+        b'{"noted_at": "2026-05-02T10:14:03+00:00", "from": ""}',
+        " (noted at 2026-05-02 10:14:03 UTC)",
+        "unknown",
+    ),
+    "a number": (b'{"from": 2130706433}', "", "unknown"),
+}
+
+
+@pytest.mark.parametrize(("text", "details", "peer"), NOTED_PEERS.values(), ids=list(NOTED_PEERS))
 @pytest.mark.system
-def test_check_deploy_warns_of_a_note_it_cannot_read(tmp_path, migrated_database_url):
-    """Cut short by two workers writing at once, or not ours: it still says a
-    request came with the header, with no time and no address."""
+def test_check_deploy_says_where_the_noted_request_came_from(
+    tmp_path, migrated_database_url, text, details, peer
+):
+    """A note from this machine is a proxy here for sure; one from another
+    machine may be a client's own header; one cut short by two workers
+    writing at once, or not ours, still says a request came with the header."""
     note = tmp_path / "logs" / PROXY_NOTE
     note.parent.mkdir()
-    note.write_bytes(b'{"noted_at": "2026-05-02T10:\xff')
+    note.write_bytes(text)
     env = deploy_env(tmp_path, migrated_database_url, **GOOD_SETTINGS)
-    passes_with(check_deploy(env), [uncounted_proxy("", note)])
+    passes_with(check_deploy(env), [uncounted_proxy(details, note, peer)])
 
 
 NOTES = {
@@ -511,7 +705,294 @@ def test_check_deploy_warns_of_rate_limits_off_and_reset_links_over_http(
     passes_with(check_deploy(env), warnings)
 
 
-# --- 4. flask users set-password ----------------------------------------------------------
+# --- 4. check-deploy: SESSION_COOKIE_SECURE before and after HTTPS ----------------------
+
+COOKIES_NOT_YET_SECURE = (
+    "SESSION_COOKIE_SECURE is off: right while the site is served over plain HTTP (with it "
+    "on, browsers would never send the session cookie back, and every form would fail as "
+    "expired), and cookies are Secure anyway on requests the app sees as HTTPS (behind a "
+    "proxy, that needs PROXY_COUNT). Once the site is on HTTPS, set SESSION_COOKIE_SECURE=1 "
+    "and BASE_URL=https://... in .env, and restart the app."
+)
+COOKIES_NOT_SECURE_ON_HTTPS = (
+    "SESSION_COOKIE_SECURE is off, but BASE_URL says the site is served over HTTPS: set "
+    "SESSION_COOKIE_SECURE=1, so that no cookie is ever sent over plain HTTP (without it, "
+    "cookies are Secure only on requests the app sees as HTTPS, which behind a proxy needs "
+    "PROXY_COUNT)."
+)
+RESET_LINKS_OVER_HTTP = (
+    "BASE_URL starts with http://: the password-reset links in mails would carry their token "
+    "over the network unencrypted, before any redirect to HTTPS. Use https://."
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "problems", "warnings"),
+    [
+        ({"SESSION_COOKIE_SECURE": "", "BASE_URL": ""}, [], [COOKIES_NOT_YET_SECURE]),
+        (
+            {"SESSION_COOKIE_SECURE": "0", "BASE_URL": "http://blog.example.com"},
+            [],
+            [COOKIES_NOT_YET_SECURE, RESET_LINKS_OVER_HTTP],
+        ),
+        (
+            {"SESSION_COOKIE_SECURE": "", "BASE_URL": "https://blog.example.com"},
+            [COOKIES_NOT_SECURE_ON_HTTPS],
+            [],
+        ),
+        (
+            {"SESSION_COOKIE_SECURE": "off", "BASE_URL": "HTTPS://blog.example.com:8443/blog"},
+            [COOKIES_NOT_SECURE_ON_HTTPS],
+            [],
+        ),
+        ({"SESSION_COOKIE_SECURE": "1", "BASE_URL": ""}, [], []),
+    ],
+    ids=["plain-http", "http-base-url", "https-base-url", "https-upper-case", "secure"],
+)
+@pytest.mark.system
+def test_check_deploy_wants_secure_cookies_once_the_site_is_on_https(
+    tmp_path, migrated_database_url, settings, problems, warnings
+):
+    """A first deployment on plain HTTP passes with a warning (Secure cookies
+    would break every form there); once BASE_URL says https://, cookies that
+    aren't always Secure are a problem. TRUSTED_HOSTS keeps the reset links'
+    own warning out of the way."""
+    env = deploy_env(
+        tmp_path,
+        migrated_database_url,
+        **{**GOOD_SETTINGS, "TRUSTED_HOSTS": "blog.example.com", **settings},
+    )
+    result = check_deploy(env)
+
+    assert (problems_listed(result), warnings_listed(result)) == (problems, warnings)
+    assert result.returncode == (1 if problems else 0), result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("base_url", "https"),
+    [
+        (None, False),
+        ("", False),
+        ("http://blog.example.com", False),
+        ("https://blog.example.com", True),
+        ("HTTPS://blog.example.com", True),
+        ("https://blog.example.com:8443/blog", True),
+        ("ftp://blog.example.com", False),
+        ("//blog.example.com", False),
+        ("blog.example.com", False),
+    ],
+)
+def test_only_an_https_base_url_says_the_site_is_on_https(base_url, https):
+    assert served_over_https({"BASE_URL": base_url}) is https
+
+
+# --- 5. check-deploy: the files the app writes in LOG_DIR --------------------------------
+
+NO_LOG = "the app would log nothing to it, not even the traceback of a 500."
+ERRORS_IN_MEMORY = (
+    "each worker would count errors in its own memory, and `flask errors` would list none of them."
+)
+# The files the running app writes in LOG_DIR, named as the app names them
+# (concurrent-log-handler's lock: a dot, two underscores, no .log).
+LOG_FILES = {"blog.log": "The log file", ".__blog.lock": "The log file's lock"}
+STORE_FILES = dict.fromkeys(
+    ["errors.sqlite3", "errors.sqlite3-wal", "errors.sqlite3-shm"], "Storm control's store"
+)
+
+
+def unwritable(what: str, path: Path, reason: str, user: str, chown: bool = False) -> str:
+    """check-deploy's problem with a file the app writes that `user` can't write."""
+    consequence = {
+        "The log file": NO_LOG,
+        "The log file's lock": (
+            "the app takes it for each line it writes, so it would log nothing, not even the "
+            "traceback of a 500."
+        ),
+        "Storm control's store": ERRORS_IN_MEMORY,
+    }[what]
+    problem = f"{what} {path} can't be written by {user} ({reason}): {consequence}"
+    if chown:
+        problem += f" If a command run as root made it: chown {user}: {path}"
+    return problem
+
+
+def log_settings(log_dir: Path, **settings: object) -> dict[str, object]:
+    """The settings log_dir_problems reads: a log file and no Redis, unless `settings` say."""
+    return {
+        "LOG_DIR": str(log_dir),
+        "LOG_FILE": "blog.log",
+        "LOG_TO_STDOUT": False,
+        "REDIS_URL": None,
+        **settings,
+    }
+
+
+@pytest.mark.system
+def test_check_deploy_lists_the_files_a_command_run_as_root_left_in_log_dir(
+    tmp_path, migrated_database_url
+):
+    """The first deployment's trap: `flask` commands run as root before the
+    service's user existed made the log, its lock and storm control's store;
+    the service, another user, then logs nothing. check-deploy, run as that
+    user, names each file, and passes once they are given back.
+
+    The files are the app's own, made by `flask test-error` (the log line and
+    the error store), then given to another user (nobody). The tests run as
+    root, whom permission bits don't stop: check-deploy then runs without the
+    capabilities that let root write other users' files (setpriv), as an
+    ordinary user would be stopped. (Run as another user, the tests make the
+    files read-only instead.)
+    """
+    log_dir = tmp_path / "logs"
+    env = deploy_env(tmp_path, migrated_database_url, **{**GOOD_SETTINGS, "REDIS_URL": ""})
+    made = flask_command(env | {"MAIL_SERVER": "", "ADMINS": ""}, "test-error")
+    assert made.returncode == 0, made.stdout + made.stderr
+    files = {name: log_dir / name for name in [*LOG_FILES, *STORE_FILES]}
+    existing = {name: path for name, path in files.items() if path.exists()}
+    # SQLite removes its -wal and -shm files when the last connection closes.
+    assert set(existing) >= {"blog.log", ".__blog.lock", "errors.sqlite3"}
+    contents = {name: path.read_bytes() for name, path in existing.items()}
+    command = [BIN / "flask", "check-deploy"]
+    if os.geteuid() == 0:
+        for path in existing.values():
+            os.chown(path, NOBODY, NOBODY)
+        command = [*WITHOUT_ROOTS_OVERRIDES, *command]
+    else:
+        for path in existing.values():
+            path.chmod(0o444)
+    user = pwd.getpwuid(os.geteuid()).pw_name
+
+    def check() -> subprocess.CompletedProcess:
+        """check-deploy, run as a user who can't write the files given away."""
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    result = check()
+    assert result.returncode == 1, result.stdout + result.stderr
+    denied = os.strerror(errno.EACCES)
+    assert problems_listed(result) == [
+        unwritable({**LOG_FILES, **STORE_FILES}[name], path, denied, user, chown=True)
+        for name, path in existing.items()
+    ]
+    assert "Traceback" not in result.stderr
+    # The check wrote nothing into them.
+    assert {name: path.read_bytes() for name, path in existing.items()} == contents
+
+    # What the problem says to do: give the files to the user who runs the app.
+    for path in existing.values():
+        os.chown(path, os.geteuid(), os.getegid())
+        path.chmod(0o644)
+    result = check()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert problems_listed(result) == []
+
+
+# Root without the capabilities that let it write, read and change other users'
+# files: permission bits and owners then stop it as they stop anyone else.
+WITHOUT_ROOTS_OVERRIDES = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+NOBODY = 65534  # the user and group "nobody" on Debian
+
+
+def test_what_stops_root_too_is_listed_for_each_file(tmp_path):
+    """A folder where a file should be, a symbolic link to where nothing can be
+    made, a named pipe (which must not hold the check up): each stops any
+    user, root included, and each is named with the system's reason."""
+    (tmp_path / "blog.log").mkdir()
+    (tmp_path / ".__blog.lock").symlink_to("/proc/blog-lock")
+    os.mkfifo(tmp_path / "errors.sqlite3")
+    (tmp_path / "errors.sqlite3-wal").mkdir()
+    user = pwd.getpwuid(os.geteuid()).pw_name
+
+    assert log_dir_problems(log_settings(tmp_path)) == [
+        unwritable("The log file", tmp_path / "blog.log", os.strerror(errno.EISDIR), user),
+        unwritable(
+            "The log file's lock",
+            tmp_path / ".__blog.lock",
+            "a symbolic link to /proc/blog-lock, which can't be made",
+            user,
+        ),
+        unwritable(
+            "Storm control's store",
+            tmp_path / "errors.sqlite3",
+            os.strerror(errno.ENXIO),  # a pipe with no reader, opened without waiting
+            user,
+        ),
+        unwritable(
+            "Storm control's store",
+            tmp_path / "errors.sqlite3-wal",
+            os.strerror(errno.EISDIR),
+            user,
+        ),
+    ]
+    # The log on stdout: its files aren't checked. Redis: nor are the store's.
+    assert log_dir_problems(log_settings(tmp_path, LOG_TO_STDOUT=True)) == [
+        unwritable("Storm control's store", path, os.strerror(code), user)
+        for path, code in [
+            (tmp_path / "errors.sqlite3", errno.ENXIO),
+            (tmp_path / "errors.sqlite3-wal", errno.EISDIR),
+        ]
+    ]
+    assert log_dir_problems(log_settings(tmp_path, REDIS_URL="redis://127.0.0.1/0")) == [
+        unwritable("The log file", tmp_path / "blog.log", os.strerror(errno.EISDIR), user),
+        unwritable(
+            "The log file's lock",
+            tmp_path / ".__blog.lock",
+            "a symbolic link to /proc/blog-lock, which can't be made",
+            user,
+        ),
+    ]
+
+
+def test_files_that_can_be_written_or_made_are_no_problem(tmp_path):
+    """Files the user can write, a symbolic link to a file that can be made
+    (the app would make it: the check doesn't), and none at all."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    (log_dir / "blog.log").symlink_to(elsewhere / "blog.log")
+    (log_dir / ".__blog.lock").write_text("")
+    (log_dir / "errors.sqlite3").write_bytes(b"SQLite format 3\x00")
+
+    assert log_dir_problems(log_settings(log_dir)) == []
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(path.name for path in log_dir.iterdir()) == [
+        ".__blog.lock",
+        "blog.log",
+        "errors.sqlite3",
+    ]
+    assert log_dir_problems(log_settings(tmp_path / "new" / "logs")) == []
+
+
+@pytest.mark.parametrize(
+    ("log_file", "lock"),
+    [("blog.log", ".__blog.lock"), ("site.txt", ".__site.txt.lock"), ("a/b.log", "a/.__b.lock")],
+)
+def test_the_lock_checked_is_the_one_the_log_file_takes(tmp_path, log_file, lock):
+    """concurrent-log-handler names the lock after the log file: the lock is
+    found whatever LOG_FILE is."""
+    (tmp_path / lock).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / lock).mkdir()
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    assert log_dir_problems(log_settings(tmp_path, LOG_FILE=log_file)) == [
+        unwritable("The log file's lock", tmp_path / lock, os.strerror(errno.EISDIR), user)
+    ]
+
+
+def test_nothing_is_checked_or_made_with_the_log_on_stdout_and_redis(tmp_path):
+    """LOG_TO_STDOUT and REDIS_URL: the app needs nothing in LOG_DIR (the
+    proxy note fails quietly), so LOG_DIR isn't made, nor must it be writable."""
+    log_dir = tmp_path / "a-regular-file" / "logs"
+    log_dir.parent.write_text("")
+    settings = log_settings(log_dir, LOG_TO_STDOUT=True, REDIS_URL="redis://127.0.0.1/0")
+    assert log_dir_problems(settings) == []
+    settings = log_settings(tmp_path / "logs", LOG_TO_STDOUT=True, REDIS_URL="redis://127.0.0.1/0")
+    assert log_dir_problems(settings) == []
+    assert not (tmp_path / "logs").exists()
+
+
+# --- 6. flask users set-password ----------------------------------------------------------
 
 
 def set_password(
@@ -765,7 +1246,7 @@ def test_set_password_asks_again_when_the_two_differ(app, users):
     )
 
 
-# --- 5. flask shell --------------------------------------------------------------------
+# --- 7. flask shell --------------------------------------------------------------------
 
 
 def test_the_shell_starts_with_the_database_and_the_models(app):

@@ -1126,7 +1126,9 @@ def test_the_entrypoint_migrates_then_becomes_gunicorn_which_sigterm_stops(
         pytest.param(
             {"SECRET_KEY": ""},
             3,
-            "Configuration error: SECRET_KEY is not set. Production needs its own secret key, e.g.",
+            "Configuration error: SECRET_KEY is not set. Production needs its own secret key: "
+            f"add a line SECRET_KEY=<key> to {ROOT / '.env'} (the app reads it, under systemd "
+            "too), or export SECRET_KEY=<key> in the shell that starts the app. Make a key with:",
             id="no-secret-key",
         ),
     ],

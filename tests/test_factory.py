@@ -336,9 +336,12 @@ def run(args: list, env: dict[str, str]) -> subprocess.CompletedProcess:
 IMPORT_BLOG = [sys.executable, "-c", "import blog"]
 FLASK_ROUTES = [FLASK, "routes"]
 
+# The .env named is the one config.py reads, beside it: the project's own.
 NO_SECRET_KEY = (
-    "SECRET_KEY is not set. Production needs its own secret key, e.g.\n"
-    "  export SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    "SECRET_KEY is not set. Production needs its own secret key: add a line SECRET_KEY=<key> "
+    f"to {ROOT / '.env'} (the app reads it, under systemd too), or export SECRET_KEY=<key> "
+    "in the shell that starts the app. Make a key with:\n"
+    "  python3 -c 'import secrets; print(secrets.token_hex(32))'"
 )
 
 
