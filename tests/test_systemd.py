@@ -27,6 +27,7 @@ Debian's is in /usr), and it is about reading, not about what the app writes.
 """
 
 import json
+import re
 import shlex
 import shutil
 import signal
@@ -210,6 +211,7 @@ def writable(rules: dict[PurePosixPath, str], path: PurePosixPath) -> bool:
 
 APP_WRITES = """
 import json
+import re
 from app import create_app
 from app.extensions import db
 from app.rate_limit_store import database_path
@@ -540,3 +542,76 @@ def test_the_sandbox_refuses_a_missing_path_as_systemd_does(service):
     )
     allowed = service.run("sh", "-c", "touch logs/x && ! touch x 2>/dev/null && echo ok")
     assert (allowed.returncode, allowed.stdout, allowed.stderr) == (0, "ok\n", "")
+
+
+# --- check-deploy on the settings the README's procedure writes ---------------------------
+
+
+README = ROOT / "README.md"
+
+
+def procedure_settings() -> list[dict[str, str]]:
+    """The settings each `tee .env` / `tee -a .env` of README's deployment
+    procedure writes, in order, with its $(...) and $SITE filled in."""
+    section = README.read_text().split("## Deploying", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"tee (?:-a )?\.env >/dev/null <<END\n(.*?)\nEND\n", section, re.DOTALL)
+    site = re.search(r"^SITE=(\S+)", section, re.MULTILINE)[1]
+    settings = []
+    for block in blocks:
+        lines = [line for line in block.splitlines() if line and not line.startswith("#")]
+        pairs = dict(line.split("=", 1) for line in lines)
+        settings.append(
+            {
+                name: value.replace("$SITE", site).replace(
+                    "$(python3 -c 'import secrets; print(secrets.token_hex(32))')", "a" * 64
+                )
+                for name, value in pairs.items()
+            }
+        )
+    return settings
+
+
+def test_the_procedure_writes_what_the_test_below_reads():
+    first, then = procedure_settings()
+    assert {"FLASK_CONFIG", "SECRET_KEY", "DATABASE_URL", "PROXY_COUNT", "ADMINS"} <= set(first)
+    assert first["DATABASE_URL"] == "postgresql:///blog"
+    assert then == {"SESSION_COOKIE_SECURE": "1", "BASE_URL": "https://blog.example.com"}
+
+
+@pytest.mark.system
+def test_check_deploy_finds_nothing_once_the_procedure_is_done(tmp_path, fresh_database_url):
+    """Step 6 warns only of the two settings step 9 sets; after step 9,
+    "No problems found." (the database is the test's: the procedure's is
+    reached through a socket only the server has)."""
+    first, then = procedure_settings()
+    env = clean_env(
+        FLASK_APP="blog.py",
+        PYTHON_DOTENV_DISABLED="1",
+        FLASK_SKIP_DOTENV="1",
+        **{**first, "DATABASE_URL": fresh_database_url},
+        LOG_DIR=tmp_path / "logs",
+    )
+    flask = [BIN / "flask"]
+    migrated = subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, capture_output=True)
+    assert migrated.returncode == 0, migrated.stderr
+
+    def check_deploy(settings: dict[str, str]) -> tuple[int, list[str]]:
+        done = subprocess.run(
+            [*flask, "check-deploy"],
+            cwd=ROOT,
+            env=settings,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.returncode, done.stdout.splitlines()
+
+    status, lines = check_deploy(env)
+    assert status == 0, lines
+    # Before HTTPS: what step 9 sets, and nothing else.
+    assert [" ".join(line.split()[:3]) for line in lines] == [
+        "WARNING: Neither BASE_URL",
+        "WARNING: SESSION_COOKIE_SECURE is",
+        "No problems found.",
+    ], lines
+    assert check_deploy(env | then) == (0, ["No problems found."])
