@@ -297,6 +297,11 @@ def test_the_sandbox_rules_read_as_systemd_documents_them():
 SANDBOX = r"""
 set -eu
 mount --bind "$1" /srv
+# The virtualenv (/srv/blog/.venv links to the one running the tests): kept
+# within reach, since PrivateTmp= below hides it if it lives under /tmp, as
+# in a CI checkout there.
+venv=$(readlink -f /srv/blog/.venv)
+mount --bind "$venv" /srv/.venv-stage
 # ProtectSystem=strict: every file system read-only, but the API ones. A
 # mount that refuses is left alone: the check below is what must hold.
 awk '{print $2}' /proc/self/mounts | sort -u | while read -r point; do
@@ -316,6 +321,10 @@ done
 # PrivateTmp=
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /var/tmp
+case "$venv" in /tmp/* | /var/tmp/*)
+    mkdir -p "$venv"
+    mount --bind /srv/.venv-stage "$venv"
+esac
 if touch /srv/blog/.sandbox-probe 2>/dev/null; then
     echo "sandbox: /srv/blog is still writable" >&2
     exit 1
@@ -385,6 +394,7 @@ def copy_the_project(srv: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     (project / ".venv").symlink_to(BIN.parent)
+    (srv / ".venv-stage").mkdir()  # where the sandbox keeps the virtualenv in reach
     return project
 
 
