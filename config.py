@@ -303,6 +303,9 @@ class Config:
     TRUSTED_HOSTS = env_list("TRUSTED_HOSTS") or None
     # How long a password-reset link stays valid, in seconds.
     RESET_TOKEN_MAX_AGE = env_int("RESET_TOKEN_MAX_AGE", 3600)
+    # How long the link that confirms a new email address stays valid: a day,
+    # since it waits for someone to read their mail, and using it needs no password.
+    EMAIL_CHANGE_TOKEN_MAX_AGE = 24 * 60 * 60
 
     # Rate limits: what each one counts, and why, is explained in app/security.py;
     # here are the numbers. "5 per minute; 20 per hour" means both must hold.

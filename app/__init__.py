@@ -14,7 +14,16 @@ from app.auth.sessions import load_user
 from app.commands import register_commands, watch_for_an_uncounted_proxy
 from app.database import configure_database
 from app.errors import register_error_handlers
-from app.extensions import babel, bootstrap, csrf, db, limiter, login_manager, migrate
+from app.extensions import (
+    babel,
+    bootstrap,
+    csrf,
+    db,
+    in_this_database,
+    limiter,
+    login_manager,
+    migrate,
+)
 from app.i18n import register_i18n, select_locale
 from app.input_guard import register_input_guard
 from app.logger import init_email, init_logger, init_sentry
@@ -42,8 +51,9 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     # tunes SQLite (WAL, busy timeout) for several workers.
     configure_database(app)
     db.init_app(app)
-    # An absolute path, so `flask db upgrade` works from any directory.
-    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    # An absolute path, so `flask db upgrade` works from any directory; and the
+    # hook that tells autogenerate which indexes exist on PostgreSQL only.
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), include_object=in_this_database)
     # No `current_user` in templates: reading it can query the database, and
     # the error pages must render without one (app/templating.py).
     login_manager.init_app(app, add_context_processor=False)

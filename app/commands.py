@@ -133,7 +133,13 @@ def seed_database(users: int, posts: int, follows: int, seed: int) -> None:
     for user_id in user_ids:
         others = [other for other in user_ids if other != user_id]
         for followed_id in rng.sample(others, min(follows, len(others))):
-            follow_rows.append({"follower_id": user_id, "followed_id": followed_id})
+            follow_rows.append(
+                {
+                    "follower_id": user_id,
+                    "followed_id": followed_id,
+                    "created": now - timedelta(seconds=rng.randint(60, 60 * 60 * 24 * 365)),
+                }
+            )
     if follow_rows:
         db.session.execute(insert(followers), follow_rows)
     db.session.commit()

@@ -80,3 +80,17 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 login_manager.login_view = "auth.login"
 login_manager.login_message = _l("Please log in to access this page.")
 login_manager.login_message_category = "info"
+
+
+def in_this_database(schema_item, name, type_, reflected, compare_to) -> bool:
+    """Alembic's `include_object` hook: leave out of autogenerate's comparison
+    the indexes that exist on PostgreSQL only (app.models.POSTGRESQL_ONLY_INDEXES).
+
+    On SQLite they are missing by design, not drift. Flask-Migrate passes the
+    hook to migrations/env.py (`create_app` gives it to `migrate.init_app`).
+    """
+    from app.models import POSTGRESQL_ONLY_INDEXES  # (the models import this module)
+
+    if type_ == "index" and name in POSTGRESQL_ONLY_INDEXES:
+        return db.engine.dialect.name == "postgresql"
+    return True

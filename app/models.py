@@ -5,6 +5,7 @@ The schema itself is created only by the Alembic migrations in `migrations/`;
 """
 
 import hashlib
+import re
 import secrets
 import unicodedata
 from datetime import UTC, datetime, timedelta
@@ -26,9 +27,18 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    or_,
     select,
 )
-from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship, validates
+from sqlalchemy.orm import (
+    Mapped,
+    WriteOnlyMapped,
+    mapped_column,
+    query_expression,
+    relationship,
+    validates,
+    with_expression,
+)
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.extensions import db
@@ -46,6 +56,12 @@ LOCALE_MAX_LENGTH = 16
 # casefold() can make a string longer ("ß" becomes "ss", "ΐ" three code points),
 # never by more than this factor, so the key columns are this much wider.
 CASEFOLD_MAX_GROWTH = 3
+
+# What a LIKE pattern treats specially: its two wildcards, and the escape character.
+LIKE_WILDCARD = re.compile(r"[%_\\]")
+
+# Indexes that exist on PostgreSQL only: their migrations do nothing on SQLite.
+POSTGRESQL_ONLY_INDEXES = {"ix_post_body_trigram"}
 
 # How stale `last_seen` may get before a request writes it again: one write a
 # minute per user instead of one per request.
@@ -107,9 +123,15 @@ followers = Table(
     "followers",
     db.metadata,
     Column("follower_id", Integer, ForeignKey("user.id"), primary_key=True),
-    # The primary key (follower_id, followed_id) serves "whom do I follow";
-    # this index serves "who follows me" (the follower count on profiles).
-    Column("followed_id", Integer, ForeignKey("user.id"), primary_key=True, index=True),
+    Column("followed_id", Integer, ForeignKey("user.id"), primary_key=True),
+    # When the follow began: the lists of followers and of people followed
+    # show the newest follows first, paged like the posts (app/pagination.py).
+    Column("created", UTCDateTime, nullable=False, default=now_utc),
+    # One index for each list, sorted as it is shown: "who follows me" and
+    # "whom do I follow", newest follow first. They serve the counts on a
+    # profile too, and the primary key stops a follow being stored twice.
+    Index("ix_followers_followed_id_created", "followed_id", "created", "follower_id"),
+    Index("ix_followers_follower_id_created", "follower_id", "created", "followed_id"),
 )
 
 
@@ -171,6 +193,10 @@ class User(UserMixin, db.Model):
         back_populates="following",
     )
 
+    # When this user began following, or was followed by, the user whose list
+    # they appear in: filled only by select_followers and select_following.
+    followed_at: Mapped[datetime | None] = query_expression()
+
     @validates("username", "email")
     def _store_keys(self, field: str, value: str) -> str:
         """Keep the derived columns in step: set username_key or email_key whenever
@@ -214,6 +240,23 @@ class User(UserMixin, db.Model):
         """What Flask-Login keeps in the session and the remember-me cookie:
         "<id>:<token>", the token naming a row of user_session."""
         return f"{self.id}:{self.session_token}"
+
+    def delete_account(self) -> None:
+        """Delete this account and everything that is its own: its posts, its
+        follows both ways, its logins. The caller commits.
+
+        Statements of their own rather than the ORM's cascades: the write-only
+        collections are never loaded, and a user with 50,000 posts is one
+        DELETE, not 50,000.
+        """
+        db.session.execute(delete(Post).where(Post.user_id == self.id))
+        db.session.execute(
+            delete(followers).where(
+                or_(followers.c.follower_id == self.id, followers.c.followed_id == self.id)
+            )
+        )
+        db.session.execute(delete(UserSession).where(UserSession.user_id == self.id))
+        db.session.execute(delete(User).where(User.id == self.id))
 
     def avatar_hash(self) -> str:
         """The Gravatar key for this user's address (also picks the SVG avatar's colour).
@@ -265,6 +308,30 @@ class User(UserMixin, db.Model):
             follower_count.label("follower_count"),
             following_count.label("following_count"),
             followed_by_viewer.label("followed_by_viewer"),
+        )
+
+    def select_followers(self) -> Select[tuple["User"]]:
+        """Select the users following this one, the newest follow first, each
+        with `followed_at` (paged with app.pagination.FOLLOWERS_NEWEST_FIRST)."""
+        return self._select_follows(followers.c.follower_id, followers.c.followed_id)
+
+    def select_following(self) -> Select[tuple["User"]]:
+        """Select the users this one follows, the newest follow first, each
+        with `followed_at` (paged with app.pagination.FOLLOWING_NEWEST_FIRST)."""
+        return self._select_follows(followers.c.followed_id, followers.c.follower_id)
+
+    def _select_follows(self, listed: Column, owner: Column) -> Select[tuple["User"]]:
+        # Sorted on the follow's own columns, not User's, so that the database
+        # reads a page from one of the followers table's indexes.
+        return (
+            select(User)
+            .join(followers, listed == User.id)
+            .where(owner == self.id)
+            .order_by(followers.c.created.desc(), listed.desc())
+            .options(with_expression(User.followed_at, followers.c.created))
+            # A user already loaded in this request (the viewer, who may be on
+            # the list) would otherwise keep followed_at unset.
+            .execution_options(populate_existing=True)
         )
 
     @staticmethod
@@ -329,6 +396,14 @@ class Post(db.Model):
         # A profile (one author), and the timeline: for each author followed, their
         # newest posts, merged (see select_timeline()).
         Index("ix_post_user_id_timestamp_id", "user_id", "timestamp", "id"),
+        # Search (select_containing): a trigram index, which PostgreSQL alone has
+        # (its migration does nothing on SQLite; app.extensions.in_this_database).
+        Index(
+            "ix_post_body_trigram",
+            "body",
+            postgresql_using="gin",
+            postgresql_ops={"body": "gin_trgm_ops"},
+        ),
     )
 
     def __repr__(self) -> str:
@@ -338,6 +413,19 @@ class Post(db.Model):
     def select_newest_first() -> Select[tuple["Post"]]:
         """Select every post, newest first (the explore page)."""
         return select(Post).order_by(Post.timestamp.desc(), Post.id.desc())
+
+    @staticmethod
+    def select_containing(text: str) -> Select[tuple["Post"]]:
+        """Select the posts that contain `text`, ignoring case, newest first (search).
+
+        A substring match (LIKE), not word-based full-text search: that splits
+        text into words at spaces, and Chinese has no spaces between words.
+        `%` and `_` are LIKE's wildcards; typed in a search they mean themselves,
+        so they are escaped. On PostgreSQL a trigram index (pg_trgm) serves the
+        match; SQLite reads the posts one by one (README, "Speed").
+        """
+        pattern = "%" + LIKE_WILDCARD.sub(r"\\\g<0>", text) + "%"
+        return Post.select_newest_first().where(Post.body.ilike(pattern, escape="\\"))
 
     @staticmethod
     def select_by_author(user: User) -> Select[tuple["Post"]]:

@@ -1,4 +1,4 @@
-"""Paging through lists of posts: page 200 costs what page 1 costs.
+"""Paging through lists (posts, followers, search results): page 200 costs what page 1 costs.
 
 The two usual ways to page both get slower as the data grows:
 - `db.paginate` runs a COUNT(*) over every matching row on each request, only
@@ -17,21 +17,32 @@ twice.
 
 ``?page=N`` on its own (a bookmark, or typed by hand) still works, with
 OFFSET; in the links the page number is only a label.
+
+Lists of people page the same way: a follower list is sorted by when each
+follow began, newest first, so its cursor is a (time, id) pair too
+(`ListOrder` says which columns a list is sorted by).
 """
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import abort, request, url_for
-from sqlalchemy import Select, tuple_
+from sqlalchemy import ColumnElement, Select, tuple_
 
 from app.extensions import db
-from app.models import Post
+from app.models import Post, followers
 
 # Far beyond any real blog, and small enough that (page * per_page) can never
 # overflow the database's OFFSET (a 500 waiting for someone to type 9999999999999999999).
 MAX_PAGE = 1_000_000
+
+# The largest id a URL may name: the database's 64-bit integer. A longer
+# number can't be one of our rows, and passed on it would make SQLite's
+# driver fail (a 500), so routes refuse it with a 404 (`<int(max=MAX_ID):...>`).
+MAX_ID = 2**63 - 1
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -39,7 +50,7 @@ MICROSECOND = timedelta(microseconds=1)
 
 @dataclass(frozen=True)
 class Cursor:
-    """A post's place in a newest-first list, written in URLs as "<microseconds>-<id>".
+    """An item's place in a newest-first list, written in URLs as "<microseconds>-<id>".
 
     Whole microseconds since 1970 rather than an ISO date: they survive the
     round trip through a URL exactly, with nothing to escape.
@@ -47,10 +58,6 @@ class Cursor:
 
     timestamp: datetime
     id: int
-
-    @classmethod
-    def of(cls, post: Post) -> "Cursor":
-        return cls(post.timestamp, post.id)
 
     @classmethod
     def parse(cls, text: str) -> "Cursor":
@@ -73,11 +80,42 @@ class Cursor:
         return f"{(self.timestamp - EPOCH) // MICROSECOND}-{self.id}"
 
 
+@dataclass(frozen=True)
+class ListOrder:
+    """How a list is sorted, newest first: by a time, then an id to break ties.
+
+    The two columns are the ones the list's index is sorted by, so that the
+    database reads a page from the index; `cursor` reads the same two values
+    back from an item shown.
+    """
+
+    timestamp: ColumnElement
+    id: ColumnElement
+    cursor: Callable[[Any], Cursor]
+
+
+# Every list of posts: explore, a timeline, a profile, search results.
+POSTS_NEWEST_FIRST = ListOrder(
+    Post.timestamp, Post.id, lambda post: Cursor(post.timestamp, post.id)
+)
+# Someone's followers, by when each follow began (User.select_followers).
+FOLLOWERS_NEWEST_FIRST = ListOrder(
+    followers.c.created, followers.c.follower_id, lambda user: Cursor(user.followed_at, user.id)
+)
+# The people someone follows, likewise (User.select_following).
+FOLLOWING_NEWEST_FIRST = ListOrder(
+    followers.c.created, followers.c.followed_id, lambda user: Cursor(user.followed_at, user.id)
+)
+
+
 @dataclass
 class Page:
-    items: list[Post]
+    items: list[Any]
     number: int
     has_next: bool
+    order: ListOrder = POSTS_NEWEST_FIRST
+    # Query arguments every link to another page keeps (a search's "q").
+    kept_args: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_prev(self) -> bool:
@@ -87,16 +125,15 @@ class Page:
         """The newer page: the posts just before the first one shown."""
         if self.number == 2:
             return self._url()  # page 1 is the list's own URL
-        return self._url(page=self.number - 1, after=Cursor.of(self.items[0]))
+        return self._url(page=self.number - 1, after=self.order.cursor(self.items[0]))
 
     def next_url(self) -> str:
         """The older page: the posts just after the last one shown."""
-        return self._url(page=self.number + 1, before=Cursor.of(self.items[-1]))
+        return self._url(page=self.number + 1, before=self.order.cursor(self.items[-1]))
 
-    @staticmethod
-    def _url(**args) -> str:
+    def _url(self, **args) -> str:
         # The same view with the same path arguments (a profile's username).
-        return url_for(request.endpoint, **request.view_args, **args)
+        return url_for(request.endpoint, **request.view_args, **self.kept_args, **args)
 
 
 def requested_page() -> int:
@@ -110,24 +147,30 @@ def requested_page() -> int:
     return int(raw)
 
 
-def paginate(posts: Select, per_page: int) -> Page:
-    """Run `posts` (a select of Post, newest first) for the requested page, in one query.
+def paginate(
+    query: Select,
+    per_page: int,
+    order: ListOrder = POSTS_NEWEST_FIRST,
+    kept_args: dict[str, str] | None = None,
+) -> Page:
+    """Run `query` (a select sorted newest first by `order`) for the requested page,
+    in one statement.
 
     :raise 404: for a page past the end (page 1 of an empty list is fine).
     """
     number = requested_page()
-    position = (Post.timestamp, Post.id)
+    position = (order.timestamp, order.id)
     if "before" in request.args:  # (and an "after" beside it is ignored)
         cursor = Cursor.parse(request.args["before"])
-        posts = posts.where(tuple_(*position) < tuple_(cursor.timestamp, cursor.id))
-        rows = db.session.scalars(posts.limit(per_page + 1)).all()
+        query = query.where(tuple_(*position) < tuple_(cursor.timestamp, cursor.id))
+        rows = db.session.scalars(query.limit(per_page + 1)).all()
         has_next = len(rows) > per_page
     elif "after" in request.args:
         # The same list read from the other end, from the cursor towards the
-        # newest post, then turned back around.
+        # newest item, then turned back around.
         cursor = Cursor.parse(request.args["after"])
-        posts = posts.where(tuple_(*position) > tuple_(cursor.timestamp, cursor.id))
-        oldest_first = posts.order_by(None).order_by(*(column.asc() for column in position))
+        query = query.where(tuple_(*position) > tuple_(cursor.timestamp, cursor.id))
+        oldest_first = query.order_by(None).order_by(*(column.asc() for column in position))
         rows = db.session.scalars(oldest_first.limit(per_page)).all()[::-1]
         # Coming back from an older page, there is an older page: that one. Unless
         # nothing is newer than the cursor (a link made by hand): an empty page has
@@ -136,10 +179,10 @@ def paginate(posts: Select, per_page: int) -> Page:
     else:
         # OFFSET still reads every row before the page, so let it read as little
         # as it can: the ids alone, from the index; then fetch just the rows shown.
-        skipped = posts.with_only_columns(Post.id).offset((number - 1) * per_page)
+        skipped = query.with_only_columns(order.id).offset((number - 1) * per_page)
         page_ids = skipped.limit(per_page + 1).scalar_subquery()
-        rows = db.session.scalars(posts.where(Post.id.in_(page_ids))).all()
+        rows = db.session.scalars(query.where(order.id.in_(page_ids))).all()
         has_next = len(rows) > per_page
     if not rows and number > 1:
         abort(404)
-    return Page(items=list(rows[:per_page]), number=number, has_next=has_next)
+    return Page(list(rows[:per_page]), number, has_next, order, kept_args or {})

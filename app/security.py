@@ -30,6 +30,10 @@ address can all log in to the demo account), in two ways at once:
   for), whatever the address: many machines guessing one password, or
   flooding one mailbox.
 
+The forms where a logged-in user types their current password (changing it
+or the email address, deleting the account) are limited the same way, per
+client and per user, counting the failed POSTs (``limit_password_checks``).
+
 Registering is limited per client (``limit_registrations``), counting the
 registrations that create an account or say that an address has one
 ("Please use a different email address"): what a script creating accounts
@@ -52,6 +56,7 @@ from typing import TypeVar
 
 from flask import Flask, Response, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
+from flask_login import current_user
 
 from app.extensions import limiter
 from app.models import name_key
@@ -222,6 +227,40 @@ def limit_auth_attempts(
         return per_client(per_account(view))
 
     return decorate
+
+
+def logged_in_user_key() -> str:
+    """The rate-limit key of the logged-in user ("" for a visitor, who is exempt)."""
+    return f"user:{current_user.id}" if current_user.is_authenticated else ""
+
+
+# The forms where a logged-in user types their current password: changing it,
+# changing the email address, deleting the account. Someone who finds a browser
+# left logged in could otherwise try password after password there, where the
+# login form would stop them. Only the POSTs that fail count (the form comes
+# back instead of a redirect), with the login form's limits; the three forms
+# share one count (a shared limit's scope), so that moving from one to the
+# next buys no new tries.
+password_checks_per_client = limiter.shared_limit(
+    per_client_limit,
+    scope="password-check",
+    key_func=client_key,
+    methods=["POST"],
+    deduct_when=login_failed,
+)
+password_checks_per_account = limiter.shared_limit(
+    per_account_limit,
+    scope="password-check-account",
+    key_func=logged_in_user_key,
+    exempt_when=lambda: not current_user.is_authenticated,
+    methods=["POST"],
+    deduct_when=login_failed,
+)
+
+
+def limit_password_checks(view: View) -> View:
+    """Decorate a view whose form asks for the current password (see above)."""
+    return password_checks_per_client(password_checks_per_account(view))
 
 
 def registration_limit() -> str:

@@ -135,6 +135,7 @@ def time_ago(moment: datetime) -> Markup:
 def register_template_helpers(app: Flask) -> None:
     """Give every template `nav_username`, `avatar()`, `get_locale()` and the `time_ago` filter."""
     app.context_processor(lambda: {"nav_username": navigation_username()})
+    app.add_template_global(navigation_username)  # for macros, which see no context
     app.add_template_global(avatar)
     app.add_template_global(get_locale)
     app.add_template_filter(time_ago, "time_ago")

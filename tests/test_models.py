@@ -61,7 +61,7 @@ def follower_rows() -> list[tuple[int, int]]:
 def compare_with_database(metadata: MetaData) -> list:
     """Autogenerate's diff between `metadata` and the migrated database, with the
     settings Flask-Migrate gives migrations/env.py."""
-    opts = {"compare_type": current_app.extensions["migrate"].configure_args["compare_type"]}
+    opts = current_app.extensions["migrate"].configure_args
     with db.engine.connect() as connection, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         diff = compare_metadata(MigrationContext.configure(connection, opts=opts), metadata)

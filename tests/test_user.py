@@ -51,8 +51,8 @@ def post_bodies(page: str) -> list[str]:
 
 
 def counts(page: str) -> tuple[int, int]:
-    """(followers, following) as the profile header shows them."""
-    match = re.search(r"(\d+) followers?\s+·\s+(\d+) following", page)
+    """(followers, following) as the profile header shows them (each a link to its list)."""
+    match = re.search(r"(\d+) followers?\s*</a>\s+·\s+<a [^>]*>(\d+) following", page)
     assert match, "the profile shows no follower counts"
     return int(match.group(1)), int(match.group(2))
 

@@ -1,9 +1,16 @@
-"""Password-reset links: a signed, time-limited token, and the mail that carries it.
+"""Links sent by mail: password resets, and confirming a new email address.
 
-The token is signed with SECRET_KEY (itsdangerous, which Flask uses for its
-own session cookie), so nobody can make one for another user; it expires after
-RESET_TOKEN_MAX_AGE seconds; and it carries a digest of the current password
-hash, so it stops working as soon as it has been used once.
+Each link carries a signed, time-limited token, and a mail carries the link.
+
+A reset token is signed with SECRET_KEY (itsdangerous, which Flask uses for
+its own session cookie), so nobody can make one for another user; it expires
+after RESET_TOKEN_MAX_AGE seconds; and it carries a digest of the current
+password hash, so it stops working as soon as it has been used once.
+
+An email-change token names the account and the new address. It carries a
+digest of the address it replaces, and of the password, so it works once,
+and not after the password has changed (an account taken back from whoever
+asked for the change).
 
 Asking for a link must not tell anyone who has an account: not by what the
 page says, and not by how long it takes. So the request does the same work
@@ -13,6 +20,7 @@ up, makes the token and writes the mail, or does nothing if there is no such
 account, after the answer has gone.
 """
 
+import hashlib
 import re
 from email.message import EmailMessage
 from functools import partial
@@ -34,9 +42,9 @@ from app.models import User
 THIS_MACHINE = re.compile(r"(localhost|127\.0\.0\.1|\[::1\])(:[0-9]+)?", re.IGNORECASE)
 
 
-def _serializer() -> URLSafeTimedSerializer:
-    # The salt keeps these tokens apart from anything else signed with the key.
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="password-reset")
+def _serializer(purpose: str = "password-reset") -> URLSafeTimedSerializer:
+    # The salt keeps each kind of token apart from anything else signed with the key.
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=purpose)
 
 
 def reset_token(user: User) -> str:
@@ -55,6 +63,41 @@ def user_from_reset_token(token: str) -> User | None:
     if user is None or data.get("pw") != user.password_digest():
         return None  # the password was changed since: the link was used already
     return user
+
+
+def email_change_token(user: User, new_email: str) -> str:
+    return _serializer("email-change").dumps(
+        {
+            "id": user.id,
+            "email": new_email,
+            "from": _digest(user.email_key),
+            "pw": user.password_digest(),
+        }
+    )
+
+
+def email_change_from_token(token: str) -> tuple[User, str] | None:
+    """The user and new address a valid, unexpired, unused token was made for, else None."""
+    max_age = current_app.config["EMAIL_CHANGE_TOKEN_MAX_AGE"]
+    try:
+        data = _serializer("email-change").loads(token, max_age=max_age)
+    except BadSignature:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+        return None
+    user = db.session.get(User, data["id"])
+    if (
+        user is None
+        or not isinstance(data.get("email"), str)
+        or data.get("from") != _digest(user.email_key)  # used already
+        or data.get("pw") != user.password_digest()  # the password changed since
+    ):
+        return None
+    return user, data["email"]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def link_base() -> str | None:
@@ -78,6 +121,47 @@ def link_base() -> str | None:
     return None
 
 
+def link_base_or_warn(mail: str) -> str | None:
+    """`link_base()`, or None after logging why `mail` ("Password reset") can't be sent."""
+    base = link_base()
+    if base is None:
+        log.warning(
+            "%s not mailed: the request was addressed to host %r, which any client can "
+            "forge, so a link on it could hand the token to someone else. Set BASE_URL to "
+            "the site's address, or TRUSTED_HOSTS to the host names it serves.",
+            mail,
+            # The header as sent: request.host is "" for one Werkzeug finds malformed.
+            request.headers.get("Host", ""),
+        )
+    return base
+
+
+def send_email_change_link(settings: MailSettings, user: User, new_email: str) -> bool:
+    """Mail `new_email` the link that makes it `user`'s address, in the background.
+
+    :return: False, after logging why, if no link could be made (see `link_base`).
+    """
+    base = link_base_or_warn("Email change confirmation")
+    if base is None:
+        return False
+    # A request addressed to the trusted base, as the outbox thread makes one
+    # for a reset link, so that the link names the site's real address.
+    with current_app.test_request_context(base_url=base):
+        token = email_change_token(user, new_email)
+        link = url_for("auth.confirm_email_link", token=token, _external=True)
+    hours = current_app.config["EMAIL_CHANGE_TOKEN_MAX_AGE"] // 3600
+    context = {"user": user, "new_email": new_email, "link": link, "hours": hours}
+    message = build_message(
+        settings,
+        [new_email],
+        _("Confirm your new email address"),
+        render_template("email/confirm_email.txt", **context),
+        render_template("email/confirm_email.html", **context),
+    )
+    outbox.submit(partial(deliver, settings, message))
+    return True
+
+
 def send_password_reset_email(email: str) -> None:
     """Mail a reset link to the account with this address, if there is one, in the background.
 
@@ -89,15 +173,8 @@ def send_password_reset_email(email: str) -> None:
     if settings is None:
         log.warning("Password reset not mailed: mail is off (MAIL_SERVER is not set)")
         return
-    base = link_base()
+    base = link_base_or_warn("Password reset")
     if base is None:
-        log.warning(
-            "Password reset not mailed: the request was addressed to host %r, which any "
-            "client can forge, so a link on it could hand the token to someone else. Set "
-            "BASE_URL to the site's address, or TRUSTED_HOSTS to the host names it serves.",
-            # The header as sent: request.host is "" for one Werkzeug finds malformed.
-            request.headers.get("Host", ""),
-        )
         return
     app = current_app._get_current_object()  # the app itself, for the outbox thread
     # The page's language goes along, for an account whose owner never chose one.

@@ -77,6 +77,11 @@ def record_login(user: User) -> None:
     user.session_token = token
 
 
+def login_is_remembered() -> bool:
+    """True if this browser holds a remember-me cookie (its login outlives the session)."""
+    return current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies
+
+
 def end_session() -> None:
     """Log out of this browser: the login's row goes, and the session starts afresh."""
     if current_user.is_authenticated:
@@ -144,5 +149,5 @@ def forget_ended_login() -> None:
     copy, then the remember-me cookie's), and mark itself private.
     """
     session.pop("_user_id", None)
-    if current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies:
+    if login_is_remembered():
         session["_remember"] = "clear"  # Flask-Login deletes the cookie from the browser

@@ -1,6 +1,7 @@
 """The main blueprint's views: the home page (post form and timeline), explore,
-the language switch and the health check; and `record_last_seen`, which runs
-before every request of the app, not only this blueprint's.
+deleting a post, search, the language switch and the health check; and
+`record_last_seen`, which runs before every request of the app, not only this
+blueprint's.
 """
 
 from flask import (
@@ -15,15 +16,16 @@ from flask import (
     url_for,
 )
 from flask_babel import _
-from flask_login import current_user
-from sqlalchemy import text
+from flask_login import current_user, login_required
+from sqlalchemy import delete, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.database import database_failure
 from app.extensions import db
 from app.main.forms import PostForm
-from app.models import Post, now_utc
-from app.pagination import paginate
+from app.models import POST_MAX_LENGTH, Post, now_utc
+from app.pagination import MAX_ID, paginate
+from app.permissions import may_delete_post, require
 from app.redirects import page_before, safe_next_url
 from config import LANGUAGES
 
@@ -69,6 +71,59 @@ def explore():
     """Show every post, newest first."""
     page = paginate(Post.select_newest_first(), current_app.config["POSTS_PER_PAGE"])
     return render_template("main/explore.html", title=_("Explore"), page=page)
+
+
+@bp.route(f"/post/<int(max={MAX_ID}):post_id>/delete", methods=["GET", "POST"])
+@login_required
+def delete_post(post_id: int):
+    """Ask to confirm deleting one of your posts (GET), then delete it (POST).
+
+    A page of its own asks, so that it works without JavaScript. Either way
+    the user goes back to the page they were on (``next``).
+    """
+    back = safe_next_url(request.values.get("next")) or url_for("main.index")
+    post = db.session.get(Post, post_id)
+    if post is None:
+        # Deleted in another tab, most likely: nothing is lost, so say so and go back.
+        flash(_("That post no longer exists. It may have been deleted already."), "info")
+        return redirect(back)
+    require(may_delete_post(current_user, post))
+    if request.method == "GET":
+        return render_template(
+            "main/delete_post.html", title=_("Delete post"), post=post, back=back
+        )
+    # Two tabs can both get this far: the one whose DELETE finds no row lost.
+    deleted = db.session.execute(delete(Post).where(Post.id == post.id)).rowcount
+    db.session.commit()
+    if deleted:
+        flash(_("Your post has been deleted."), "success")
+    else:
+        flash(_("That post no longer exists. It may have been deleted already."), "info")
+    return redirect(back)
+
+
+@bp.route("/search")
+def search():
+    """Show the posts that contain what was typed in the search box, newest first."""
+    query = request.args.get("q", "").strip()
+    page = problem = None
+    if not query:
+        problem = _("Type a word or a phrase to search the posts for.")
+    elif len(query) > POST_MAX_LENGTH:
+        # No post is longer, so nothing could match: no need to ask the database.
+        problem = _(
+            "Search for at most %(num)d characters: no post is longer.", num=POST_MAX_LENGTH
+        )
+    else:
+        page = paginate(
+            Post.select_containing(query),
+            current_app.config["POSTS_PER_PAGE"],
+            kept_args={"q": query},
+        )
+    title = _("Search: %(query)s", query=query) if query else _("Search")
+    return render_template(
+        "main/search.html", title=title, search_query=query, problem=problem, page=page
+    )
 
 
 @bp.route("/language/<code>", methods=["POST"])

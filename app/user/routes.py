@@ -1,6 +1,7 @@
-"""The user blueprint's views: a profile page with its posts, editing your own
-profile, and following or unfollowing someone (POST only, each a button on
-the profile page carrying the CSRF token).
+"""The user blueprint's views: a profile page with its posts, the lists of a
+user's followers and of the people they follow, editing your own profile, and
+following or unfollowing someone (POST only, each a button on the profile page
+carrying the CSRF token).
 """
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -11,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.forms import commit_or_show_conflict
 from app.models import Post, User
-from app.pagination import paginate
+from app.pagination import FOLLOWERS_NEWEST_FIRST, FOLLOWING_NEWEST_FIRST, paginate
 from app.user.forms import EditProfileForm
 
 bp = Blueprint("user", __name__)
@@ -35,6 +36,28 @@ def profile(username: str):
         followed_by_viewer=followed_by_viewer,
         page=page,
     )
+
+
+@bp.route("/user/<username>/followers")
+def followers(username: str):
+    """List the people following a user, the newest follow first."""
+    user = db.first_or_404(User.select_by_username(username))
+    page = paginate(
+        user.select_followers(), current_app.config["POSTS_PER_PAGE"], FOLLOWERS_NEWEST_FIRST
+    )
+    title = _("People following %(username)s", username=user.username)
+    return render_template("user/follows.html", title=title, user=user, page=page)
+
+
+@bp.route("/user/<username>/following")
+def following(username: str):
+    """List the people a user follows, the newest follow first."""
+    user = db.first_or_404(User.select_by_username(username))
+    page = paginate(
+        user.select_following(), current_app.config["POSTS_PER_PAGE"], FOLLOWING_NEWEST_FIRST
+    )
+    title = _("People %(username)s follows", username=user.username)
+    return render_template("user/follows.html", title=title, user=user, page=page)
 
 
 @bp.route("/edit_profile", methods=["GET", "POST"])
