@@ -98,16 +98,17 @@ access_log_format = (
 
 
 class AccessLogWithoutSecrets(Logger):
-    """gunicorn's logger, with password-reset tokens blanked out of the access
-    log, and control characters escaped in it as in the app's log.
+    """gunicorn's logger, with the tokens of links in mails (a password reset,
+    a new email address) blanked out of the access log, and control
+    characters escaped in it as in the app's log.
 
-    The token is in the path of the link in the mail; for the hour it is
-    valid, anyone who reads the log could use it. And a User-Agent or a
+    The token is in the path of the link in the mail; for as long as it is
+    valid (an hour, a day), anyone who reads the log could use it. And a User-Agent or a
     Referer may hold characters that some readers take for a line break
     (U+0085, U+2028): written raw, a client could forge a line.
     """
 
-    RESET_TOKEN = re.compile(r"(/auth/reset_password/)[^\s?\"]+")
+    MAILED_TOKEN = re.compile(r"(/auth/(?:reset_password|confirm_email)/)[^\s?\"]+")
 
     def atoms(self, resp, req, environ, request_time):
         # Imported here, in the worker that serves the request, not in the master.
@@ -120,7 +121,7 @@ class AccessLogWithoutSecrets(Logger):
                 atoms[name] = escape_controls(value)
         for name in ("r", "U", "f"):  # request line, path, referer
             if isinstance(atoms.get(name), str):
-                atoms[name] = self.RESET_TOKEN.sub(r"\1[redacted]", atoms[name])
+                atoms[name] = self.MAILED_TOKEN.sub(r"\1[redacted]", atoms[name])
         return atoms
 
 

@@ -21,7 +21,10 @@ with 10x the posts. For each page it prints:
 
 Page 200 is the one a reader reaches by clicking "Older posts" 199 times: its
 URL carries a cursor (app/pagination.py). Typed as ?page=200, the app reads it
-with OFFSET: a row of its own.
+with OFFSET: a row of its own. Search is measured twice: for a word in about
+a quarter of the posts, where the first page's matches come soon, and for
+words in RARE_POSTS of them, where a database without an index for them reads
+every post.
 
 The targets are printed next to the figures, never asserted: speed is measured
 here, not in tests. The exit status is 1 if a request under load failed.
@@ -40,10 +43,15 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+from flask import Flask
+from sqlalchemy import select
 
 from app import create_app
 from app.commands import DEMO_PASSWORD
 from app.extensions import db
+from app.models import Post
 from config import TestingConfig
 from tests.query_count import statements_for_get
 from tests.servers import BIN, ROOT, Browser, Gunicorn, production_env, run_gunicorn
@@ -55,6 +63,14 @@ LARGE = f"SQLite, {LARGE_POSTS:,} posts"
 WORKERS = 2
 DEEP_PAGE = 200
 PROFILE_USER = "alice1"  # the second user `flask seed` makes, with about 50 posts
+# Search: a word in about a quarter of the posts `flask seed` writes, and a
+# sentence in none of them, added to RARE_POSTS posts here. In Chinese, the
+# reason search matches substrings rather than words; searched for by a phrase
+# of four characters and by a word of two, which a trigram index can't serve.
+COMMON_WORD = "rollback"
+RARE_SENTENCE = "回滚之后再渲染错误页面。"
+RARE_PHRASE, RARE_WORD = "错误页面", "回滚"
+RARE_POSTS = 20
 
 RATIO_MIN, RATIO_AIM = 0.05, 0.1
 STATEMENTS_MAX = 4
@@ -147,16 +163,34 @@ def pages(large: bool) -> list[tuple[str, str, int]]:
         (f"explore, page {DEEP_PAGE}", "/explore", deep),
         (f"explore, ?page={DEEP_PAGE} typed", f"/explore?page={DEEP_PAGE}", 0),
         (f"profile ({PROFILE_USER})", f"/user/{PROFILE_USER}", 0),
+        (f"search, common ({COMMON_WORD})", f"/search?q={quote(COMMON_WORD)}", 0),
+        ("search, rare (4 chars)", f"/search?q={quote(RARE_PHRASE)}", 0),
+        ("search, rare (2 chars)", f"/search?q={quote(RARE_WORD)}", 0),
     ]
 
 
-def count_statements(database_url: str, large: bool) -> list[tuple[str, str, int]]:
+def bench_app(database_url: str) -> Flask:
+    """The app, in this process, on the benchmark's database.
+
+    TestingConfig logs nowhere and needs no CSRF token to log in; the
+    statements a page runs don't depend on the configuration class.
+    """
+    overrides = {"SQLALCHEMY_DATABASE_URI": database_url, "RATELIMIT_ENABLED": False}
+    return create_app(type("BenchConfig", (TestingConfig,), overrides))
+
+
+def add_rare_posts(app: Flask) -> None:
+    """Put RARE_SENTENCE in RARE_POSTS of the seeded posts, spread over the blog's history."""
+    with app.app_context():
+        posts = db.session.scalars(select(Post).order_by(Post.id).limit(RARE_POSTS * 100)).all()
+        for post in posts[::100]:
+            post.body = RARE_SENTENCE + post.body
+        db.session.commit()
+
+
+def count_statements(app: Flask, large: bool) -> list[tuple[str, str, int]]:
     """Each page's label, final URL and the SQL statements of one GET of it,
     through Flask's test client: a deep page's URL is found by clicking, as a reader does."""
-    # TestingConfig logs nowhere and needs no CSRF token to log in; the
-    # statements a page runs don't depend on the configuration class.
-    overrides = {"SQLALCHEMY_DATABASE_URI": database_url, "RATELIMIT_ENABLED": False}
-    app = create_app(type("BenchConfig", (TestingConfig,), overrides))
     client = app.test_client()
     client.post("/auth/login", data={"username": "demo", "password": DEMO_PASSWORD})
     client.get("/")  # the first request also writes last_seen: count a reader's ordinary one
@@ -183,7 +217,9 @@ def measure_blog(
     env = production_env(folder, url, **GUNICORN_SETTINGS)
     flask(env, "db", "upgrade")
     flask(env, "seed", "--users", str(USERS), "--posts", str(posts), "--follows", str(FOLLOWS))
-    counted = count_statements(url, large=posts > POSTS)
+    app = bench_app(url)
+    add_rare_posts(app)
+    counted = count_statements(app, large=posts > POSTS)
     rows = []
     with run_gunicorn(env, folder, app="blog:app", workers=WORKERS, upgrade=False) as server:
         browser = Browser(server.url, timeout=REQUEST_TIMEOUT)

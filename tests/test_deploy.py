@@ -204,8 +204,8 @@ def test_gunicorn_conf_serves_and_logs_as_documented(tmp_path, migrated_database
       header, the reference the app also logs and shows on its 500 page;
     - gunicorn's own messages reach the app's log file (LOG_EXTRA_LOGGERS'
       default includes gunicorn.error under gunicorn);
-    - a password-reset token in the path (or the Referer) is blanked out of the
-      access log, and is written nowhere else either.
+    - the token of a password-reset or email-change link in the path (or the
+      Referer) is blanked out of the access log, and is written nowhere else either.
     """
     env = without_flask_config(deploy_env(tmp_path, migrated_database_url, WEB_CONCURRENCY=2))
     token = f"SOMETOKEN{secrets.token_hex(8)}"
@@ -222,13 +222,19 @@ def test_gunicorn_conf_serves_and_logs_as_documented(tmp_path, migrated_database
         )
         assert status == 302  # the view moves the token into the session
         reset_id = headers["X-Request-ID"]
+        status, headers, _ = http_get(
+            server.url + f"/auth/confirm_email/{token}",
+            headers={"Referer": f"https://mail.example.com/auth/confirm_email/{token}"},
+        )
+        assert status == 302  # likewise
+        confirm_id = headers["X-Request-ID"]
         # A User-Agent that would start a line of its own where U+0085 breaks lines.
         forged = b'curl\x85127.0.0.1 - - "GET /forged HTTP/1.1" 200\x9b2K'
         request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nUser-Agent: "
         assert raw_request(server.url, request + forged + b"\r\n\r\n") == 200
         # A line is written once the response has been sent: wait for it.
-        wait_until(lambda: f"request_id={reset_id}" in server.log(), message="the access log")
-        wait_until(lambda: "GET /forged" in server.log(), message="the access log")
+        for text in (f"request_id={reset_id}", f"request_id={confirm_id}", "GET /forged"):
+            wait_until(lambda text=text: text in server.log(), message="the access log")
 
         assert server.stop() == 0  # SIGTERM, as systemd stops it
 
@@ -241,6 +247,8 @@ def test_gunicorn_conf_serves_and_logs_as_documented(tmp_path, migrated_database
     assert access[explore_id]["status"] == "200"
     assert access[reset_id]["request"] == "GET /auth/reset_password/[redacted] HTTP/1.1"
     assert access[reset_id]["referer"] == "https://mail.example.com/auth/reset_password/[redacted]"
+    assert access[confirm_id]["request"] == "GET /auth/confirm_email/[redacted] HTTP/1.1"
+    assert access[confirm_id]["referer"] == "https://mail.example.com/auth/confirm_email/[redacted]"
     [healthz] = [line for line in server.log().splitlines() if "GET /forged" in line]
     assert '"curl\\x85127.0.0.1 - - \\"GET /forged HTTP/1.1\\" 200\\x9b2K"' in healthz
 

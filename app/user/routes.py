@@ -7,12 +7,18 @@ carrying the CSRF token).
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import _
 from flask_login import current_user, login_required
+from sqlalchemy import Select
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.forms import commit_or_show_conflict
 from app.models import Post, User
-from app.pagination import FOLLOWERS_NEWEST_FIRST, FOLLOWING_NEWEST_FIRST, paginate
+from app.pagination import (
+    FOLLOWERS_NEWEST_FIRST,
+    FOLLOWING_NEWEST_FIRST,
+    ListOrder,
+    paginate,
+)
 from app.user.forms import EditProfileForm
 
 bp = Blueprint("user", __name__)
@@ -42,21 +48,21 @@ def profile(username: str):
 def followers(username: str):
     """List the people following a user, the newest follow first."""
     user = db.first_or_404(User.select_by_username(username))
-    page = paginate(
-        user.select_followers(), current_app.config["POSTS_PER_PAGE"], FOLLOWERS_NEWEST_FIRST
-    )
     title = _("People following %(username)s", username=user.username)
-    return render_template("user/follows.html", title=title, user=user, page=page)
+    return follow_list(user, user.select_followers(), FOLLOWERS_NEWEST_FIRST, title)
 
 
 @bp.route("/user/<username>/following")
 def following(username: str):
     """List the people a user follows, the newest follow first."""
     user = db.first_or_404(User.select_by_username(username))
-    page = paginate(
-        user.select_following(), current_app.config["POSTS_PER_PAGE"], FOLLOWING_NEWEST_FIRST
-    )
     title = _("People %(username)s follows", username=user.username)
+    return follow_list(user, user.select_following(), FOLLOWING_NEWEST_FIRST, title)
+
+
+def follow_list(user: User, people: Select, order: ListOrder, title: str) -> str:
+    """Render the requested page of `people`, a list of `user`'s follows sorted by `order`."""
+    page = paginate(people, current_app.config["POSTS_PER_PAGE"], order)
     return render_template("user/follows.html", title=title, user=user, page=page)
 
 
