@@ -57,6 +57,12 @@ LOCALE_MAX_LENGTH = 16
 # never by more than this factor, so the key columns are this much wider.
 CASEFOLD_MAX_GROWTH = 3
 
+# The largest id a row can have: the id columns are INTEGER, 32 bits on
+# PostgreSQL. A larger number in a URL or a token can't be one of our rows, and
+# passed on it would make the database fail ("integer out of range", a 500),
+# so routes refuse it with a 404 (`<int(max=MAX_ID):...>`) and tokens as invalid.
+MAX_ID = 2**31 - 1
+
 # What a LIKE pattern treats specially: its two wildcards, and the escape character.
 LIKE_WILDCARD = re.compile(r"[%_\\]")
 

@@ -39,11 +39,6 @@ from app.models import Post, followers
 # overflow the database's OFFSET (a 500 waiting for someone to type 9999999999999999999).
 MAX_PAGE = 1_000_000
 
-# The largest id a URL may name: the database's 64-bit integer. A longer
-# number can't be one of our rows, and passed on it would make SQLite's
-# driver fail (a 500), so routes refuse it with a 404 (`<int(max=MAX_ID):...>`).
-MAX_ID = 2**63 - 1
-
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 

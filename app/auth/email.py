@@ -35,7 +35,7 @@ from app.database import database_failure, is_unavailable
 from app.extensions import db
 from app.i18n import current_language
 from app.mail import MailSettings, build_message, deliver, log, outbox
-from app.models import User
+from app.models import MAX_ID, User
 
 # A Host header that names the machine the request came in on, with any port.
 # Exactly these: "localhost." or "localhost.evil.example" are other hosts.
@@ -57,7 +57,7 @@ def user_from_reset_token(token: str) -> User | None:
         data = _serializer().loads(token, max_age=current_app.config["RESET_TOKEN_MAX_AGE"])
     except BadSignature:  # tampered with, or expired (SignatureExpired is a BadSignature)
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+    if not names_a_user_id(data):
         return None
     user = db.session.get(User, data["id"])
     if user is None or data.get("pw") != user.password_digest():
@@ -83,7 +83,7 @@ def email_change_from_token(token: str) -> tuple[User, str] | None:
         data = _serializer("email-change").loads(token, max_age=max_age)
     except BadSignature:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+    if not names_a_user_id(data):
         return None
     user = db.session.get(User, data["id"])
     if (
@@ -98,6 +98,16 @@ def email_change_from_token(token: str) -> tuple[User, str] | None:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def names_a_user_id(data: object) -> bool:
+    """True if a token's data is a dict whose "id" could be a user's.
+
+    Only our own signed tokens get this far, but an id out of the column's
+    range would make the lookup fail with a 500 instead of a refusal.
+    """
+    user_id = data.get("id") if isinstance(data, dict) else None
+    return type(user_id) is int and 1 <= user_id <= MAX_ID
 
 
 def link_base() -> str | None:

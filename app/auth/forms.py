@@ -132,6 +132,8 @@ class CurrentPasswordForm(BaseForm):
         self.user = user
 
     def validate_current_password(self, field):
+        if field.errors:
+            return  # too long: not worth hashing (see PASSWORD_MAX_LENGTH)
         if not self.user.check_password(field.data):
             raise ValidationError(WRONG_PASSWORD)
 

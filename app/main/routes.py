@@ -23,8 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.database import database_failure
 from app.extensions import db
 from app.main.forms import PostForm
-from app.models import POST_MAX_LENGTH, Post, now_utc
-from app.pagination import MAX_ID, paginate
+from app.models import MAX_ID, POST_MAX_LENGTH, Post, now_utc
+from app.pagination import paginate
 from app.permissions import may_delete_post, require
 from app.redirects import page_before, safe_next_url
 from config import LANGUAGES
