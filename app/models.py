@@ -132,7 +132,9 @@ followers = Table(
     Column("followed_id", Integer, ForeignKey("user.id"), primary_key=True),
     # When the follow began: the lists of followers and of people followed
     # show the newest follows first, paged like the posts (app/pagination.py).
-    Column("created", UTCDateTime, nullable=False, default=now_utc),
+    # The server's default is for a follow inserted by code that doesn't know
+    # the column: a worker still running the old code during an upgrade.
+    Column("created", UTCDateTime, nullable=False, default=now_utc, server_default=func.now()),
     # One index for each list, sorted as it is shown: "who follows me" and
     # "whom do I follow", newest follow first. They serve the counts on a
     # profile too, and the primary key stops a follow being stored twice.
@@ -142,6 +144,12 @@ followers = Table(
 
 
 class User(UserMixin, db.Model):
+    # SQLite gives a new row the highest id in use plus one, so it hands out
+    # again the id of the newest row once that row is deleted: a stale link
+    # (a Delete button in another tab) would then act on the new row.
+    # AUTOINCREMENT makes it never reuse one. (PostgreSQL's sequences never do.)
+    __table_args__ = {"sqlite_autoincrement": True}
+
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(USERNAME_MAX_LENGTH))
     email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH))
@@ -175,6 +183,9 @@ class User(UserMixin, db.Model):
     email_key: Mapped[str] = mapped_column(
         String(CASEFOLD_MAX_GROWTH * EMAIL_MAX_LENGTH), unique=True
     )
+    # A new address waiting for its owner to open the link mailed to it
+    # (app/auth/email.py): only the latest one asked for can be confirmed.
+    pending_email: Mapped[str | None] = mapped_column(String(EMAIL_MAX_LENGTH))
     password_hash: Mapped[str] = mapped_column(String(256))
     about_me: Mapped[str] = mapped_column(String(ABOUT_ME_MAX_LENGTH), default="")
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
@@ -255,6 +266,11 @@ class User(UserMixin, db.Model):
         collections are never loaded, and a user with 50,000 posts is one
         DELETE, not 50,000.
         """
+        # Lock the user's row first (PostgreSQL; SQLite writes one at a time
+        # anyway): a follow or a post committed between the DELETEs below
+        # would otherwise make the last one fail on its foreign key, a 500.
+        # Those wait for this transaction now, and find the user gone.
+        db.session.execute(select(User.id).where(User.id == self.id).with_for_update())
         db.session.execute(delete(Post).where(Post.user_id == self.id))
         db.session.execute(
             delete(followers).where(
@@ -319,14 +335,15 @@ class User(UserMixin, db.Model):
     def select_followers(self) -> Select[tuple["User"]]:
         """Select the users following this one, the newest follow first, each
         with `followed_at` (paged with app.pagination.FOLLOWERS_NEWEST_FIRST)."""
-        return self._select_follows(followers.c.follower_id, followers.c.followed_id)
+        return self._select_follows(listed=followers.c.follower_id, owner=followers.c.followed_id)
 
     def select_following(self) -> Select[tuple["User"]]:
         """Select the users this one follows, the newest follow first, each
         with `followed_at` (paged with app.pagination.FOLLOWING_NEWEST_FIRST)."""
-        return self._select_follows(followers.c.followed_id, followers.c.follower_id)
+        return self._select_follows(listed=followers.c.followed_id, owner=followers.c.follower_id)
 
     def _select_follows(self, listed: Column, owner: Column) -> Select[tuple["User"]]:
+        # `owner` is this user's side of each follow, `listed` the other's.
         # Sorted on the follow's own columns, not User's, so that the database
         # reads a page from one of the followers table's indexes.
         return (
@@ -410,6 +427,8 @@ class Post(db.Model):
             postgresql_using="gin",
             postgresql_ops={"body": "gin_trgm_ops"},
         ),
+        # Ids never reused on SQLite (see User).
+        {"sqlite_autoincrement": True},
     )
 
     def __repr__(self) -> str:
@@ -427,8 +446,9 @@ class Post(db.Model):
         A substring match (LIKE), not word-based full-text search: that splits
         text into words at spaces, and Chinese has no spaces between words.
         `%` and `_` are LIKE's wildcards; typed in a search they mean themselves,
-        so they are escaped. On PostgreSQL a trigram index (pg_trgm) serves the
-        match; SQLite reads the posts one by one (README, "Speed").
+        so they are escaped, as is the escape character itself. On PostgreSQL
+        a trigram index (pg_trgm) serves the match for three characters or
+        more; SQLite reads the posts one by one (README, "Speed").
         """
         pattern = "%" + LIKE_WILDCARD.sub(r"\\\g<0>", text) + "%"
         return Post.select_newest_first().where(Post.body.ilike(pattern, escape="\\"))

@@ -61,10 +61,12 @@ class Cursor:
         :raise 404: if it isn't one of ours: a bad link is a page that doesn't
             exist, not a server error.
         """
-        # 17 digits of microseconds reach the year 5138, and an id of 18
-        # digits always fits the database's 64-bit integer column (whose
-        # largest value has 19): a longer number can't be one of our posts,
-        # and passed on it would make the database driver fail, not the page.
+        # 17 digits of microseconds reach the year 5138. An id of 18 digits
+        # always fits the 64-bit integer the database drivers send (whose
+        # largest value has 19), and the database compares it with the 32-bit
+        # id column without complaint (it only sorts, never looks a row up):
+        # a longer number can't be one of ours, and passed on it would make the
+        # driver fail, not the page.
         match = re.fullmatch(r"([0-9]{1,17})-([0-9]{1,18})", text)
         if match is None:
             abort(404)
@@ -180,4 +182,10 @@ def paginate(
         has_next = len(rows) > per_page
     if not rows and number > 1:
         abort(404)
-    return Page(list(rows[:per_page]), number, has_next, order, kept_args or {})
+    return Page(
+        items=list(rows[:per_page]),
+        number=number,
+        has_next=has_next,
+        order=order,
+        kept_args=kept_args or {},
+    )

@@ -32,7 +32,8 @@ address can all log in to the demo account), in two ways at once:
 
 The forms where a logged-in user types their current password (changing it
 or the email address, deleting the account) are limited the same way, per
-client and per user, counting the failed POSTs (``limit_password_checks``).
+client and per user, counting wrong passwords and the mails and answers the
+email form sends (``limit_password_checks``).
 
 Registering is limited per client (``limit_registrations``), counting the
 registrations that create an account or say that an address has one
@@ -237,16 +238,30 @@ def logged_in_user_key() -> str:
 # The forms where a logged-in user types their current password: changing it,
 # changing the email address, deleting the account. Someone who finds a browser
 # left logged in could otherwise try password after password there, where the
-# login form would stop them. Only the POSTs that fail count (the form comes
-# back instead of a redirect), with the login form's limits; the three forms
-# share one count (a shared limit's scope), so that moving from one to the
-# next buys no new tries.
+# login form would stop them. What counts (`counts_against_password_checks`):
+# a wrong current password; and on the email form, an answer saying that an
+# address has an account, or a confirmation mail sent, so that nobody can use
+# the form to test addresses or to mail one over and over. A typo in the new
+# password costs nothing. The login form's numbers, per client and per user;
+# the three forms share one count (a shared limit's scope), so that moving
+# from one to the next buys no new tries.
+def counts_against_password_checks(response: Response) -> bool:
+    """True if this POST counts against the limits above; what counts sets
+    ``g.password_check_counts`` (`count_against_password_checks`)."""
+    return g.get("password_check_counts", False)
+
+
+def count_against_password_checks() -> None:
+    """Make this request count against the password-check limits (see above)."""
+    g.password_check_counts = True
+
+
 password_checks_per_client = limiter.shared_limit(
     per_client_limit,
     scope="password-check",
     key_func=client_key,
     methods=["POST"],
-    deduct_when=login_failed,
+    deduct_when=counts_against_password_checks,
 )
 password_checks_per_account = limiter.shared_limit(
     per_account_limit,
@@ -254,7 +269,7 @@ password_checks_per_account = limiter.shared_limit(
     key_func=logged_in_user_key,
     exempt_when=lambda: not current_user.is_authenticated,
     methods=["POST"],
-    deduct_when=login_failed,
+    deduct_when=counts_against_password_checks,
 )
 
 

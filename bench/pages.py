@@ -21,7 +21,7 @@ with 10x the posts. For each page it prints:
 
 Page 200 is the one a reader reaches by clicking "Older posts" 199 times: its
 URL carries a cursor (app/pagination.py). Typed as ?page=200, the app reads it
-with OFFSET: a row of its own. Search is measured twice: for a word in about
+with OFFSET: a row of its own. Search is measured three times: for a word in about
 a quarter of the posts, where the first page's matches come soon, and for
 words in RARE_POSTS of them, where a database without an index for them reads
 every post.

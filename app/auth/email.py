@@ -5,12 +5,16 @@ Each link carries a signed, time-limited token, and a mail carries the link.
 A reset token is signed with SECRET_KEY (itsdangerous, which Flask uses for
 its own session cookie), so nobody can make one for another user; it expires
 after RESET_TOKEN_MAX_AGE seconds; and it carries a digest of the current
-password hash, so it stops working as soon as it has been used once.
+password hash, so it stops working as soon as it has been used once, and of
+the current address, so that a link mailed to an address the account has
+left behind stops working too.
 
-An email-change token names the account and the new address. It carries a
-digest of the address it replaces, and of the password, so it works once,
-and not after the password has changed (an account taken back from whoever
-asked for the change).
+An email-change token names the account and the new address, which the
+account keeps as its `pending_email` until the link is used: it works for
+that address only, so once (confirming clears it), and only for the latest
+address asked for (a typo corrected at once leaves no live link behind). It
+carries a digest of the password too: a password changed since (an account
+taken back from whoever asked for the change) kills it.
 
 Asking for a link must not tell anyone who has an account: not by what the
 page says, and not by how long it takes. So the request does the same work
@@ -48,7 +52,9 @@ def _serializer(purpose: str = "password-reset") -> URLSafeTimedSerializer:
 
 
 def reset_token(user: User) -> str:
-    return _serializer().dumps({"id": user.id, "pw": user.password_digest()})
+    return _serializer().dumps(
+        {"id": user.id, "pw": user.password_digest(), "to": _digest(user.email_key)}
+    )
 
 
 def user_from_reset_token(token: str) -> User | None:
@@ -62,17 +68,14 @@ def user_from_reset_token(token: str) -> User | None:
     user = db.session.get(User, data["id"])
     if user is None or data.get("pw") != user.password_digest():
         return None  # the password was changed since: the link was used already
+    if data.get("to") != _digest(user.email_key):
+        return None  # mailed to an address the account no longer has
     return user
 
 
 def email_change_token(user: User, new_email: str) -> str:
     return _serializer("email-change").dumps(
-        {
-            "id": user.id,
-            "email": new_email,
-            "from": _digest(user.email_key),
-            "pw": user.password_digest(),
-        }
+        {"id": user.id, "email": new_email, "pw": user.password_digest()}
     )
 
 
@@ -88,12 +91,12 @@ def email_change_from_token(token: str) -> tuple[User, str] | None:
     user = db.session.get(User, data["id"])
     if (
         user is None
-        or not isinstance(data.get("email"), str)
-        or data.get("from") != _digest(user.email_key)  # used already
+        or user.pending_email is None
+        or data.get("email") != user.pending_email  # used, or another address asked for since
         or data.get("pw") != user.password_digest()  # the password changed since
     ):
         return None
-    return user, data["email"]
+    return user, user.pending_email
 
 
 def _digest(text: str) -> str:
@@ -147,13 +150,16 @@ def link_base_or_warn(mail: str) -> str | None:
 
 
 def send_email_change_link(settings: MailSettings, user: User, new_email: str) -> bool:
-    """Mail `new_email` the link that makes it `user`'s address, in the background.
+    """Make `new_email` the address `user` waits to confirm (and commit), and
+    mail it the link that confirms it, in the background.
 
     :return: False, after logging why, if no link could be made (see `link_base`).
     """
     base = link_base_or_warn("Email change confirmation")
     if base is None:
         return False
+    user.pending_email = new_email  # any link mailed before stops working
+    db.session.commit()
     # A request addressed to the trusted base, as the outbox thread makes one
     # for a reset link, so that the link names the site's real address.
     with current_app.test_request_context(base_url=base):

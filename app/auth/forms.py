@@ -22,6 +22,7 @@ from app.forms import (
     username_validators,
 )
 from app.models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH, User, name_key
+from app.security import count_against_password_checks
 
 EMAIL_TAKEN = _l("Please use a different email address.")
 WRONG_PASSWORD = _l("That isn't your current password.")
@@ -135,6 +136,7 @@ class CurrentPasswordForm(BaseForm):
         if field.errors:
             return  # too long: not worth hashing (see PASSWORD_MAX_LENGTH)
         if not self.user.check_password(field.data):
+            count_against_password_checks()  # a guess, for the rate limit (app/security.py)
             raise ValidationError(WRONG_PASSWORD)
 
 

@@ -48,6 +48,7 @@ from app.mail import MailSettings
 from app.models import User, password_matches
 from app.redirects import page_before, safe_next_url
 from app.security import (
+    count_against_password_checks,
     limit_auth_attempts,
     limit_password_checks,
     limit_registrations,
@@ -215,10 +216,13 @@ def change_email():
         if settings is None:
             # No mail to confirm it with: the password is all the proof there is.
             current_user.email = form.email.data
+            current_user.pending_email = None
             if commit_or_show_conflict(form):
                 flash(_("Your email address is now %(email)s.", email=form.email.data), "success")
                 return redirect(url_for("user.edit_profile"))
-        elif send_email_change_link(settings, current_user, form.email.data):
+        elif send_email_change_link(settings, current_user._get_current_object(), form.email.data):
+            # Each mail counts against the rate limit: nobody can mail an address over and over.
+            count_against_password_checks()
             flash(
                 _(
                     "We have sent a link to %(email)s. Your address changes when you open it.",
@@ -229,6 +233,8 @@ def change_email():
             return redirect(url_for("user.edit_profile"))
         else:
             flash(_("The confirmation mail could not be sent. Please try again later."), "danger")
+    if EMAIL_TAKEN in form.email.errors:
+        count_against_password_checks()  # it told that an address has an account
     return render_template(
         "auth/change_email.html", title=_("Change email"), form=form, mail_is_on=bool(settings)
     )
@@ -262,6 +268,7 @@ def confirm_email():
             new_email=new_email,
         )
     user.email = new_email
+    user.pending_email = None
     try:
         db.session.commit()
     except IntegrityError:

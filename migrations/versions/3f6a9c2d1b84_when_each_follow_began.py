@@ -32,12 +32,20 @@ followers = sa.table("followers", sa.column("created", sa.DateTime(timezone=True
 
 def upgrade():
     # Added nullable and filled, then made NOT NULL: SQLite can't add a
-    # NOT NULL column without a constant default, and the app sets the time.
+    # column whose default isn't a constant (it can when the batch below
+    # rebuilds the table).
     with op.batch_alter_table("followers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("created", sa.DateTime(timezone=True)))
     op.execute(followers.update().values(created=datetime.now(UTC)))
     with op.batch_alter_table("followers", schema=None) as batch_op:
-        batch_op.alter_column("created", existing_type=sa.DateTime(timezone=True), nullable=False)
+        # The server's default, for follows made by workers still running the
+        # old code while the new one is deployed: they don't know the column.
+        batch_op.alter_column(
+            "created",
+            existing_type=sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.func.now(),
+        )
         batch_op.drop_index("ix_followers_followed_id")
         batch_op.create_index(
             "ix_followers_followed_id_created", ["followed_id", "created", "follower_id"]
