@@ -332,6 +332,13 @@ class User(UserMixin, db.Model):
             followed_by_viewer.label("followed_by_viewer"),
         )
 
+    @staticmethod
+    def select_follow(follower_id: int, followed_id: int) -> Select:
+        """Select the row saying that one user follows another (none if they don't)."""
+        return select(followers).where(
+            followers.c.follower_id == follower_id, followers.c.followed_id == followed_id
+        )
+
     def select_followers(self) -> Select[tuple["User"]]:
         """Select the users following this one, the newest follow first, each
         with `followed_at` (paged with app.pagination.FOLLOWERS_NEWEST_FIRST)."""

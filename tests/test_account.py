@@ -15,20 +15,29 @@ errors, the flash, the status) and what the database or the mailbox holds.
   (ignoring case, with Unicode's case folding) is refused, your own in another
   case is not; a race lost to another request that took the address is the
   form's error, not a 500.
-- Change email, mail on: a link to the new address; nothing changes until
-  the confirm page's button is pressed; the link works once, for a day, and
+- Change email, mail on: a link to the new address, which the account waits
+  to confirm (the form says so); nothing changes until the confirm page's
+  button is pressed; the link works once, for a day, only for the latest
+  address asked for (going A to B and back to A doesn't revive B's link), and
   dies with a password change; refused links (tampered, expired, forged)
-  change nothing; no mail when the request's Host can't be trusted.
+  change nothing; no mail when the request's Host can't be trusted. A reset
+  link mailed to the old address stops working once the address changes.
 - Delete account: posts, follows both ways and logins go with the user; the
-  browser is logged out; other people's pages still work; the name is free.
-- The three forms share one rate limit on failed password checks, per
-  account and per client; visitors are sent to log in; CSRF is enforced.
+  browser is logged out; other people's pages still work; the name is free,
+  and a new account taking it gets a new id. On PostgreSQL, a follow
+  committed while the account is being deleted waits, then fails in its own
+  request, not in the deletion.
+- The three forms share one rate limit, per account and per client, counting
+  wrong current passwords, and on the email form the answers saying an
+  address is taken and the mails sent; typos in the new password or address
+  cost nothing. Visitors are sent to log in; CSRF is enforced.
 - Hostile input in every field: a form error or one of the site's 4xx
   pages, never a 500, and nothing changed.
 """
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,8 +49,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import event, func, inspect, or_, select
+from markupsafe import escape
+from sqlalchemy import event, func, inspect, or_, select, text
 from werkzeug.datastructures import MultiDict
+from werkzeug.test import TestResponse
 
 from app.auth.email import _serializer, email_change_token, reset_token
 from app.extensions import db
@@ -51,6 +62,7 @@ from config import Config
 from tests.databases import ON_POSTGRESQL
 from tests.helpers import PASSWORD, add_posts, add_user
 from tests.pages import alerts, csrf_token, form_errors, logged_in_as, page_text
+from tests.servers import wait_until
 
 NEW_PASSWORD = "a-brand-new-password"
 WRONG_PASSWORD = "not-the-password"
@@ -74,6 +86,8 @@ PASSWORD_CHANGED = (
 )
 MAIL_NOT_SENT = ("danger", "The confirmation mail could not be sent. Please try again later.")
 LINK_REFUSED = ("warning", "That confirmation link is invalid, used or expired.")
+RESET_REFUSED = ("warning", "That reset link is invalid or has expired. Please ask for a new one.")
+RESET_DONE = ("success", "Your password has been reset. You can log in with it now.")
 ACCOUNT_DELETED = ("info", "Your account and your posts have been deleted. Goodbye!")
 LOG_IN_FIRST = ("info", "Please log in to access this page.")
 INVALID_LOGIN = ("danger", "Invalid username or password.")
@@ -81,6 +95,14 @@ INVALID_LOGIN = ("danger", "Invalid username or password.")
 
 def email_changed(email: str) -> tuple[str, str]:
     return ("success", f"Your email address is now {email}.")
+
+
+def waiting_for(email: str) -> str:
+    """What the email form says while a link mailed to `email` is unused."""
+    return (
+        f"Waiting for you to open the link mailed to {email}. "
+        "Asking for another address replaces it."
+    )
 
 
 def link_sent(email: str) -> tuple[str, str]:
@@ -125,8 +147,8 @@ def cast(app) -> dict[str, int]:
     """alice, bob and carol, with posts and follows; their ids by name.
 
     alice follows bob, bob follows alice and carol. alice is created last,
-    so hers is the highest id: on SQLite a new account may then get it again
-    once hers is deleted (see test_the_username_is_free_again).
+    so hers is the highest id: the one a database that reused ids would give
+    the next account once hers is deleted (see test_the_username_is_free_again).
     """
     with app.app_context():
         bob, carol = add_user("bob"), add_user("carol")
@@ -161,6 +183,7 @@ class Account:
     username: str
     email: str
     email_key: str
+    pending_email: str | None  # the address a confirmation link was mailed to
     password_hash: str
     posts: int
     follows: int  # rows of the followers table naming the user, either way
@@ -187,7 +210,14 @@ def account(app: Flask, user_id: int) -> Account | None:
         if user is None:
             assert counts == [0, 0, 0], f"rows left behind by user {user_id}: {counts}"
             return None
-        return Account(user.username, user.email, user.email_key, user.password_hash, *counts)
+        return Account(
+            user.username,
+            user.email,
+            user.email_key,
+            user.pending_email,
+            user.password_hash,
+            *counts,
+        )
 
 
 def database_rows(app: Flask) -> dict[str, list[tuple]]:
@@ -196,7 +226,14 @@ def database_rows(app: Flask) -> dict[str, list[tuple]]:
     (`last_seen` is left out: any page a logged-in user opens may update it.)
     """
     tables = {
-        "user": select(User.id, User.username, User.email, User.email_key, User.password_hash),
+        "user": select(
+            User.id,
+            User.username,
+            User.email,
+            User.email_key,
+            User.pending_email,
+            User.password_hash,
+        ),
         "post": select(Post.id, Post.user_id, Post.body),
         "followers": select(followers.c.follower_id, followers.c.followed_id),
         "user_session": select(UserSession.user_id, UserSession.token_hash),
@@ -615,6 +652,12 @@ def assert_link_refused(browser: FlaskClient, path: str) -> None:
     assert alerts(browser.get("/")) == [LINK_REFUSED, LINK_REFUSED]
 
 
+def reset_link(message) -> str:
+    """The path of the link in a password reset mail's plain-text part."""
+    text = message.get_body(("plain",)).get_content()
+    return re.search(r"http://localhost(/auth/reset_password/[\w.-]+)", text).group(1)
+
+
 def mails_sent(mail_server) -> list:
     outbox.drain()  # every queued mail has been handed to the server
     return mail_server.mailbox.messages
@@ -667,7 +710,11 @@ class TestWithMail:
         plain = message.get_body(("plain",)).get_content()
         assert "To make New.Address@example.com the address of your account" in plain
         assert "The link works once, for 24 hours." in plain
-        assert account(app, cast["alice"]).email == "alice@example.com"  # not yet
+        waiting = account(app, cast["alice"])
+        assert (waiting.email, waiting.pending_email) == (
+            "alice@example.com",  # not yet
+            "New.Address@example.com",
+        )
 
         path = link.removeprefix("http://localhost")
         token = path.rpartition("/")[2]
@@ -685,9 +732,10 @@ class TestWithMail:
         assert response.headers["Location"] == "/"
         assert alerts(here.get("/")) == [email_changed("New.Address@example.com")]
         changed = account(app, cast["alice"])
-        assert (changed.email, changed.email_key) == (
+        assert (changed.email, changed.email_key, changed.pending_email) == (
             "New.Address@example.com",
             "new.address@example.com",
+            None,
         )
         with here.session_transaction() as session:
             assert "email_change_token" not in session
@@ -712,20 +760,106 @@ class TestWithMail:
         assert logged_in_as(phone.get("/")) is None
         assert_still_logged_in(here)
 
-    def test_of_two_links_only_the_first_used_works(self, app, cast, mail_server):
+    def confirm(self, browser: FlaskClient, path: str, email: str) -> None:
+        """Open the link `path` and press the button: the address is now `email`."""
+        assert open_link(browser, path).status_code == 200
+        assert browser.post(CONFIRM_EMAIL).headers["Location"] == "/"
+        assert alerts(browser.get("/")) == [email_changed(email)]
+
+    def test_the_form_shows_the_address_waiting_for_its_link(self, app, cast, mail_server):
         here = log_in(app)
+        assert "Waiting for you" not in page_text(here.get(CHANGE_EMAIL))
+
         first = self.ask_for_link(here, mail_server, "first@example.com")
-        second = self.ask_for_link(here, mail_server, "second@example.com")
-        assert [m["To"] for m in mails_sent(mail_server)] == [
-            "first@example.com",
-            "second@example.com",
-        ]
-        open_link(here, second)
-        assert here.post(CONFIRM_EMAIL).headers["Location"] == "/"
-        assert account(app, cast["alice"]).email == "second@example.com"
-        here.get("/")  # the flash
+        text = page_text(here.get(CHANGE_EMAIL))
+        assert "Your address now: alice@example.com" in text
+        assert waiting_for("first@example.com") in text
+        assert account(app, cast["alice"]).pending_email == "first@example.com"
+
+        self.ask_for_link(here, mail_server, "second@example.com")
+        text = page_text(here.get(CHANGE_EMAIL))
+        assert waiting_for("second@example.com") in text
+        assert "first@example.com" not in text  # replaced, not added
+
+        # The first link is dead: the page still waits for the second.
         assert_link_refused(here, first)
-        assert account(app, cast["alice"]).email == "second@example.com"
+        assert waiting_for("second@example.com") in page_text(here.get(CHANGE_EMAIL))
+
+    @pytest.mark.parametrize(
+        "address",
+        [
+            "o'brien&co@example.com",  # characters HTML must escape
+            # The longest address the form takes: 64 + 1 + 189 = 254 characters.
+            "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com",
+        ],
+        ids=["HTML characters", "254 characters"],
+    )
+    def test_the_waiting_address_is_stored_and_shown_whole(self, app, cast, mail_server, address):
+        here = log_in(app)
+        path = self.ask_for_link(here, mail_server, address)
+        assert account(app, cast["alice"]).pending_email == address
+        # In the page's HTML escaped ("o&#39;brien&amp;co"), never as markup.
+        assert waiting_for(str(escape(address))) in here.get(CHANGE_EMAIL).text
+        self.confirm(here, path, address)
+        changed = account(app, cast["alice"])
+        assert (changed.email, changed.pending_email) == (address, None)
+
+    def test_asking_for_another_address_kills_the_earlier_link(self, app, cast, mail_server):
+        """A typo corrected at once leaves no live link at the mistyped address."""
+        here = log_in(app)
+        typo = self.ask_for_link(here, mail_server, "alcie@example.com")
+        corrected = self.ask_for_link(here, mail_server, "alice@example.org")
+        assert [m["To"] for m in mails_sent(mail_server)] == [
+            "alcie@example.com",
+            "alice@example.org",
+        ]
+        before = database_rows(app)
+        assert_link_refused(here, typo)
+        assert database_rows(app) == before
+        assert account(app, cast["alice"]).email == "alice@example.com"
+
+        self.confirm(here, corrected, "alice@example.org")
+        changed = account(app, cast["alice"])
+        assert (changed.email, changed.pending_email) == ("alice@example.org", None)
+        assert "Waiting for you" not in page_text(here.get(CHANGE_EMAIL))
+        # Neither link works now: the used one, nor the one it replaced.
+        assert_link_refused(here, typo)
+        assert_link_refused(here, corrected)
+        assert account(app, cast["alice"]) == changed
+
+    def test_going_back_to_the_old_address_does_not_revive_the_first_link(
+        self, app, cast, mail_server
+    ):
+        """alice@example.com to b@example.com, then back: the first link was made
+        while the account had the address it has again, and still is refused."""
+        here = log_in(app)
+        to_b = self.ask_for_link(here, mail_server, "b@example.com")
+        self.confirm(here, to_b, "b@example.com")
+        back_to_a = self.ask_for_link(here, mail_server, "alice@example.com")
+        self.confirm(here, back_to_a, "alice@example.com")
+        changed = account(app, cast["alice"])
+        assert (changed.email, changed.pending_email) == ("alice@example.com", None)
+
+        for used in (to_b, back_to_a):
+            assert_link_refused(here, used)
+        assert account(app, cast["alice"]) == changed
+        assert len(mails_sent(mail_server)) == 2
+
+    def test_a_change_without_mail_kills_the_waiting_link(self, app, cast, mail_server, make_app):
+        """The link was mailed while mail was on; mail is turned off, and the
+        address is changed at once: the link mailed before is refused."""
+        here = log_in(app)
+        path = self.ask_for_link(here, mail_server, "mailed@example.com")
+        without_mail = make_app()
+        browser = log_in(without_mail)
+        assert waiting_for("mailed@example.com") in page_text(browser.get(CHANGE_EMAIL))
+        assert change_email(browser, "direct@example.com").headers["Location"] == "/edit_profile"
+        changed = account(app, cast["alice"])
+        assert (changed.email, changed.pending_email) == ("direct@example.com", None)
+        assert "Waiting for you" not in page_text(browser.get(CHANGE_EMAIL))
+
+        assert_link_refused(here, path)
+        assert account(app, cast["alice"]) == changed
 
     def test_a_password_change_kills_a_pending_link(self, app, cast, mail_server):
         """Whoever took over a logged-in browser asked for the link; the owner
@@ -736,6 +870,53 @@ class TestWithMail:
         here.get("/edit_profile")  # the flash
         assert_link_refused(here, path)
         assert account(app, cast["alice"]).email == "alice@example.com"
+
+    @pytest.mark.parametrize(
+        ("change", "new_email", "works"),
+        [
+            ("confirmed", "elsewhere@example.com", False),
+            ("asked for only", "elsewhere@example.com", True),
+            ("confirmed", "ALICE@Example.COM", True),  # the same mailbox, in capitals
+        ],
+        ids=["another address", "a change not confirmed", "the address in capitals"],
+    )
+    def test_a_reset_link_dies_when_the_address_changes(
+        self, app, cast, mail_server, change, new_email, works
+    ):
+        """A reset link mailed to the old address is refused once the account
+        has another one: whoever still reads the old mailbox can't take the
+        account back with it. An address asked for but not confirmed, or the
+        same one in other capitals, changes nothing for it."""
+        visitor = app.test_client()
+        response = visitor.post("/auth/reset_password_request", data={"email": "alice@example.com"})
+        assert response.headers["Location"] == "/auth/login"
+        [mail] = mail_server.mailbox.wait_for(1)
+        assert mail["To"] == "alice@example.com"
+        reset_path = reset_link(mail)
+
+        here = log_in(app)
+        link = self.ask_for_link(here, mail_server, new_email)
+        if change == "confirmed":
+            self.confirm(here, link, new_email)
+        visitor.get("/auth/login")  # the reset request's flash, read
+
+        response = visitor.get(reset_path)
+        assert response.headers["Location"] == "/auth/reset_password"
+        page = visitor.get("/auth/reset_password")
+        new_password = {"password": NEW_PASSWORD, "password2": NEW_PASSWORD}
+        if works:
+            assert page.status_code == 200
+            response = visitor.post("/auth/reset_password", data=new_password)
+            assert response.headers["Location"] == "/auth/login"
+            assert alerts(visitor.get("/auth/login")) == [RESET_DONE]
+            assert password_is(app, cast["alice"], NEW_PASSWORD)
+        else:
+            assert page.headers["Location"] == "/auth/reset_password_request"
+            response = visitor.post("/auth/reset_password", data=new_password)
+            assert response.headers["Location"] == "/auth/reset_password_request"
+            assert alerts(visitor.get("/auth/login")) == [RESET_REFUSED, RESET_REFUSED]
+            assert password_is(app, cast["alice"], PASSWORD)
+            assert_still_logged_in(here)
 
     def test_an_address_taken_before_the_confirmation(self, app, cast, mail_server):
         """Someone registers with the address between the mail and the click:
@@ -817,9 +998,13 @@ class TestWithMail:
 
 
 def link_for(app: Flask, user_id: int, email: str) -> str:
-    """The path a confirmation mail would carry, made as the app makes it."""
+    """The path a confirmation mail would carry, made as the app makes it: the
+    account now waits for `email` (its pending_email), and the token names it."""
     with app.app_context():
-        return f"/auth/confirm_email/{email_change_token(db.session.get(User, user_id), email)}"
+        user = db.session.get(User, user_id)
+        user.pending_email = email
+        db.session.commit()
+        return f"/auth/confirm_email/{email_change_token(user, email)}"
 
 
 @pytest.mark.parametrize(
@@ -878,6 +1063,10 @@ BAD_TOKENS = {
     "no address": lambda app, good, ids: copy_payload(app, good, email=None),
     "a number for an address": lambda app, good, ids: copy_payload(app, good, email=5),
     "another user's": lambda app, good, ids: copy_payload(app, good, id=ids["bob"]),
+    "another address": lambda app, good, ids: copy_payload(app, good, email="other@example.com"),
+    "the address in capitals": lambda app, good, ids: copy_payload(
+        app, good, email="NEW@EXAMPLE.COM"
+    ),
     "no password digest": lambda app, good, ids: copy_payload(app, good, pw=None),
 }
 
@@ -1029,10 +1218,132 @@ def test_deleting_an_account(app, cast):
     assert_error_page(bobs_browser.get("/user/alice/followers"), 404, "Page not found")
 
 
+def connections_waiting_for_a_lock(engine) -> int:
+    """How many connections to this PostgreSQL database are waiting for a lock."""
+    with engine.connect() as connection:
+        return connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+
+
+@dataclass
+class Race:
+    """How a follow sent while an account was being deleted went."""
+
+    deletion: TestResponse  # the answer to the deletion's POST
+    follow: TestResponse | Exception  # the follow's answer, or what it raised (a 500)
+    follow_waited: bool  # seen waiting for a lock before the deletion went on
+
+
+def follow_while_deleting(
+    app: Flask, deleting: FlaskClient, following: FlaskClient, url: str
+) -> Race:
+    """POST the delete form in `deleting`; at its last statement (her posts,
+    follows and logins deleted, her row not yet, nothing committed), POST
+    `url` (a follow) in `following`, on a thread of its own with its own
+    connection, as another worker would. The deletion goes on once the follow
+    is seen waiting for a lock, or is done; at most 30 seconds each way.
+    """
+    with app.app_context():
+        engine = db.engine
+    answers, waited = [], []
+
+    def follow() -> None:
+        try:
+            answers.append(following.post(url))
+        except Exception as error:  # the test app lets it through: a 500 in production
+            answers.append(error)
+
+    rival = threading.Thread(target=follow)
+
+    def start_the_follow_before_her_row_goes(conn, cursor, statement, *args) -> None:
+        if waited or not statement.startswith('DELETE FROM "user"'):
+            return
+        rival.start()
+        wait_until(
+            lambda: not rival.is_alive() or connections_waiting_for_a_lock(engine) > 0,
+            timeout=30,
+            message="the follow to wait for a lock",
+        )
+        waited.append(rival.is_alive())
+
+    event.listen(engine, "before_cursor_execute", start_the_follow_before_her_row_goes)
+    try:
+        deletion = deleting.post(DELETE_ACCOUNT, data={"current_password": PASSWORD})
+    finally:
+        event.remove(engine, "before_cursor_execute", start_the_follow_before_her_row_goes)
+        if rival.ident is not None:
+            rival.join(timeout=30)
+    assert not rival.is_alive(), "the follow is still waiting"
+    [answer] = answers
+    return Race(deletion, answer, waited == [True])
+
+
+only_on_postgresql = pytest.mark.skipif(
+    not ON_POSTGRESQL,
+    reason="SQLite runs one writing transaction at a time: no follow can come in between",
+)
+# Who follows whom while alice deletes her account (neither follow exists yet).
+FOLLOWS_DURING_DELETION = pytest.mark.parametrize(
+    ("rival", "url"),
+    [
+        ("carol", "/follow/alice"),
+        ("alice", "/follow/carol"),
+    ],
+    ids=["someone follows her", "she follows someone in another tab"],
+)
+
+
+@only_on_postgresql
+@FOLLOWS_DURING_DELETION
+def test_a_follow_made_while_the_account_is_deleted_waits_and_fails(app, cast, rival, url):
+    """The deletion locks her row first, so a follow committed meanwhile (of
+    her, or by her) waits for it; the account goes, and the follow, whose user
+    is gone, fails in its own request, without a 500. (Without the lock the
+    follow would get in first, and the deletion's last DELETE would fail on
+    the follow's foreign key: a 500 for her.)"""
+    here, rivals_browser = log_in(app), log_in(app, rival)
+    race = follow_while_deleting(app, here, rivals_browser, url)
+    assert race.follow_waited
+
+    assert race.deletion.headers["Location"] == "/"
+    assert alerts(here.get("/")) == [ACCOUNT_DELETED]
+    assert account(app, cast["alice"]) is None  # no post, follow or login of hers left
+    with app.app_context():
+        follows = db.session.execute(select(followers.c.follower_id, followers.c.followed_id))
+        assert list(map(tuple, follows)) == [(cast["bob"], cast["carol"])]
+
+    assert not isinstance(race.follow, Exception), f"the follow failed with {race.follow!r}"
+    profile = url.replace("/follow/", "/user/")
+    assert (race.follow.status_code, race.follow.headers["Location"]) == (302, profile)
+    page = rivals_browser.get(profile)
+    if rival == "carol":
+        assert_error_page(page, 404, "Page not found")  # alice is gone
+        assert_still_logged_in(rivals_browser, "carol")
+    else:
+        assert page.status_code == 200
+        assert logged_in_as(page) is None  # her other tab is logged out too
+
+
+@only_on_postgresql
+@FOLLOWS_DURING_DELETION
+def test_a_follow_that_failed_for_a_deleted_account_is_not_announced(app, cast, rival, url):
+    """Whoever sent the follow isn't told it was made: it wasn't."""
+    here, rivals_browser = log_in(app), log_in(app, rival)
+    race = follow_while_deleting(app, here, rivals_browser, url)
+    assert not isinstance(race.follow, Exception), f"the follow failed with {race.follow!r}"
+    followed = url.rpartition("/")[2]
+    shown = alerts(rivals_browser.get(race.follow.headers["Location"]))
+    assert ("success", f"You are following {followed}.") not in shown
+
+
 def test_the_username_is_free_again(app, cast):
-    """A new account may take the name (and address); it starts empty, and the
-    old account's cookies don't log anyone into it, even where SQLite gives
-    it the deleted account's id again."""
+    """A new account may take the name (and address); it gets an id of its own
+    (alice's was the highest: SQLite would hand it out again without
+    AUTOINCREMENT), starts empty, and the old account's cookies log nobody in."""
     old = log_in(app, remember=True)
     old_remember = old.get_cookie("remember_token").value
     old_session = old.get_cookie("session").value
@@ -1051,10 +1362,9 @@ def test_the_username_is_free_again(app, cast):
     assert response.headers["Location"] == "/auth/login"
     with app.app_context():
         new_id = db.session.scalar(User.select_by_username("alice")).id
-    if not ON_POSTGRESQL:
-        assert new_id == cast["alice"]  # the case this test is about
+    assert new_id > cast["alice"]  # a new id, on every database: ids are never reused
     assert account(app, new_id) == Account(
-        "Alice", "alice@example.com", "alice@example.com",
+        "Alice", "alice@example.com", "alice@example.com", None,
         account(app, new_id).password_hash, posts=0, follows=0, logins=0,
     )  # fmt: skip
     profile = newcomer.get("/user/alice")
@@ -1110,6 +1420,124 @@ def test_successful_posts_do_not_count(make_app):
     response = browser.post(DELETE_ACCOUNT, data=FAILING[DELETE_ACCOUNT])
     assert form_errors(response) == {"current_password": [NOT_YOUR_PASSWORD]}
     assert_too_many_requests(browser.post(DELETE_ACCOUNT, data=FAILING[DELETE_ACCOUNT]))
+
+
+# Answers to a typo in the new password or address: none of them counts.
+TYPOS = [
+    (
+        CHANGE_PASSWORD,
+        {"password": "seven77", "password2": "seven77"},
+        {"password": [NEW_PASSWORD_LENGTH]},
+    ),
+    (CHANGE_PASSWORD, {"password2": "a-different-one"}, {"password2": [PASSWORDS_DIFFER]}),
+    (
+        CHANGE_PASSWORD,
+        {"password": "", "password2": ""},
+        {"password": [REQUIRED], "password2": [REQUIRED]},
+    ),
+    (
+        CHANGE_PASSWORD,
+        {"password": "x" * 129, "password2": "x" * 129},
+        {"password": [NEW_PASSWORD_LENGTH]},
+    ),
+    (CHANGE_EMAIL, {"email": "new@"}, {"email": [INVALID_EMAIL]}),
+    (CHANGE_EMAIL, {"email": ""}, {"email": [REQUIRED]}),
+    (CHANGE_EMAIL, {"email": " alice@example.com "}, {"email": [SAME_EMAIL]}),
+]
+
+# Both limits low, or one of them: each counts the same things.
+LOW_LIMITS = {
+    "per account": {
+        "AUTH_RATE_LIMIT_PER_ACCOUNT": "3 per minute",
+        "AUTH_RATE_LIMIT_PER_CLIENT": "100 per minute",
+    },
+    "per client": {
+        "AUTH_RATE_LIMIT_PER_ACCOUNT": "100 per minute",
+        "AUTH_RATE_LIMIT_PER_CLIENT": "3 per minute",
+    },
+}
+
+
+@pytest.mark.parametrize("limits", LOW_LIMITS.values(), ids=LOW_LIMITS.keys())
+def test_typos_in_the_new_password_or_address_cost_nothing(make_app, limits):
+    """Seven typos, twice over, with the right current password, against a
+    limit of 3: each one gets its form error, and then the changes go through."""
+    app = make_app(**limits)
+    with app.app_context():
+        alice = add_user("alice").id
+    browser = log_in(app)
+    before = database_rows(app)
+    for _ in range(2):
+        for url, fields, errors in TYPOS:
+            response = browser.post(url, data={**VALID[url], **fields})
+            assert response.status_code == 200, (url, fields)
+            assert form_errors(response) == errors, (url, fields)
+    assert database_rows(app) == before
+    assert change_email(browser, "new@example.com").headers["Location"] == "/edit_profile"
+    assert change_password(browser).headers["Location"] == "/edit_profile"
+    changed = account(app, alice)
+    assert (changed.email, password_is(app, alice, NEW_PASSWORD)) == ("new@example.com", True)
+
+
+@pytest.mark.parametrize("limits", LOW_LIMITS.values(), ids=LOW_LIMITS.keys())
+def test_saying_an_address_is_taken_counts(make_app, limits):
+    """Each answer that an address has an account counts, with the right
+    password too: the form can't be used to test address after address. A
+    POST with a wrong password as well counts once, not twice."""
+    app = make_app(**limits)
+    with app.app_context():
+        alice = add_user("alice").id
+        add_user("bob")
+    browser = log_in(app)
+    response = change_email(browser, "bob@example.com", WRONG_PASSWORD)
+    assert form_errors(response) == {
+        "current_password": [NOT_YOUR_PASSWORD],
+        "email": [EMAIL_TAKEN],
+    }
+    for typed in ("bob@example.com", "BOB@example.com"):
+        assert form_errors(change_email(browser, typed)) == {"email": [EMAIL_TAKEN]}
+    before = database_rows(app)
+    assert_too_many_requests(change_email(browser, "carol@example.com"))
+    assert_too_many_requests(change_email(browser, "bob@example.com"))
+    assert_too_many_requests(change_password(browser))
+    assert browser.get(CHANGE_EMAIL).status_code == 200
+    assert database_rows(app) == before
+    assert account(app, alice).email == "alice@example.com"
+
+
+@pytest.mark.system
+def test_each_confirmation_mail_counts(make_app, mail_server):
+    """Nobody can have the site mail an address over and over: with a limit of
+    2, the third mail asked for is the 429 page, and no mail goes out for it.
+    A mail that could not be sent (no trusted host for its link) costs nothing."""
+    app = make_app(
+        **mail_server.settings,
+        MAIL_DEFAULT_SENDER="blog@example.com",
+        BASE_URL=None,
+        TRUSTED_HOSTS=None,
+        AUTH_RATE_LIMIT_PER_ACCOUNT="2 per minute",
+    )
+    with app.app_context():
+        alice = add_user("alice").id
+    browser = log_in(app)
+    # Sent to a host a link can't be made on, the session cookie along.
+    browser.set_cookie("session", browser.get_cookie("session").value, domain="evil.example")
+    for _ in range(3):
+        response = browser.post(
+            CHANGE_EMAIL, data=VALID[CHANGE_EMAIL], headers={"Host": "evil.example"}
+        )
+        assert (response.status_code, alerts(response)) == (200, [MAIL_NOT_SENT])
+    assert mails_sent(mail_server) == []
+
+    for address in ("first@example.com", "second@example.com"):
+        assert change_email(browser, address).headers["Location"] == "/edit_profile"
+    assert_too_many_requests(change_email(browser, "third@example.com"))
+    assert [m["To"] for m in mails_sent(mail_server)] == [
+        "first@example.com",
+        "second@example.com",
+    ]
+    waiting = account(app, alice)
+    assert (waiting.email, waiting.pending_email) == ("alice@example.com", "second@example.com")
 
 
 def browser_at(app: Flask, address: str, username: str) -> FlaskClient:

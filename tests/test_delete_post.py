@@ -10,7 +10,8 @@ that can go wrong on the way.
   is sent to log in first.
 - A post that no longer exists (deleted in another tab, deleted by another request
   between loading it and deleting it, or never there) is a flash and a way back,
-  never a 500; an id that can't be a post is the 404 page.
+  never a 500; an id that can't be a post is the 404 page. A new post never gets
+  the id of a deleted one, so a Delete left open for the old post can't delete it.
 - ``next`` is checked: whatever points off the site (``//evil.example``,
   ``/\\evil.example``, a tab or newline a browser would drop...) sends you to "/".
 """
@@ -376,6 +377,34 @@ def test_a_post_deleted_by_another_request_while_this_one_runs(app, admin, blog)
     assert response.headers["Location"] == "/explore"
     assert alerts(admin.get("/explore")) == GONE
     assert post_bodies(app) == sorted([ADMIN_NEW, ADMIN1_POST])
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_stale_delete_never_reaches_a_new_post(app, admin, blog, method):
+    """Deleting the newest post (the highest id), then writing a new one: the new
+    post gets an id of its own, on SQLite too (AUTOINCREMENT), so the Delete of
+    the old post still open in another tab finds it gone and leaves the new one."""
+    old_id = blog[ADMIN_OLD]
+    with app.app_context():
+        assert old_id == max(db.session.scalars(select(Post.id)))  # the id SQLite would reuse
+    url = f"/post/{old_id}/delete"
+    stale_tab, _ = confirm_form(admin.get(f"{url}?next=/user/admin"), old_id)
+    assert admin.post(url, data={"next": "/explore"}).headers["Location"] == "/explore"
+    assert alerts(admin.get("/explore")) == DELETED
+
+    assert admin.post("/", data={"post": "written after the delete"}).headers["Location"] == "/"
+    assert alerts(admin.get("/")) == [("success", "Your post is now live!")]
+    with app.app_context():
+        new_id = db.session.scalar(select(Post.id).where(Post.body == "written after the delete"))
+    assert new_id > old_id
+
+    response = ask_to_delete(admin, method, old_id, stale_tab["next"])
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/user/admin"
+    after = admin.get("/user/admin")
+    assert alerts(after) == GONE
+    assert [body for body, _ in posts_shown(after)] == ["written after the delete", ADMIN_NEW]
+    assert post_bodies(app) == sorted([ADMIN_NEW, ADMIN1_POST, "written after the delete"])
 
 
 NEVER_EXISTED = [

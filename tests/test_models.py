@@ -1,6 +1,9 @@
 """The models and the schema under them: the migrations build exactly what the
-models describe, the database enforces the rules the forms also check, and the
-queries the pages use return the right rows in the right number of statements.
+models describe, and upgrade (and downgrade) a database that has rows without
+losing any; the database enforces the rules the forms also check, fills in a
+follow's time for code that doesn't know the column, and never gives out an id
+twice; the queries the pages use return the right rows in the right number of
+statements.
 """
 
 import sys
@@ -10,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -21,7 +25,9 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    delete,
     func,
+    insert,
     inspect,
     select,
     text,
@@ -39,6 +45,7 @@ from app.models import (
     User,
     followers,
     name_key,
+    now_utc,
 )
 from config import Config
 from tests.databases import ON_POSTGRESQL
@@ -213,6 +220,194 @@ def test_downgrade_then_upgrade_again(old_app):
         upgrade(directory=str(MIGRATIONS))
         assert db.session.scalar(User.select_by_username("émile")).username == "Émile"
         assert compare_with_database(db.metadata) == []
+
+
+# --- The migrations after the look-alike skeletons, on a database that has rows -----
+
+# The revision before the follows got their time (3f6a9c2d1b84); after it come
+# the trigram index, pending_email, and AUTOINCREMENT on SQLite's ids.
+BEFORE_FOLLOW_TIMES = "7d71888c5ddb"
+
+# What every row keeps through the upgrades and downgrades: its id, its text, its times.
+KEPT_COLUMNS = {
+    "user": "id, username, email, email_key, password_hash, created",
+    "post": "id, body, user_id, timestamp",
+    "followers": "follower_id, followed_id",
+    "user_session": "id, user_id, token_hash",
+}
+
+
+# The followers table as code written before follows had a time knows it.
+FOLLOWERS_WITHOUT_A_TIME = sa.table("followers", sa.column("follower_id"), sa.column("followed_id"))
+
+
+@pytest.fixture
+def app_before_follow_times(tmp_path) -> Iterator[Flask]:
+    """An app on a new database migrated only up to BEFORE_FOLLOW_TIMES."""
+    with app_at_revision(tmp_path, BEFORE_FOLLOW_TIMES) as app:
+        yield app
+
+
+def insert_rows_the_old_way() -> dict[str, int]:
+    """With plain SQL and the columns BEFORE_FOLLOW_TIMES has: ann, ben and cat,
+    with posts and following each other, a login of ann's, and dan, the newest
+    user, with nothing; the post ids have a gap (a deleted post). Returns the
+    users' ids by name."""
+    for name in ("ann", "ben", "cat", "dan"):
+        db.session.execute(
+            text(
+                'INSERT INTO "user" (username, email, password_hash, about_me, last_seen,'
+                " created, username_key, email_key, username_lower_skeleton,"
+                " username_upper_skeleton) VALUES (:name, :email, 'x', '',"
+                " '2024-01-01 00:00:00', '2024-01-01 00:00:00', :name, :email, :name, :upper)"
+            ),
+            {"name": name, "email": f"{name}@example.com", "upper": name.upper()},
+        )
+    ids = {
+        name: user_id
+        for name, user_id in db.session.execute(text('SELECT username, id FROM "user"'))
+    }
+    for number, author in enumerate(["ann", "ben", "ann", "cat", "ben"], 1):
+        db.session.execute(
+            text(
+                "INSERT INTO post (body, timestamp, user_id)"
+                " VALUES (:body, '2024-01-01 00:00:00', :author)"
+            ),
+            {"body": f"post {number}", "author": ids[author]},
+        )
+    db.session.execute(text("DELETE FROM post WHERE body = 'post 2'"))
+    for follower, followed in [("ann", "ben"), ("ben", "ann"), ("cat", "ann")]:
+        db.session.execute(
+            text("INSERT INTO followers (follower_id, followed_id) VALUES (:follower, :followed)"),
+            {"follower": ids[follower], "followed": ids[followed]},
+        )
+    db.session.execute(
+        text(
+            "INSERT INTO user_session (user_id, token_hash, password_digest, created)"
+            " VALUES (:ann, 'a-token-hash', 'a-digest', '2024-01-01 00:00:00')"
+        ),
+        {"ann": ids["ann"]},
+    )
+    db.session.commit()
+    return ids
+
+
+def rows_kept() -> dict[str, list[tuple]]:
+    """Every row of the four tables, as KEPT_COLUMNS reads it (plain SQL: any revision)."""
+    return {
+        name: sorted(map(tuple, db.session.execute(text(f'SELECT {columns} FROM "{name}"'))))
+        for name, columns in KEPT_COLUMNS.items()
+    }
+
+
+def migrate(revision: str = "head", down: bool = False) -> None:
+    """Upgrade (or downgrade) to `revision`, this session's transaction ended
+    first: on PostgreSQL its locks would keep the migration waiting."""
+    db.session.remove()
+    if down:
+        downgrade(directory=str(MIGRATIONS), revision=revision)
+    else:
+        upgrade(directory=str(MIGRATIONS), revision=revision)
+    db.session.remove()
+
+
+def tables_with_autoincrement() -> set[str]:
+    """The SQLite tables that never give out a deleted row's id again."""
+    tables = db.session.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+    return {name for name, sql in tables if "AUTOINCREMENT" in sql.upper()}
+
+
+def assert_deleted_ids_are_not_given_out_again(ids: dict[str, int]) -> None:
+    """Delete the newest post and the newest user (dan): the next of each gets a new id."""
+    newest_post = db.session.scalar(select(func.max(Post.id)))
+    assert db.session.scalar(select(func.max(User.id))) == ids["dan"]
+    db.session.execute(delete(Post).where(Post.id == newest_post))
+    db.session.execute(delete(User).where(User.id == ids["dan"]))
+    db.session.commit()
+    post = Post(body="after the upgrade", user_id=ids["ann"])
+    db.session.add(post)
+    db.session.commit()
+    assert post.id > newest_post
+    assert add_user("eve").id > ids["dan"]
+
+
+def follow_times() -> list[datetime]:
+    return db.session.scalars(select(followers.c.created)).all()
+
+
+def test_upgrading_a_database_with_rows_keeps_them_and_their_ids(app_before_follow_times):
+    """Every user, post, follow and login is still there, with its id; each
+    follow gets the time of the upgrade; nobody waits for an address yet; and
+    from now on a deleted id is never given out again, on SQLite too."""
+    with app_before_follow_times.app_context():
+        ids = insert_rows_the_old_way()
+        if not ON_POSTGRESQL:
+            # The trouble the upgrade ends: SQLite gives the newest row's id out again.
+            newest = db.session.scalar(text("SELECT max(id) FROM post"))
+            db.session.execute(text("DELETE FROM post WHERE id = :id"), {"id": newest})
+            db.session.execute(
+                text(
+                    "INSERT INTO post (body, timestamp, user_id)"
+                    " VALUES ('post 5', '2024-01-01 00:00:00', :ben)"
+                ),
+                {"ben": ids["ben"]},
+            )
+            assert db.session.scalar(text("SELECT id FROM post WHERE body = 'post 5'")) == newest
+            db.session.commit()
+            assert tables_with_autoincrement() == set()
+        before = rows_kept()
+        assert [len(rows) for rows in before.values()] == [4, 4, 3, 1]
+
+        started = now_utc()
+        migrate()
+        finished = now_utc()
+
+        assert rows_kept() == before
+        times = follow_times()
+        assert len(times) == 3
+        assert len(set(times)) == 1  # one moment, the upgrade's
+        assert started <= times[0] <= finished
+        assert db.session.scalars(select(User.pending_email)).all() == [None] * 4
+        # A worker still on the old code inserts a follow: the database gives it a time.
+        db.session.execute(
+            insert(FOLLOWERS_WITHOUT_A_TIME).values(follower_id=ids["ann"], followed_id=ids["cat"])
+        )
+        db.session.commit()
+        new_follow_time = db.session.scalar(
+            select(followers.c.created).where(
+                followers.c.follower_id == ids["ann"], followers.c.followed_id == ids["cat"]
+            )
+        )
+        assert finished.replace(microsecond=0) <= new_follow_time <= now_utc()
+        if not ON_POSTGRESQL:
+            assert tables_with_autoincrement() == {"user", "post"}
+        assert_deleted_ids_are_not_given_out_again(ids)
+
+
+def test_downgrading_and_upgrading_again_with_rows(app_before_follow_times):
+    """Down to BEFORE_FOLLOW_TIMES and up again, every row kept with its id
+    both ways; the schema matches the models again at the end."""
+    with app_before_follow_times.app_context():
+        ids = insert_rows_the_old_way()
+        before = rows_kept()
+        migrate()
+        migrate(BEFORE_FOLLOW_TIMES, down=True)
+
+        assert rows_kept() == before
+        assert "created" not in {c["name"] for c in inspect(db.engine).get_columns("followers")}
+        assert "pending_email" not in user_columns()
+        if not ON_POSTGRESQL:
+            assert tables_with_autoincrement() == set()
+
+        started = now_utc()
+        migrate()
+        assert rows_kept() == before
+        times = follow_times()
+        assert len(times) == 3 and all(started <= moment for moment in times)
+        if not ON_POSTGRESQL:
+            assert tables_with_autoincrement() == {"user", "post"}
+        assert compare_with_database(db.metadata) == []
+        assert_deleted_ids_are_not_given_out_again(ids)
 
 
 @pytest.mark.parametrize(
@@ -408,6 +603,31 @@ def test_unfollowing_someone_not_followed_is_a_no_op(app, users):
         admin.unfollow(admin1)
         db.session.commit()
         assert follower_rows() == []
+
+
+def test_a_follow_inserted_without_its_time_gets_one_from_the_database(app, users):
+    """A worker still running the old code while an upgrade is deployed inserts
+    follows without `created`: the column's server default fills it in, and
+    the follow shows in the lists with that time. (The model's own default
+    would not help: it is Python's, and the old code has no such column.)"""
+    with app.app_context():
+        started = now_utc()
+        db.session.execute(
+            insert(FOLLOWERS_WITHOUT_A_TIME).values(
+                follower_id=users["admin"], followed_id=users["admin1"]
+            )
+        )
+        db.session.commit()
+        finished = now_utc()
+        [created] = follow_times()
+        # SQLite's CURRENT_TIMESTAMP counts whole seconds.
+        assert started.replace(microsecond=0) <= created <= finished
+        admin1 = db.session.get(User, users["admin1"])
+        [follower] = db.session.scalars(admin1.select_followers()).all()
+        assert (follower.id, follower.followed_at) == (users["admin"], created)
+    page = app.test_client().get("/user/admin1/followers")
+    assert page.status_code == 200
+    assert 'href="/user/admin"' in page.text
 
 
 # --- Post queries --------------------------------------------------------------------

@@ -105,24 +105,24 @@ def delete_post(post_id: int):
 @bp.route("/search")
 def search():
     """Show the posts that contain what was typed in the search box, newest first."""
-    query = request.args.get("q", "").strip()
+    searched = request.args.get("q", "").strip()
     page = problem = None
-    if not query:
+    if not searched:
         problem = _("Type a word or a phrase to search the posts for.")
-    elif len(query) > POST_MAX_LENGTH:
+    elif len(searched) > POST_MAX_LENGTH:
         # No post is longer, so nothing could match: no need to ask the database.
         problem = _(
             "Search for at most %(num)d characters: no post is longer.", num=POST_MAX_LENGTH
         )
     else:
         page = paginate(
-            Post.select_containing(query),
+            Post.select_containing(searched),
             current_app.config["POSTS_PER_PAGE"],
-            kept_args={"q": query},
+            kept_args={"q": searched},
         )
-    title = _("Search: %(query)s", query=query) if query else _("Search")
+    title = _("Search: %(query)s", query=searched) if searched else _("Search")
     return render_template(
-        "main/search.html", title=title, search_query=query, problem=problem, page=page
+        "main/search.html", title=title, search_query=searched, problem=problem, page=page
     )
 
 

@@ -88,13 +88,16 @@ def edit_profile():
 def follow(username: str):
     """Follow a user."""
     user = db.first_or_404(User.select_by_username(username))
-    if user.id == current_user.id:
+    # Read before the commit: if it fails, the rollback expires both users, and
+    # a row deleted meanwhile can't be read again.
+    follower_id, followed_id, name = current_user.id, user.id, user.username
+    if followed_id == follower_id:
         flash(_("You cannot follow yourself."), "warning")
     else:
         current_user.follow(user)
-        commit_ignoring_duplicates()
-        flash(_("You are following %(username)s.", username=user.username), "success")
-    return redirect(url_for("user.profile", username=user.username))
+        if commit_follow(follower_id, followed_id):
+            flash(_("You are following %(username)s.", username=name), "success")
+    return redirect(url_for("user.profile", username=name))
 
 
 @bp.route("/unfollow/<username>", methods=["POST"])
@@ -108,10 +111,17 @@ def unfollow(username: str):
     return redirect(url_for("user.profile", username=user.username))
 
 
-def commit_ignoring_duplicates() -> None:
-    """Commit a follow; a double-click can send two, and the second one's
-    primary-key clash means the follow already exists, which is what was asked."""
+def commit_follow(follower_id: int, followed_id: int) -> bool:
+    """Commit a follow; return whether it is in the database now.
+
+    A double-click can send two: the second one's primary-key clash means the
+    follow exists, which is what was asked. A foreign-key clash means one of
+    the two accounts was deleted meanwhile (`User.delete_account`): there is
+    no follow, and nobody should be told there is.
+    """
     try:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
+        return db.session.execute(User.select_follow(follower_id, followed_id)).first() is not None
+    return True

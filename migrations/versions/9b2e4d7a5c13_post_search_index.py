@@ -8,9 +8,16 @@ which serves such a match in any language, Chinese included.
 PostgreSQL only: SQLite has no such index, and this migration does nothing
 there (search reads the posts one by one; README, "Speed").
 
-pg_trgm ships with PostgreSQL (Debian's postgresql package includes it) and
-is a "trusted" extension: the database's owner may create it, no superuser
-needed.
+pg_trgm ships with PostgreSQL (Debian's postgresql package includes it) and,
+from PostgreSQL 13, is a "trusted" extension: the database's owner may create
+it, no superuser needed. A role that doesn't own the database gets
+"permission denied to create extension": a superuser runs
+`CREATE EXTENSION pg_trgm` in the database once, and this migration finds it.
+
+Which characters make trigrams follows the database's locale (LC_CTYPE): in
+C.UTF-8 or en_US.UTF-8, Chinese characters do; in plain "C", only ASCII
+letters and digits, and a search in Chinese is still right, only not served
+by the index.
 
 Revision ID: 9b2e4d7a5c13
 Revises: 3f6a9c2d1b84
