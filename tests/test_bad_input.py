@@ -31,16 +31,19 @@ How to read these tests:
   after its own request.
 - The fuzzed apps have rate limits off (`app` below): hundreds of failed
   logins in a few seconds are what the limits exist to stop, and every one
-  would become a 429 instead of exercising the form. One test at the end
-  checks that the 429 page is a proper 4xx page too.
+  would become a 429 instead of exercising the form. Two tests at the end
+  check that the 429 page is a proper 4xx page too (logging in, and the
+  forms that ask a logged-in user for their password).
 - The last section keeps, as explicit tests, the inputs that these tests
   found to be 500s (all fixed since): files and JSON where a form expects
   text, a malformed Referer, raw bytes in the query string.
 """
 
 import calendar
+import itertools
 import re
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from io import BytesIO
 from typing import NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
@@ -51,7 +54,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, assume, event, example, given, note, settings
 from hypothesis import strategies as st
 from markupsafe import escape
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import DataError
 from werkzeug.datastructures import Headers
 from werkzeug.sansio.multipart import Data, Epilogue, Field, MultipartEncoder
@@ -61,15 +64,19 @@ from app.extensions import db
 from app.models import (
     ABOUT_ME_MAX_LENGTH,
     EMAIL_MAX_LENGTH,
+    MAX_ID,
     POST_MAX_LENGTH,
     USERNAME_MAX_LENGTH,
     Post,
     User,
+    followers,
+    name_key,
+    now_utc,
     stored_name,
 )
 from tests import pages
 from tests.databases import ON_POSTGRESQL
-from tests.helpers import PASSWORD, add_posts, add_user
+from tests.helpers import PASSWORD, PASSWORD_HASH, add_posts, add_user
 
 FUZZ = settings(
     # Enough to reach the corners on every form, few enough that the whole
@@ -98,6 +105,7 @@ FORM = "application/x-www-form-urlencoded"
 # The titles of the site's error pages (app/errors.py) that bad input may earn.
 ERROR_TITLES = {
     400: "Bad request",
+    403: "Forbidden",
     404: "Page not found",
     405: "Method not allowed",
     413: "Request too large",
@@ -106,6 +114,7 @@ ERROR_TITLES = {
 NUL_MESSAGE = "The request contained a character that isn't allowed (NUL)."
 INVALID_LOGIN = "Invalid username or password."
 REQUIRED = "This field is required."
+WRONG_PASSWORD = "That isn't your current password."
 # Every message a form may answer bad input with, word for word: under a field, or
 # (a failed login) in a flash. Anything else on a form that came back is a bug.
 FORM_MESSAGES = {
@@ -121,6 +130,8 @@ FORM_MESSAGES = {
     "This username looks too much like an existing one. Please use a different username.",
     "Please use a different email address.",
     "The passwords don't match.",
+    WRONG_PASSWORD,  # the current password, asked for by the account's own forms
+    "That is your address already.",  # a new email address that is the old one
 }
 # Look-alikes, written as escapes so that the source shows what they are.
 FULL_WIDTH_ADMIN = "\uff21\uff24\uff2d\uff29\uff2e"  # "ADMIN" in full-width letters
@@ -486,6 +497,17 @@ def newest_post_body(app) -> str:
         return db.session.scalar(Post.select_newest_first().with_only_columns(Post.body).limit(1))
 
 
+def post_ids(app) -> set[int]:
+    with app.app_context():
+        return set(db.session.scalars(select(Post.id)))
+
+
+def follow_rows(app) -> set[tuple[int, int]]:
+    """Every follow: (follower id, followed id)."""
+    with app.app_context():
+        return set(db.session.execute(select(followers.c.follower_id, followers.c.followed_id)))
+
+
 # --- Every form, fuzzed ----------------------------------------------------------------------
 
 
@@ -586,9 +608,13 @@ def test_login_redirects_only_within_the_site(app, client, users, next_url):
         return
     assert response.status_code == 302, describe(response)
     client.post("/auth/logout")
+    assert_on_this_site(response.headers["Location"])
+
+
+def assert_on_this_site(location: str) -> None:
+    """A browser sent to `location` stays on this site."""
     # Read the Location the way a browser does (the WHATWG URL rules): it drops
     # tabs and line breaks and leading controls, and takes "\" for "/".
-    location = response.headers["Location"]
     for char in "\t\n\r":
         location = location.replace(char, "")
     location = location.lstrip("".join(map(chr, range(33)))).replace("\\", "/")
@@ -717,22 +743,206 @@ def test_edit_profile(app, admin_client, users, fields, extras, encoding):
         assert (name, about) == (stored_name(sent.fields["username"]), sent.fields["about_me"])
 
 
+@FUZZ
+@given(
+    fields=forms(
+        {
+            "current_password": st.just(PASSWORD),
+            "password": valid_password,
+            "password2": st.just(SAME),
+        }
+    ),
+    extras=extra_fields,
+    encoding=encodings,
+)
+@example(
+    fields={"current_password": PASSWORD, "password": "😀" * 128, "password2": SAME},
+    extras=[],
+    encoding="multipart",
+)
+def test_change_password(app, admin_client, users, fields, extras, encoding):
+    """Changing the password: admin's hash changes only if the form accepts, nobody
+    else's row at all; accepted, this browser stays logged in."""
+    admin = users["admin"]
+    before = user_rows(app)
+    url = "/auth/change_password"
+    response, sent = send_form(admin_client, url, with_password2(fields), encoding, extras)
+    accepted = check_form_answer(response, sent)
+
+    after = user_rows(app)
+    changed = {id_ for id_ in before if after[id_] != before[id_]}
+    assert changed == ({admin} if accepted else set())
+    if not accepted:
+        return
+    assert response.headers["Location"] == "/edit_profile"
+    assert after[admin]._replace(password_hash="") == before[admin]._replace(password_hash="")
+    if sent.fields["password"] is not None:
+        with app.app_context():
+            assert db.session.get(User, admin).check_password(sent.fields["password"])
+    assert pages.logged_in_as(admin_client.get("/edit_profile")) == "admin"
+    # PASSWORD again, for the next example's current password. Set by hand, the new
+    # hash ends this login (a login is valid only with the password it was made
+    # with), so log in again, as the admin_client fixture did.
+    with app.app_context():
+        db.session.execute(update(User).where(User.id == admin).values(password_hash=PASSWORD_HASH))
+        db.session.commit()
+    login = admin_client.post("/auth/login", data={"username": "admin", "password": PASSWORD})
+    assert login.status_code == 302
+
+
+# Addresses admin may ask for: its own (the same, or in another case, which is allowed),
+# and admin1's in the ways that all mean admin1's.
+NEW_EMAILS = [
+    "admin@example.com",
+    "ADMIN@Example.COM",
+    "admin1@example.com",
+    "ADMIN1@EXAMPLE.COM",
+    f"{FULL_WIDTH_ADMIN1}@example.com",
+    " admin1@example.com ",
+]
+
+
+@FUZZ
+@given(
+    fields=forms(
+        {
+            "current_password": st.just(PASSWORD),
+            "email": st.one_of(st.sampled_from(NEW_EMAILS), st.emails()),
+        },
+        {"email": hostile_email},
+    ),
+    extras=extra_fields,
+    encoding=encodings,
+)
+@example(  # admin1's address in full width: NFKC makes it admin1's exactly
+    fields={"current_password": PASSWORD, "email": f"{FULL_WIDTH_ADMIN1}@example.com"},
+    extras=[],
+    encoding="urlencoded",
+)
+@example(
+    fields={"current_password": PASSWORD, "email": "é" * 64 + "@example.com"},
+    extras=[],
+    encoding="multipart",
+)
+def test_change_email(app, admin_client, users, fields, extras, encoding):
+    """Changing the email address with mail off (the test config): it changes at once if
+    the form accepts, and only admin's; never to an address another account has."""
+    admin = users["admin"]
+    before = user_rows(app)
+    response, sent = send_form(admin_client, "/auth/change_email", fields, encoding, extras)
+    accepted = check_form_answer(response, sent)
+
+    after = user_rows(app)
+    changed = {id_ for id_ in before if after[id_] != before[id_]}
+    assert changed == ({admin} if accepted else set())
+    # No two accounts share an address, whatever its case or width.
+    assert len({name_key(row.email) for row in after.values()}) == len(after)
+    if not accepted:
+        return
+    assert response.headers["Location"] == "/edit_profile"
+    assert after[admin]._replace(email="") == before[admin]._replace(email="")
+    if sent.fields["email"] is not None:
+        assert after[admin].email == stored_name(sent.fields["email"])
+
+
+@pytest.fixture
+def new_account(app, users):
+    """Return make() -> (client, user id): a new account for each call, logged in on a
+    client of its own, with two posts and a follow each way with admin (all of which
+    deleting the account must remove)."""
+    numbers = itertools.count(1)
+
+    def make() -> tuple[FlaskClient, int]:
+        username = f"leaver{next(numbers)}"
+        with app.app_context():
+            user = add_user(username)
+            add_posts(user, 2)
+            admin = db.session.get(User, users["admin"])
+            user.follow(admin)
+            admin.follow(user)
+            db.session.commit()
+            user_id = user.id
+        client = app.test_client()
+        login = client.post("/auth/login", data={"username": username, "password": PASSWORD})
+        assert login.status_code == 302
+        return client, user_id
+
+    return make
+
+
+@FUZZ
+@given(
+    fields=forms({"current_password": st.just(PASSWORD)}),
+    extras=extra_fields,
+    encoding=encodings,
+)
+def test_delete_account(app, new_account, fields, extras, encoding):
+    """Deleting an account: if the form accepts, that account goes with its posts and its
+    follows, and it is logged out; otherwise nothing at all changes. Nobody else's rows
+    change either way."""
+    client, me = new_account()
+    users_before, posts_before, follows_before = user_rows(app), post_ids(app), follow_rows(app)
+    response, sent = send_form(client, "/auth/delete_account", fields, encoding, extras)
+    accepted = check_form_answer(response, sent)
+
+    if not accepted:
+        assert (user_rows(app), post_ids(app)) == (users_before, posts_before)
+        assert follow_rows(app) == follows_before
+        assert pages.logged_in_as(client.get("/edit_profile")) is not None
+        return
+    assert response.headers["Location"] == "/"
+    assert user_rows(app) == {id_: row for id_, row in users_before.items() if id_ != me}
+    assert len(posts_before - post_ids(app)) == 2  # its own two, and only those
+    assert follow_rows(app) == {row for row in follows_before if me not in row}
+    assert pages.logged_in_as(client.get("/")) is None
+
+
 # --- Every URL parameter, fuzzed ----------------------------------------------------------
 
 # The pages that take ?page=, and who looks at them: admin has 15 posts, ten
 # a page, so pages 1 and 2 exist on each (the anonymous "/" is the explore page).
+# A search for "BY Admin" finds all 15 ("by admin", whatever the case).
+SEARCH_ALL = "/search?q=BY%20Admin"
 PAGED = [
     (path, logged_in)
-    for path in ("/", "/index", "/explore", "/user/admin")
+    for path in ("/", "/index", "/explore", "/user/admin", SEARCH_ALL)
+    for logged_in in (False, True)
+]
+# The lists of people, paged the same way: 15 people follow admin, and admin follows 15.
+PEOPLE_LISTS = [
+    (path, logged_in)
+    for path in ("/user/admin/followers", "/user/admin/following")
     for logged_in in (False, True)
 ]
 
 
+def with_query(path: str, query: str) -> str:
+    """`path` with `query` added to the query it may have already (a search's q)."""
+    return f"{path}{'&' if '?' in path else '?'}{query}"
+
+
+def add_follows(user: User, count: int) -> None:
+    """Make fan1..fan<count> follow `user`, and `user` follow idol1..idol<count>; the nth
+    of each an hour after the one before (call inside an app context)."""
+    start = now_utc() - timedelta(hours=count)
+    rows = []
+    for n in range(1, count + 1):
+        fan, idol = add_user(f"fan{n}"), add_user(f"idol{n}")
+        created = start + timedelta(hours=n)
+        rows.append({"follower_id": fan.id, "followed_id": user.id, "created": created})
+        rows.append({"follower_id": user.id, "followed_id": idol.id, "created": created})
+    db.session.execute(insert(followers), rows)
+    db.session.commit()
+
+
 @pytest.fixture
 def paged_clients(app, users) -> dict[bool, FlaskClient]:
-    """{logged_in: client}, with 15 posts by admin."""
+    """{logged_in: client}, with 15 posts by admin, 15 followers of admin and 15 people
+    admin follows (who have no posts: admin's timeline is admin's posts still)."""
     with app.app_context():
-        add_posts(db.session.get(User, users["admin"]), 15)
+        admin = db.session.get(User, users["admin"])
+        add_posts(admin, 15)
+        add_follows(admin, 15)
     anonymous, admin = app.test_client(), app.test_client()
     login = admin.post("/auth/login", data={"username": "admin", "password": PASSWORD})
     assert login.status_code == 302
@@ -835,8 +1045,8 @@ NAMED_PAGES = [
 def test_named_bad_pages(paged_clients, page):
     """Each of those page values, on every paged URL: a page or a 404, never a 500."""
     expected = expected_page_status(page)
-    for path, logged_in in PAGED:
-        response = paged_clients[logged_in].get(path, query_string={"page": page})
+    for path, logged_in in [*PAGED, *PEOPLE_LISTS]:
+        response = paged_clients[logged_in].get(with_query(path, urlencode({"page": page})))
         where = f"{path}?page={page!r}, logged in: {logged_in}"
         if expected == 200:
             assert response.status_code == 200, f"{where}: {describe(response)}"
@@ -847,7 +1057,7 @@ def test_named_bad_pages(paged_clients, page):
 
 @FUZZ
 @given(
-    where=st.sampled_from(PAGED),
+    where=st.sampled_from([*PAGED, *PEOPLE_LISTS]),
     page=st.one_of(hostile, st.integers().map(str), st.sampled_from(NAMED_PAGES)),
     junk=st.lists(st.tuples(hostile_names, hostile_text), max_size=2),
 )
@@ -856,7 +1066,7 @@ def test_page_parameter(paged_clients, where, page, junk):
     page, or the NUL 400."""
     path, logged_in = where
     query = urlencode([("page", page), *junk], quote_via=quote)
-    response = paged_clients[logged_in].get(f"{path}?{query}")
+    response = paged_clients[logged_in].get(with_query(path, query))
     event(f"{response.status_code}")
     if any("\x00" in name + value for name, value in junk):
         assert_error_page(response, 400)
@@ -944,7 +1154,8 @@ def test_named_bad_cursors(paged_clients, listed_posts, cursor):
     the rules give (only a cursor of the right shape makes one) or the 404 page."""
     for path, logged_in in PAGED:
         for name in ("before", "after"):
-            response = paged_clients[logged_in].get(path, query_string={name: cursor})
+            query = urlencode({name: cursor})
+            response = paged_clients[logged_in].get(with_query(path, query))
             where = f"{path}?{name}={cursor!r}, logged in: {logged_in}"
             cursors = {"before": None, "after": None, name: cursor}
             status, shown = expected_listing(listed_posts, None, **cursors)
@@ -979,7 +1190,7 @@ def test_listing_parameters(paged_clients, listed_posts, where, page, before, af
         if value is not None
     }
     query = urlencode([*params.items(), *junk], quote_via=quote)
-    response = paged_clients[logged_in].get(f"{path}?{query}")
+    response = paged_clients[logged_in].get(with_query(path, query))
     # What the server reads: bytes that aren't UTF-8 with a replacement character.
     seen = {
         name: value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -1001,21 +1212,236 @@ def test_listing_parameters(paged_clients, listed_posts, where, page, before, af
     assert posts_shown(response) == shown
 
 
+def sent_and_seen(params: dict, items) -> tuple[list[tuple[str, str | bytes]], dict[str, str]]:
+    """The parameters given (None: left out; a Near: the cursor of one of `items`) as
+    they are sent, and as the server reads them (bytes that aren't UTF-8 with a
+    replacement character)."""
+    sent = [
+        (name, value.text(items) if isinstance(value, Near) else value)
+        for name, value in params.items()
+        if value is not None
+    ]
+    seen = {
+        name: value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        for name, value in sent
+    }
+    return sent, seen
+
+
+# --- The lists of people: ?page=, ?before= and ?after= as on the lists of posts ------------
+
+
+def micros_since_1970(moment) -> int:
+    return calendar.timegm(moment.utctimetuple()) * 1_000_000 + moment.microsecond
+
+
+@pytest.fixture
+def listed_people(app, users, paged_clients) -> dict[str, list[ListedPost]]:
+    """Each list of people, newest follow first: {path: [(the follow's time, the person's
+    id, the n of fan<n> or idol<n>)]}; a cursor names a person's place the same way
+    a post's place: a time, then an id."""
+    admin = users["admin"]
+    with app.app_context():
+        names = dict(db.session.execute(select(User.id, User.username)).all())
+        follows = db.session.execute(
+            select(followers.c.created, followers.c.follower_id, followers.c.followed_id)
+        ).all()
+    lists: dict[str, list[ListedPost]] = {
+        "/user/admin/followers": [],
+        "/user/admin/following": [],
+    }
+    for created, follower, followed in follows:
+        path, person = (
+            ("/user/admin/followers", follower)
+            if followed == admin
+            else ("/user/admin/following", followed)
+        )
+        number = int(names[person].removeprefix("fan").removeprefix("idol"))
+        lists[path].append(ListedPost(micros_since_1970(created), person, number))
+    return {path: sorted(people, reverse=True) for path, people in lists.items()}
+
+
+def people_shown(response) -> list[int]:
+    """The n of each fan<n> or idol<n> that a list of people shows, top to bottom."""
+    return [int(n) for n in re.findall(r">(?:fan|idol)(\d+)</a>", response.text)]
+
+
+@pytest.mark.parametrize("cursor", NAMED_CURSORS)
+def test_named_bad_cursors_on_the_lists_of_people(paged_clients, listed_people, cursor):
+    """Each of the named cursors, as "before" and as "after", on the lists of followers
+    and of people followed: the page the rules give, or the 404 page."""
+    for path, logged_in in PEOPLE_LISTS:
+        for name in ("before", "after"):
+            response = paged_clients[logged_in].get(with_query(path, urlencode({name: cursor})))
+            where = f"{path}?{name}={cursor!r}, logged in: {logged_in}"
+            cursors = {"before": None, "after": None, name: cursor}
+            status, shown = expected_listing(listed_people[path], None, **cursors)
+            if status == 404:
+                assert_error_page(response, 404)
+            else:
+                assert response.status_code == 200, f"{where}: {describe(response)}"
+                assert people_shown(response) == shown, where
+
+
+@settings(FUZZ, max_examples=100)
+@given(
+    where=st.sampled_from(PEOPLE_LISTS),
+    page=sometimes(weighted(good_pages, good_pages, short_hostile, named_pages)),
+    before=sometimes(cursors),
+    after=sometimes(cursors),
+)
+@example(where=PEOPLE_LISTS[0], page=None, before=None, after=LATEST)
+@example(where=PEOPLE_LISTS[3], page="2", before=Near(9, 0, 0), after=None)
+def test_people_list_parameters(paged_clients, listed_people, where, page, before, after):
+    """Any ?page=, ?before= and ?after=, alone or together, on the lists of followers and
+    of people followed: exactly the people the rules give, or the 404 page; the NUL 400
+    for a NUL; never a 500."""
+    path, logged_in = where
+    people = listed_people[path]
+    sent, seen = sent_and_seen({"page": page, "before": before, "after": after}, people)
+    response = paged_clients[logged_in].get(with_query(path, urlencode(sent, quote_via=quote)))
+    if any("\x00" in value for value in seen.values()):
+        event("400: NUL")
+        assert_error_page(response, 400)
+        return
+    status, shown = expected_listing(
+        people, seen.get("page"), seen.get("before"), seen.get("after")
+    )
+    event(f"{status}" + (f" with {len(shown)} people" if status == 200 else ""))
+    if status == 404:
+        assert_error_page(response, 404)
+        return
+    assert response.status_code == 200, describe(response)
+    assert people_shown(response) == shown
+
+
+# --- Search: ?q=, alone and with ?page=, ?before= and ?after= ------------------------------
+
+EMPTY_SEARCH = "Type a word or a phrase to search the posts for."
+TOO_LONG_SEARCH = "Search for at most 280 characters: no post is longer."
+# Characters outside ASCII whose lower case is an ASCII letter ("İ" is "i", the Kelvin
+# sign "k"). PostgreSQL's ILIKE lowers them too, so "ADMİN" finds admin's posts there;
+# SQLite's lower() and LIKE change A-Z only.
+LOWERED_TO_ASCII = {"\u0130": "i", "\u212a": "k"}
+# Searches for some, all or none of admin's posts ("post <n> by admin"): in other
+# cases, with LIKE's wildcards and escape (which must find themselves only), with
+# spaces around (trimmed), and in other scripts.
+SEARCH_WORDS = [
+    "BY Admin", "post 1", "POST 1 BY ADMIN", "5 by", "1", "Po", " admin ", "by  admin",
+    "%", "_", "\\", "post%", "p_st", "post 1_", "%%%", "\u0130", "ADM\u0130N", "\u212a",
+    "admin!", "ΐ", "ß", "管理员",
+]  # fmt: skip
+search_words = st.sampled_from(SEARCH_WORDS)
+
+
+def matches(query: str, body: str) -> bool:
+    """Whether the search for `query` finds a post of admin's (all ASCII): a substring,
+    case aside, and every character literal."""
+    if ON_POSTGRESQL:
+        query = "".join(LOWERED_TO_ASCII.get(char, char) for char in query)
+    ascii_lowered = "".join(char.lower() if char.isascii() else char for char in query)
+    return ascii_lowered in body.lower()
+
+
+def search_results(response) -> list[int]:
+    """The numbers of the posts a search found, top to bottom: read from the posts
+    themselves, not from the search words shown above them."""
+    return [
+        int(n)
+        for n in re.findall(r"<article.*?<p[^>]*>post (\d+) by admin</p>", response.text, re.S)
+    ]
+
+
+@settings(FUZZ, max_examples=150)
+@given(
+    logged_in=st.booleans(),
+    # Mostly words that find posts; else anything, of any size, UTF-8 or not.
+    q=weighted(search_words, search_words, hostile),
+    page=sometimes(weighted(good_pages, good_pages, short_hostile, named_pages)),
+    before=sometimes(cursors),
+    after=sometimes(cursors),
+    # A second q, which the search ignores (the first one counts).
+    second_q=sometimes(short_hostile),
+)
+@example(logged_in=False, q="", page="abc", before=None, after=None, second_q="admin")
+@example(logged_in=True, q=" \t\n", page=None, before="x", after=None, second_q=None)
+@example(logged_in=False, q="x" * 281, page=None, before=None, after=None, second_q=None)
+@example(logged_in=False, q=f" {'a' * 280} ", page=None, before=None, after=None, second_q=None)
+@example(logged_in=True, q="%", page=None, before=None, after=None, second_q=None)
+@example(logged_in=True, q="post 1", page="2", before=Near(9, 0, 0), after=None, second_q=None)
+@example(logged_in=False, q="ADM\u0130N", page=None, before=None, after=None, second_q=None)
+@example(logged_in=False, q="post 1", page=None, before=None, after=LATEST, second_q=None)
+@example(logged_in=False, q=b"\xff", page=None, before=None, after=None, second_q=None)
+@example(logged_in=False, q="a\x00b", page=None, before=None, after=None, second_q=None)
+def test_search_parameters(
+    paged_clients, listed_posts, logged_in, q, page, before, after, second_q
+):
+    """Any ?q= (empty, huge, NUL, not UTF-8...), alone or with ?page=, ?before= and
+    ?after=: an empty or too long search says so (and reads nothing else); any other
+    shows exactly the posts that contain it, case aside, paged by the listing's rules,
+    or the 404 page; a NUL anywhere is the 400 page; never a 500."""
+    params = {"q": q, "page": page, "before": before, "after": after}
+    sent, seen = sent_and_seen(params, listed_posts)
+    if second_q is not None:
+        sent.append(("q", second_q))
+    url = with_query("/search", urlencode(sent, quote_via=quote))
+    response = paged_clients[logged_in].get(url)
+    second_seen = as_bytes(second_q or "").decode("utf-8", "replace")
+    if any("\x00" in value for value in [*seen.values(), second_seen]):
+        event("400: NUL")
+        assert_error_page(response, 400)
+        return
+    query = seen["q"].strip()
+    if not query or len(query) > POST_MAX_LENGTH:
+        event("200: empty" if not query else "200: too long")
+        assert response.status_code == 200, describe(response)
+        text = pages.page_text(response)
+        assert (EMPTY_SEARCH in text, TOO_LONG_SEARCH in text) == (not query, bool(query))
+        assert search_results(response) == []
+        return
+    found = [post for post in listed_posts if matches(query, f"post {post.number} by admin")]
+    status, shown = expected_listing(found, seen.get("page"), seen.get("before"), seen.get("after"))
+    event(f"{status}" + (f" with {len(shown)} posts" if status == 200 else ""))
+    if status == 404:
+        assert_error_page(response, 404)
+        return
+    assert response.status_code == 200, describe(response)
+    assert search_results(response) == shown
+    assert ("No post contains that." in response.text) == (not shown)
+
+
 # URLs with a name (or a token) in their path, and the method each takes.
 NAMED_IN_PATH = [
     ("GET", "/user/{}"),
     ("POST", "/follow/{}"),
     ("POST", "/unfollow/{}"),
     ("GET", "/auth/reset_password/{}"),
+    ("GET", "/user/{}/followers"),
+    ("GET", "/user/{}/following"),
+    ("GET", "/auth/confirm_email/{}"),
+    # A post's id: only whole numbers up to MAX_ID name one (none exists here).
+    ("GET", "/post/{}/delete"),
+    ("POST", "/post/{}/delete"),
 ]
+# What else might be typed for an id: signs, exponents, the largest id and one past it,
+# a number too long for int() to read, other scripts' digits.
+NAMED_IDS = [
+    "0", "1", "-1", "+1", "1e3", "0x1", " 1", str(MAX_ID), str(MAX_ID + 1), "9" * 5000,
+    ARABIC_INDIC_ONE, FULL_WIDTH_ONE, "²",
+]  # fmt: skip
 
 
 # (A 100,000-character token goes into the session cookie, which Werkzeug warns is more
 # than a browser keeps; the browser then shows "invalid or expired link", which is right.)
-@FUZZ
+# Ten examples per URL, or near enough.
+@settings(FUZZ, max_examples=10 * len(NAMED_IN_PATH))
 @given(
     route=st.sampled_from(NAMED_IN_PATH),
-    name=st.one_of(hostile, st.sampled_from(["admin1", "ADMIN1", FULL_WIDTH_ADMIN1, ".", ".."])),
+    name=st.one_of(
+        hostile,
+        st.sampled_from(["admin1", "ADMIN1", FULL_WIDTH_ADMIN1, ".", ".."]),
+        st.sampled_from(NAMED_IDS),
+    ),
     logged_in=st.booleans(),
 )
 @pytest.mark.filterwarnings("ignore:The 'session' cookie is too large")
@@ -1035,6 +1461,132 @@ def test_names_in_the_path(app, users, route, name, logged_in):
         check_page_answer(response, allowed=(200, 302))
 
 
+# Deleting a post: an id in the path, and where to go back to afterwards (`next`).
+
+# `next` values that are plainly pages of this site: the redirect goes exactly there.
+ON_SITE = ["/", "/explore", "/user/admin?page=2", "/search?q=100%25", "/user/a%20b"]
+
+
+def post_id_in_path(segment: str) -> int | None:
+    """The post id that /post/<segment>/delete names, or None (the 404 page).
+
+    Werkzeug's int converter takes any decimal digits, other scripts' too (as
+    int() does: "\u0661" is 1), up to the route's max, MAX_ID; a number too long
+    for int() to read names nothing either.
+    """
+    if not segment or not all(char.isdecimal() for char in segment):
+        return None
+    try:
+        number = int(segment)
+    except ValueError:  # more than int()'s 4,300 digits
+        return None
+    return number if number <= MAX_ID else None
+
+
+def post_author(app, post_id: int) -> int | None:
+    """The id of the post's author, or None if there is no such post."""
+    with app.app_context():
+        return db.session.scalar(select(Post.user_id).where(Post.id == post_id))
+
+
+def cancel_link(response) -> str:
+    """Where the confirm page's Cancel button leads, as the browser reads its href."""
+    match = re.search(r'href="([^"]*)">Cancel</a>', response.text)
+    assert match, describe(response)
+    return pages.page_text(match.group(1))
+
+
+@pytest.fixture
+def post_targets(app, users) -> dict[str, int]:
+    """admin1's post, which admin may not delete, and the id of a post deleted already."""
+    with app.app_context():
+        admin1 = db.session.get(User, users["admin1"])
+        theirs, gone = add_posts(admin1, 2)
+        db.session.delete(gone)
+        db.session.commit()
+        return {"theirs": theirs.id, "gone": gone.id}
+
+
+post_targets_by_name = st.sampled_from(["mine", "theirs", "gone"])
+
+
+@settings(FUZZ, max_examples=80)
+@given(
+    # Mostly ids of real posts (three times as likely), else anything.
+    target=weighted(
+        post_targets_by_name,
+        post_targets_by_name,
+        post_targets_by_name,
+        st.sampled_from(NAMED_IDS),
+        short_hostile,
+    ),
+    method=st.sampled_from(["GET", "POST"]),
+    next_url=sometimes(
+        st.one_of(st.sampled_from(ON_SITE), st.sampled_from(REDIRECT_TRICKS), hostile_text)
+    ),
+    in_form=st.booleans(),
+)
+@example(target="theirs", method="POST", next_url="/explore", in_form=True)
+@example(target="mine", method="POST", next_url="//evil.example", in_form=True)
+@example(target="gone", method="GET", next_url="/user/admin?page=2", in_form=False)
+@example(target=str(MAX_ID + 1), method="GET", next_url=None, in_form=False)
+def test_delete_post_parameters(
+    app, admin_client, users, post_targets, target, method, next_url, in_form
+):
+    """Deleting a post, with any id in the path and any `next` (in the query string, or
+    in the form as the confirm page posts it): admin's own post is asked about (GET) or
+    deleted (POST); someone else's is the 403 page; one that isn't there sends admin back
+    saying so; a bad id is the 404 page, a NUL the 400 page. Back is always a page of this
+    site, and no other post is ever lost."""
+    with app.app_context():
+        mine = add_posts(db.session.get(User, users["admin"]), 1)[0].id
+    ids = {"mine": mine, **post_targets}
+    segment = str(ids[target]) if target in ids else target
+    in_form = in_form and method == "POST" and next_url is not None
+    query = "" if next_url is None or in_form else f"?next={quote(next_url, safe='')}"
+    url = f"/post/{quote(segment, safe='')}/delete{query}"
+    seen = as_bytes(segment).decode("utf-8", "replace")  # as the server decodes the path
+    post_id = post_id_in_path(seen)
+    author = None if post_id is None else post_author(app, post_id)  # before it is deleted
+    before = post_ids(app)
+    response = admin_client.open(url, method=method, data={"next": next_url} if in_form else None)
+
+    if "\x00" in seen + (next_url or ""):
+        event("400: NUL")
+        assert_error_page(response, 400)
+        assert post_ids(app) == before
+        return
+    if post_id is None:
+        event("404: no id")
+        assert_error_page(response, 404)
+    elif author not in (None, users["admin"]):
+        event("403: someone else's")
+        assert_error_page(response, 403)
+    elif author is not None and method == "GET":
+        event("200: the confirm page")
+        assert response.status_code == 200, describe(response)
+        assert h1(response) == "Delete this post?"
+        back = cancel_link(response)
+    else:
+        event("302: deleted" if author else "302: not there")
+        assert response.status_code == 302, describe(response)
+        back = response.headers["Location"]
+        with admin_client.session_transaction() as session:
+            # Taken, so that the next example's page doesn't show them.
+            flashed = session.pop("_flashes", [])
+        if author:
+            assert flashed == [("success", "Your post has been deleted.")]
+        else:
+            message = "That post no longer exists. It may have been deleted already."
+            assert flashed == [("info", message)]
+    if response.status_code in (200, 302):
+        assert_on_this_site(back)
+        if next_url is None or next_url in ON_SITE:
+            assert back == (next_url or "/")
+    deleted = {post_id} if author and method == "POST" and response.status_code == 302 else set()
+    assert post_ids(app) == before - deleted
+
+
 # --- Too large: the 413 page ------------------------------------------------------------------
 
 # Every URL that takes a POST, and whether it needs a logged-in user.
@@ -1049,6 +1601,11 @@ POST_URLS = [
     ("/follow/admin1", True),
     ("/unfollow/admin1", True),
     ("/auth/logout", True),
+    ("/auth/change_password", True),
+    ("/auth/change_email", True),
+    ("/auth/confirm_email", False),
+    ("/auth/delete_account", True),
+    ("/post/1/delete", True),
 ]
 
 
@@ -1182,6 +1739,8 @@ EMAIL_TOO_LONG = [  # an address that long isn't a valid one either
     ("email", "Field cannot be longer than 254 characters."),
     ("email", "Please enter a valid email address."),
 ]
+# (Not also "That isn't your current password.": a password that long is never hashed.)
+CURRENT_PASSWORD_TOO_LONG = [("current_password", "Field cannot be longer than 128 characters.")]
 
 
 @dataclass(frozen=True)
@@ -1192,6 +1751,9 @@ class FieldAtItsLimit:
     column's are the same); `rest` fills the other fields validly. One character
     more must get `too_long`, the form's errors as (field, message); None for a
     field without a length limit (a checkbox: only its NUL is tested).
+
+    A current password can't be right at its longest (the account's is PASSWORD):
+    `never_right` is what the form says to it instead, with no length error.
     """
 
     name: str
@@ -1201,6 +1763,7 @@ class FieldAtItsLimit:
     rest: dict[str, str]
     too_long: list[tuple[str, str]] | None
     logged_in: bool = False
+    never_right: list[tuple[str, str]] | None = None
 
     def post(self, client: FlaskClient, value: str):
         """POST the form with `value` in the field (and, for a new password, in its
@@ -1270,6 +1833,41 @@ EVERY_FIELD = [
         too_long=[("about_me", "Field cannot be longer than 280 characters.")],
         logged_in=True,
     ),
+    FieldAtItsLimit(
+        "change password current_password", "/auth/change_password", "current_password",
+        "😀" * 128,
+        rest=NEW_PASSWORD,
+        too_long=CURRENT_PASSWORD_TOO_LONG,
+        logged_in=True,
+        never_right=[("current_password", WRONG_PASSWORD)],
+    ),
+    FieldAtItsLimit(
+        "change password password", "/auth/change_password", "password", "😀" * 128,
+        rest={"current_password": PASSWORD, "password2": "😀" * 128},
+        too_long=[("password", NEW_PASSWORD_LENGTH)],
+        logged_in=True,
+    ),
+    FieldAtItsLimit(
+        "change email current_password", "/auth/change_email", "current_password", "😀" * 128,
+        rest={"email": "new@example.com"},
+        too_long=CURRENT_PASSWORD_TOO_LONG,
+        logged_in=True,
+        never_right=[("current_password", WRONG_PASSWORD)],
+    ),
+    FieldAtItsLimit(
+        "change email email", "/auth/change_email", "email", ASCII_EMAIL_254,
+        rest={"current_password": PASSWORD},
+        too_long=EMAIL_TOO_LONG,
+        logged_in=True,
+    ),
+    FieldAtItsLimit(
+        "delete account current_password", "/auth/delete_account", "current_password",
+        "😀" * 128,
+        rest={},
+        too_long=CURRENT_PASSWORD_TOO_LONG,
+        logged_in=True,
+        never_right=[("current_password", WRONG_PASSWORD)],
+    ),
 ]  # fmt: skip
 LIMITED_FIELDS = [case for case in EVERY_FIELD if case.too_long is not None]
 # Forms whose longest values are still refused as a whole (a wrong password): checked
@@ -1335,6 +1933,11 @@ def test_every_field_accepts_its_longest_value(app, form_client, case: FieldAtIt
         assert response.status_code == 200, describe(response)
         assert (form_errors(response), flashes(response)) == ([], [INVALID_LOGIN])
         return
+    if case.never_right is not None:
+        # The wrong current password, and no length error.
+        assert response.status_code == 200, describe(response)
+        assert form_errors(response) == case.never_right
+        return
     assert response.status_code == 302, describe(response)
     if case.url != "/auth/reset_password_request":  # the one form that stores nothing
         assert stored(app, case.longest), f"{case.longest[:10]!r}... is not in the database"
@@ -1392,6 +1995,38 @@ def test_too_many_hostile_logins_get_the_429_page(make_app):
     assert_error_page(response, 429)
 
 
+def test_too_many_hostile_password_checks_get_the_429_page(make_app):
+    """The three forms that ask a logged-in user for their password share one count:
+    hostile wrong passwords, spread over them, end in the 429 page (one too long to be
+    anyone's password is refused without counting), and the account is still there,
+    its password unchanged."""
+    app = make_app(
+        AUTH_RATE_LIMIT_PER_CLIENT="3 per minute",
+        AUTH_RATE_LIMIT_PER_ACCOUNT="3 per minute",
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    with app.app_context():
+        add_user("admin")
+    client = app.test_client()
+    assert (
+        client.post("/auth/login", data={"username": "admin", "password": PASSWORD}).status_code
+        == 302
+    )
+    before = user_rows(app)
+    attempts = [
+        ("/auth/change_password", {"current_password": "'; DROP TABLE user; --", **NEW_PASSWORD}),
+        ("/auth/change_email", {"current_password": "😀" * 129, "email": "new@example.com"}),
+        ("/auth/change_email", {"current_password": "<script>", "email": "new@example.com"}),
+        ("/auth/delete_account", {"current_password": "\u202egnp.exe"}),
+        ("/auth/delete_account", {"current_password": PASSWORD}),  # too late, even right
+    ]
+    statuses = [client.post(url, data=fields).status_code for url, fields in attempts]
+    assert statuses == [200, 200, 200, 200, 429]
+    response = client.post("/auth/change_password", data={"current_password": "x" * 100_000})
+    assert_error_page(response, 429)
+    assert user_rows(app) == before
+
+
 # --- Inputs these tests once found to be 500s (see the module docstring) --------------------
 
 
@@ -1427,6 +2062,18 @@ FILE_IN_A_TEXT_FIELD = [
     OddBody(
         "edit profile", "/edit_profile",
         {"username": None, "about_me": "x"}, ["username"], logged_in=True,
+    ),
+    OddBody(
+        "change password", "/auth/change_password",
+        {"current_password": None, **NEW_PASSWORD}, ["current_password"], logged_in=True,
+    ),
+    OddBody(
+        "change email", "/auth/change_email",
+        {"current_password": PASSWORD, "email": None}, ["email"], logged_in=True,
+    ),
+    OddBody(
+        "delete account", "/auth/delete_account",
+        {"current_password": None}, ["current_password"], logged_in=True,
     ),
 ]  # fmt: skip
 
@@ -1474,6 +2121,20 @@ JSON_BODIES = [
     OddBody(
         "a NUL in about_me", "/edit_profile",
         '{"username": "admin", "about_me": "a\\u0000b"}', ["username"], logged_in=True,
+    ),
+    OddBody(
+        "a NUL in a new address", "/auth/change_email",
+        f'{{"current_password": "{PASSWORD}", "email": "a\\u0000@example.com"}}',
+        ["current_password", "email"], logged_in=True,
+    ),
+    OddBody(
+        "a number for the current password", "/auth/delete_account",
+        '{"current_password": 123}', ["current_password"], logged_in=True,
+    ),
+    OddBody(
+        "a list for a new password", "/auth/change_password",
+        f'{{"current_password": "{PASSWORD}", "password": ["x"], "password2": ["x"]}}',
+        ["current_password", "password", "password2"], logged_in=True,
     ),
 ]  # fmt: skip
 

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 (Chinese punctuation is full-width)
 """A person at a real browser: Chromium, driven by Playwright, on the blog as
 it is deployed (gunicorn, the production config, a database built by the
 migrations, mail through a real SMTP server).
@@ -7,6 +8,13 @@ message, the error under a field, the posts on a page, the reference on the
 500 page. Every test also checks what a page needs from outside: nothing
 (every request stays on 127.0.0.1, Bootstrap included), and that it fits a
 phone's screen.
+
+What a new user can do with their account (delete a post, change the password
+or the email address, delete the account, see who follows them, search) is
+tried at a phone's width and at a desktop's, in English and in Chinese, the
+language chosen with the navigation's button; the Chinese words expected are
+the catalogue's (app/translations/). An email change without mail to confirm
+it runs on a second site, one with no mail server.
 
 Each test leaves a full-page screenshot in test-artifacts/, named after it,
 whether it passed or not. With ``DOCS_SCREENSHOTS=1`` (``make screenshots``)
@@ -41,6 +49,7 @@ from tests.servers import (
     smtp_server,
     wait_until,
 )
+from tests.servers import Browser as HTTPClient
 
 # Every test here starts real servers or processes: `make test-fast` skips them.
 pytestmark = pytest.mark.system
@@ -75,7 +84,7 @@ PASSWORD = "a-good-password"
 NEW_PASSWORD = "an-even-better-password"
 # Any Chinese character: how we tell the page is no longer in English.
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
-CHINESE_POST = "你好，世界！Hello, world!"  # noqa: RUF001 (Chinese punctuation is full-width)
+CHINESE_POST = "你好，世界！Hello, world!"
 
 
 @dataclass
@@ -128,6 +137,23 @@ def site(tmp_path_factory) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
+def site_without_mail(tmp_path_factory) -> Iterator[Site]:
+    """The same blog with no mail server set, as a site may well run: an email
+    address then changes as soon as its form is sent. Started only for the tests
+    that ask for it; its mailbox stays empty."""
+    tmp_path = tmp_path_factory.mktemp("browser-without-mail")
+    with fresh_database(tmp_path) as database_url:
+        env = production_env(
+            tmp_path,
+            database_url,
+            POSTS_PER_PAGE=POSTS_PER_PAGE,
+            REGISTRATION_RATE_LIMIT="1000 per minute",
+        )
+        with run_gunicorn(env, tmp_path) as gunicorn:
+            yield Site(gunicorn.url, Mailbox())
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the module; each test gets a context (cookies) of its own."""
     with sync_playwright() as playwright:
@@ -157,6 +183,16 @@ def page(browser, site, traffic, request) -> Iterator[Page]:
 
     Afterwards it leaves a full-page screenshot in test-artifacts/<test>.png.
     """
+    yield from window_for_the_test(browser, site, traffic, request)
+
+
+@pytest.fixture
+def page_without_mail(browser, site_without_mail, traffic, request) -> Iterator[Page]:
+    """The same, on the site without mail."""
+    yield from window_for_the_test(browser, site_without_mail, traffic, request)
+
+
+def window_for_the_test(browser: Browser, site: Site, traffic: Traffic, request) -> Iterator[Page]:
     page = open_window(browser, site, traffic)
     yield page
     ARTIFACTS.mkdir(exist_ok=True)
@@ -235,44 +271,160 @@ def assert_looks_right(page: Page, traffic: Traffic) -> None:
     assert not traffic.errors, f"errors in the browser: {traffic.errors}"
 
 
+@dataclass(frozen=True)
+class Language:
+    """A language of the site, and what its pages say instead of the English.
+
+    `words` maps English to the words of the Chinese catalogue
+    (app/translations/zh_Hans_CN/LC_MESSAGES/messages.po), copied here word for
+    word, so that a translation that changes or goes missing fails a test;
+    None for English itself.
+    """
+
+    code: str  # what the <html lang> starts with
+    button: str  # its button in the navigation, named in the language itself
+    words: dict[str, str] | None = None
+
+    def __call__(self, english: str, **values: object) -> str:
+        """What the page says for `english` (a message of the catalogue), with `values` in it."""
+        text = english if self.words is None else self.words[english]
+        return text % values if values else text
+
+    def count(self, singular: str, plural: str, num: int) -> str:
+        """A message with a number in it (ngettext); Chinese has one form for every number."""
+        if self.words is None:
+            return (singular if num == 1 else plural) % {"num": num}
+        return self.words[singular] % {"num": num}
+
+
+IN_ENGLISH = Language("en", "English")
+IN_CHINESE = Language(
+    "zh",
+    "中文",
+    {
+        "Username": "用户名",
+        "Email": "电子邮箱",
+        "Password": "密码",
+        "Repeat password": "再次输入密码",
+        "Register": "注册",
+        "Congratulations, you are now a registered user! Please sign in.": (
+            "恭喜，注册成功！请登录。"
+        ),
+        "Log in": "登录",
+        "Hi, %(username)s!": "%(username)s，您好！",
+        "Log out": "退出登录",
+        "You have been logged out.": "您已退出登录。",
+        "Say something": "说点什么",
+        "Post": "发布",
+        "Your post is now live!": "您的文章已发布！",
+        "Invalid username or password.": "用户名或密码错误。",
+        "Older posts": "较早的文章",
+        "Newer posts": "较新的文章",
+        "Delete": "删除",
+        "Delete this post?": "删除这篇文章？",
+        "Cancel": "取消",
+        "Your post has been deleted.": "您的文章已删除。",
+        "No posts yet.": "还没有文章。",
+        "Profile (%(username)s)": "个人主页（%(username)s）",
+        "Edit your profile": "编辑个人资料",
+        "Edit profile": "编辑个人资料",
+        "Change password": "修改密码",
+        "Current password": "当前密码",
+        "New password": "新密码",
+        "That isn't your current password.": "当前密码不正确。",
+        "Your password has been changed. Every other browser has been logged out.": (
+            "密码已修改，其他所有浏览器都已退出登录。"
+        ),
+        "Change email": "修改电子邮箱",
+        "New email": "新的电子邮箱",
+        "Your address now: %(email)s": "您现在的邮箱地址：%(email)s",
+        "This site sends no mail, so nothing can confirm the new address: "
+        "it is saved as soon as you submit it.": (
+            "本站不发送邮件，因此无法确认新地址：提交后立即生效。"
+        ),
+        "We will mail a link to the new address. Your address changes when you open it.": (
+            "我们会向新地址发送一个链接，打开它之后，您的邮箱地址才会更改。"
+        ),
+        "Waiting for you to open the link mailed to %(email)s. "
+        "Asking for another address replaces it.": (
+            "正在等待您打开发到 %(email)s 的链接。申请换成别的地址会让这个链接作废。"
+        ),
+        "Please use a different email address.": "该邮箱已被注册，请换一个。",
+        "That is your address already.": "这已经是您的邮箱地址了。",
+        "Your email address is now %(email)s.": "您的电子邮箱现在是 %(email)s。",
+        "We have sent a link to %(email)s. Your address changes when you open it.": (
+            "我们已向 %(email)s 发送了一个链接，打开它之后，您的邮箱地址才会更改。"
+        ),
+        "Confirm your new email address": "确认新的电子邮箱地址",
+        "Make %(email)s the address of the account %(username)s?": (
+            "将 %(email)s 设为账号 %(username)s 的邮箱地址吗？"
+        ),
+        "Confirm": "确认",
+        "That confirmation link is invalid, used or expired.": "确认链接无效、已使用或已过期。",
+        "Delete account": "删除账号",
+        "Delete my account": "删除我的账号",
+        "Your account and your posts have been deleted. Goodbye!": "您的账号和文章已删除。再见！",
+        "%(num)d follower": "%(num)d 位粉丝",
+        "%(num)d following": "关注了 %(num)d 人",
+        "People following %(username)s": "%(username)s 的粉丝",
+        "People %(username)s follows": "%(username)s 关注的人",
+        "Older": "较早",
+        "Newer": "较新",
+        "Follow": "关注",
+        "You are following %(username)s.": "您已关注 %(username)s。",
+        "Search posts": "搜索文章",
+        "Search": "搜索",
+        "Posts containing “%(query)s”, newest first:": "包含“%(query)s”的文章，最新的在前：",
+        "No post contains that.": "没有文章包含该内容。",
+        "Type a word or a phrase to search the posts for.": "请输入要在文章中搜索的词语或句子。",
+    },
+)
+LANGUAGES = [IN_ENGLISH, IN_CHINESE]
+
+
 # What a person does, a step at a time. Each step waits for the sign on the
-# screen that it worked, so the next one starts on the new page.
+# screen that it worked, so the next one starts on the new page. A step takes
+# the language the pages are in (`say`), English unless told.
 
 
-def register(page: Page, username: str, password: str = PASSWORD) -> None:
+def register(
+    page: Page, username: str, password: str = PASSWORD, say: Language = IN_ENGLISH
+) -> None:
     page.goto("/auth/register")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Email").fill(f"{username}@example.com")
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_label("Repeat password").fill(password)
-    page.get_by_role("button", name="Register").click()
+    page.get_by_label(say("Username")).fill(username)
+    page.get_by_label(say("Email")).fill(f"{username}@example.com")
+    page.get_by_label(say("Password"), exact=True).fill(password)
+    page.get_by_label(say("Repeat password")).fill(password)
+    page.get_by_role("button", name=say("Register")).click()
     expect(page.get_by_role("alert")).to_have_text(
-        "Congratulations, you are now a registered user! Please sign in."
+        say("Congratulations, you are now a registered user! Please sign in.")
     )
 
 
-def log_in(page: Page, username: str, password: str = PASSWORD) -> None:
-    fill_login_form(page, username, password)
-    expect(page.get_by_role("heading", level=1)).to_have_text(f"Hi, {username}!")
+def log_in(page: Page, username: str, password: str = PASSWORD, say: Language = IN_ENGLISH) -> None:
+    fill_login_form(page, username, password, say)
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        say("Hi, %(username)s!", username=username)
+    )
 
 
-def fill_login_form(page: Page, username: str, password: str) -> None:
+def fill_login_form(page: Page, username: str, password: str, say: Language = IN_ENGLISH) -> None:
     page.goto("/auth/login")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
+    page.get_by_label(say("Username")).fill(username)
+    page.get_by_label(say("Password")).fill(password)
+    page.get_by_role("button", name=say("Log in")).click()
 
 
-def log_out(page: Page) -> None:
-    page.get_by_role("button", name="Log out", exact=True).click()
-    expect(page.get_by_role("alert")).to_have_text("You have been logged out.")
+def log_out(page: Page, say: Language = IN_ENGLISH) -> None:
+    page.get_by_role("button", name=say("Log out"), exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text(say("You have been logged out."))
 
 
-def write_post(page: Page, text: str) -> None:
+def write_post(page: Page, text: str, say: Language = IN_ENGLISH) -> None:
     """Post `text` from the home page; it is then the newest post on it."""
-    page.get_by_label("Say something").fill(text)
-    page.get_by_role("button", name="Post").click()
-    expect(page.get_by_role("alert")).to_have_text("Your post is now live!")
+    page.get_by_label(say("Say something")).fill(text)
+    page.get_by_role("button", name=say("Post")).click()
+    expect(page.get_by_role("alert")).to_have_text(say("Your post is now live!"))
     expect(posts(page).first).to_have_text(text)
 
 
@@ -284,6 +436,66 @@ def navigation(page: Page):
 def posts(page: Page):
     """The bodies of the posts listed on the page, top to bottom."""
     return page.locator("article p")
+
+
+def people(page: Page):
+    """The names on a list of followers (or of people followed), top to bottom."""
+    return page.locator("main section a.fw-semibold")
+
+
+def open_navigation(page: Page):
+    """The navigation, unfolded first where it is folded away behind the toggler (a phone)."""
+    toggler = page.locator(".navbar-toggler")
+    if toggler.is_visible():
+        toggler.click()
+        expect(navigation(page)).to_be_visible()
+    return navigation(page)
+
+
+def choose_language(page: Page, say: Language) -> None:
+    """Switch the site to `say`'s language with its button in the navigation."""
+    open_navigation(page)
+    language_button(page, say.button).click()
+    expect(page.locator("html")).to_have_attribute("lang", re.compile(f"^{say.code}"))
+
+
+def start_as_new_user(page: Page, username: str, say: Language) -> None:
+    """Choose the language on the home page, then register and log in in it (the
+    choice is then the account's too)."""
+    page.goto("/")
+    choose_language(page, say)
+    register(page, username, say=say)
+    log_in(page, username, say=say)
+
+
+def open_account_page(page: Page, username: str, say: Language, link: str) -> None:
+    """Go where a user finds the account's pages: their profile, "Edit your profile",
+    then `link` ("Change password", "Change email" or "Delete account")."""
+    profile = say("Profile (%(username)s)", username=username)
+    open_navigation(page).get_by_role("link", name=profile).click()
+    page.get_by_role("link", name=say("Edit your profile")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(say("Edit profile"))
+    page.get_by_role("link", name=say(link), exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(say(link))
+
+
+def delete_link(page: Page, text: str, say: Language):
+    """The Delete link of the post that says `text`."""
+    article = page.locator("article", has=page.get_by_text(text, exact=True))
+    return article.get_by_role("link", name=say("Delete"), exact=True)
+
+
+def follow_over_http(site: Site, username: str, star: str) -> None:
+    """Register `username`, log in and follow `star`: someone else, at a computer of
+    their own, through the same forms (with their CSRF tokens), only without drawing
+    the pages."""
+    person = HTTPClient(site.url)
+    account = {"username": username, "email": f"{username}@example.com"}
+    account |= {"password": PASSWORD, "password2": PASSWORD}
+    assert person.submit("/auth/register", account)[0] == 302
+    assert person.submit("/auth/login", {"username": username, "password": PASSWORD})[0] == 302
+    token = person.csrf_token(f"/user/{star}")
+    assert person.request(f"/follow/{star}", {"csrf_token": token})[0] == 302
 
 
 def test_register_and_log_in(page, traffic):
@@ -573,8 +785,26 @@ def test_every_page_fits_the_screen_and_needs_no_other_site(page, traffic, reque
     register(page, name)
     log_in(page, name)
     # A long word must wrap rather than push the page sideways.
-    write_post(page, "A long link: https://example.com/" + "x" * 200)
-    for path in ("/", f"/user/{name}", "/edit_profile", "/no/such/page", "/_test/fail"):
+    long_link = "A long link: https://example.com/" + "x" * 200
+    write_post(page, long_link)
+    # The pages of the account, the lists of people, a search that finds the long
+    # word, and the page that asks before deleting the post.
+    confirm_delete = delete_link(page, long_link, IN_ENGLISH)
+    pages = [
+        "/",
+        f"/user/{name}",
+        "/edit_profile",
+        "/no/such/page",
+        "/_test/fail",
+        "/auth/change_password",
+        "/auth/change_email",
+        "/auth/delete_account",
+        f"/user/{name}/followers",
+        f"/user/{name}/following",
+        "/search?q=" + "x" * 40,
+        confirm_delete.get_attribute("href"),
+    ]
+    for path in pages:
         look(path)
 
     # The language switch is in the navigation, behind the toggler on a phone;
@@ -583,7 +813,7 @@ def test_every_page_fits_the_screen_and_needs_no_other_site(page, traffic, reque
         page.get_by_role("button", name="Toggle navigation").click()
     language_button(page, "中文").click()
     expect(page.locator("html")).to_have_attribute("lang", re.compile(r"^zh"))
-    for path in ("/", f"/user/{name}", "/edit_profile", "/no/such/page", "/_test/fail"):
+    for path in pages:
         look(path, "zh")
 
 
@@ -599,3 +829,389 @@ def test_the_longest_username_fits_a_phone(page, traffic):
     for path in (f"/user/{name}", "/explore", "/edit_profile"):
         page.goto(path)
         assert_looks_right(page, traffic)
+
+
+# --- Deleting posts, the account's pages, the lists of people, search ----------------------
+# A new user does each, at a phone's width and at a desktop's, in English and in
+# Chinese (chosen with the navigation's language button, as a person would).
+
+WIDTHS = pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+IN_EITHER_LANGUAGE = pytest.mark.parametrize("say", LANGUAGES, ids=["en", "zh"])
+
+
+def who(role: str, viewport: dict, say: Language) -> str:
+    """A username of this test's own: the tests share the site."""
+    return f"{role}_{viewport['width']}_{say.code}"
+
+
+@WIDTHS
+@IN_EITHER_LANGUAGE
+def test_delete_a_post_and_come_back_to_the_same_page(page, traffic, viewport, say):
+    """A post's Delete link asks first, on a page of its own: Cancel goes back and deletes
+    nothing; Delete deletes it and comes back to the page the link was on (page 2
+    here), saying so."""
+    page.set_viewport_size(viewport)
+    name = who("tidy", viewport, say)
+    start_as_new_user(page, name, say)
+    notes = [f"{name}: note {n}" for n in range(1, 6)]
+    for note in notes:
+        write_post(page, note, say)
+    newest_first = notes[::-1]
+    heading = page.get_by_role("heading", level=1)
+
+    delete_link(page, notes[3], say).click()
+    expect(page).to_have_url(re.compile(r"/post/\d+/delete\?next=/$"))
+    expect(heading).to_have_text(say("Delete this post?"))
+    expect(posts(page)).to_have_text([notes[3]])  # which post, shown in full
+    assert_looks_right(page, traffic)
+    page.get_by_role("link", name=say("Cancel")).click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(posts(page)).to_have_text(newest_first[:3])  # still there
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+    page.get_by_role("link", name=say("Older posts")).click()
+    expect(page).to_have_url(re.compile(r"/\?page=2&before=\d+-\d+$"))
+    second_page = page.url
+    expect(posts(page)).to_have_text(newest_first[3:])
+    delete_link(page, notes[1], say).click()
+    expect(heading).to_have_text(say("Delete this post?"))
+    page.get_by_role("button", name=say("Delete"), exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text(say("Your post has been deleted."))
+    expect(page).to_have_url(second_page)
+    expect(posts(page)).to_have_text([notes[0]])
+    assert_looks_right(page, traffic)
+
+    # Gone for everyone: the profile's second page has the oldest note only.
+    page.goto(f"/user/{name}?page=2")
+    expect(posts(page)).to_have_text([notes[0]])
+
+
+@WIDTHS
+@IN_EITHER_LANGUAGE
+def test_change_password_logs_out_every_other_browser(page, browser, site, traffic, viewport, say):
+    """A wrong current password is refused under its field; the right one changes the
+    password: the other computer is logged out, this browser stays in, and only the
+    new password logs in."""
+    page.set_viewport_size(viewport)
+    name = who("rekey", viewport, say)
+    start_as_new_user(page, name, say)
+    # Also logged in on another computer, whose login form is in English; the
+    # account's language takes over once logged in.
+    elsewhere = open_window(browser, site, traffic)
+    fill_login_form(elsewhere, name, PASSWORD)
+    hello = say("Hi, %(username)s!", username=name)
+    expect(elsewhere.get_by_role("heading", level=1)).to_have_text(hello)
+
+    open_account_page(page, name, say, "Change password")
+
+    def change(current: str) -> None:
+        # The password fields come back empty after a refusal: all three, every time.
+        page.get_by_label(say("Current password"), exact=True).fill(current)
+        page.get_by_label(say("New password"), exact=True).fill(NEW_PASSWORD)
+        page.get_by_label(say("Repeat password"), exact=True).fill(NEW_PASSWORD)
+        page.get_by_role("button", name=say("Change password")).click()
+
+    change("not-the-password")
+    expect(page.get_by_text(say("That isn't your current password."))).to_be_visible()
+    assert_looks_right(page, traffic)
+    change(PASSWORD)
+    expect(page.get_by_role("alert")).to_have_text(
+        say("Your password has been changed. Every other browser has been logged out.")
+    )
+    expect(page).to_have_url(re.compile(r"/edit_profile$"))
+    assert_looks_right(page, traffic)
+
+    elsewhere.reload()
+    expect(navigation(elsewhere).get_by_role("link", name=say("Log in"))).to_be_visible()
+    elsewhere.context.close()
+
+    third = open_window(browser, site, traffic)
+    fill_login_form(third, name, PASSWORD)
+    expect(third.get_by_role("alert")).to_have_text("Invalid username or password.")
+    fill_login_form(third, name, NEW_PASSWORD)
+    expect(third.get_by_role("heading", level=1)).to_have_text(hello)
+    third.context.close()
+    page.goto("/")
+    expect(page.get_by_role("heading", level=1)).to_have_text(hello)
+
+
+@WIDTHS
+@IN_EITHER_LANGUAGE
+def test_change_email_without_mail_is_saved_at_once(page_without_mail, traffic, viewport, say):
+    """With no mail to confirm it by, the page says so, and the new address is saved
+    when the form is sent; an address another account has (in any case) is refused."""
+    page = page_without_mail
+    page.set_viewport_size(viewport)
+    name, other = who("moving", viewport, say), who("settled", viewport, say)
+    page.goto("/")
+    choose_language(page, say)
+    register(page, other, say=say)
+    start_as_new_user(page, name, say)
+    open_account_page(page, name, say, "Change email")
+    old_address = f"{name}@example.com"
+    expect(page.get_by_text(say("Your address now: %(email)s", email=old_address))).to_be_visible()
+    no_mail = say(
+        "This site sends no mail, so nothing can confirm the new address: "
+        "it is saved as soon as you submit it."
+    )
+    expect(page.get_by_text(no_mail)).to_be_visible()
+
+    def change(address: str) -> None:
+        page.get_by_label(say("Current password"), exact=True).fill(PASSWORD)
+        page.get_by_label(say("New email"), exact=True).fill(address)
+        page.get_by_role("button", name=say("Change email")).click()
+
+    change(f"{other.upper()}@EXAMPLE.COM")
+    expect(page.get_by_text(say("Please use a different email address."))).to_be_visible()
+    assert_looks_right(page, traffic)
+    new_address = f"{name}@new.example.com"
+    change(new_address)
+    expect(page.get_by_role("alert")).to_have_text(
+        say("Your email address is now %(email)s.", email=new_address)
+    )
+    expect(page).to_have_url(re.compile(r"/edit_profile$"))
+    page.get_by_role("link", name=say("Change email"), exact=True).click()
+    expect(page.get_by_text(say("Your address now: %(email)s", email=new_address))).to_be_visible()
+    assert_looks_right(page, traffic)
+
+
+@IN_EITHER_LANGUAGE
+def test_change_email_with_mail_waits_for_the_mailed_link(page, site, traffic, say):
+    """With mail on, the address changes only once the link mailed to the new address
+    is opened and its page's button pressed; the link works once."""
+    name = who("mailed", DESKTOP, say)
+    start_as_new_user(page, name, say)
+    open_account_page(page, name, say, "Change email")
+    will_mail = say(
+        "We will mail a link to the new address. Your address changes when you open it."
+    )
+    expect(page.get_by_text(will_mail)).to_be_visible()
+    new_address = f"{name}@new.example.com"
+    page.get_by_label(say("Current password"), exact=True).fill(PASSWORD)
+    page.get_by_label(say("New email"), exact=True).fill(new_address)
+    page.get_by_role("button", name=say("Change email")).click()
+    expect(page.get_by_role("alert")).to_have_text(
+        say(
+            "We have sent a link to %(email)s. Your address changes when you open it.",
+            email=new_address,
+        )
+    )
+    # Not yet changed: the page says which address waits for its link.
+    page.get_by_role("link", name=say("Change email"), exact=True).click()
+    old_address = f"{name}@example.com"
+    expect(page.get_by_text(say("Your address now: %(email)s", email=old_address))).to_be_visible()
+    waiting = say(
+        "Waiting for you to open the link mailed to %(email)s. "
+        "Asking for another address replaces it.",
+        email=new_address,
+    )
+    expect(page.get_by_text(waiting)).to_be_visible()
+
+    text = site.mail_to(new_address).get_body(("plain",)).get_content()
+    link = re.search(r"http://\S+/auth/confirm_email/\S+", text).group()
+    assert link.startswith(site.url + "/")
+    page.goto(link)
+    # The token is taken out of the address bar at once, as a reset link's is.
+    expect(page).to_have_url(site.url + "/auth/confirm_email")
+    expect(page.get_by_role("heading", level=1)).to_have_text(say("Confirm your new email address"))
+    question = say(
+        "Make %(email)s the address of the account %(username)s?",
+        email=new_address,
+        username=name,
+    )
+    expect(page.get_by_text(question)).to_be_visible()
+    assert_looks_right(page, traffic)
+    page.get_by_role("button", name=say("Confirm"), exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text(
+        say("Your email address is now %(email)s.", email=new_address)
+    )
+
+    page.goto(link)
+    expect(page.get_by_role("alert")).to_have_text(
+        say("That confirmation link is invalid, used or expired.")
+    )
+
+
+@WIDTHS
+@IN_EITHER_LANGUAGE
+def test_delete_account_frees_the_username(page, traffic, viewport, say):
+    """A wrong password is refused; the right one deletes the account and its posts and
+    logs out; the name can then be registered again, by an account that starts empty."""
+    page.set_viewport_size(viewport)
+    name = who("leaving", viewport, say)
+    start_as_new_user(page, name, say)
+    farewell = f"{name} was here"
+    write_post(page, farewell, say)
+    open_account_page(page, name, say, "Delete account")
+
+    page.get_by_label(say("Current password"), exact=True).fill("not-the-password")
+    page.get_by_role("button", name=say("Delete my account")).click()
+    expect(page.get_by_text(say("That isn't your current password."))).to_be_visible()
+    assert_looks_right(page, traffic)
+    page.get_by_label(say("Current password"), exact=True).fill(PASSWORD)
+    page.get_by_role("button", name=say("Delete my account")).click()
+    expect(page.get_by_role("alert")).to_have_text(
+        say("Your account and your posts have been deleted. Goodbye!")
+    )
+    expect(open_navigation(page).get_by_role("link", name=say("Log in"))).to_be_visible()
+    assert_looks_right(page, traffic)
+
+    assert page.goto(f"/user/{name}").status == 404
+    page.goto(f"/search?q={farewell.replace(' ', '+')}")
+    expect(page.get_by_text(say("No post contains that."))).to_be_visible()
+
+    register(page, name, say=say)
+    log_in(page, name, say=say)
+    expect(page.get_by_text(say("No posts yet."))).to_be_visible()
+
+
+@WIDTHS
+@IN_EITHER_LANGUAGE
+def test_followers_and_following_lists(page, site, traffic, viewport, say):
+    """The counts on a profile are links to the lists: the newest follow first, three
+    a page here, with Older and Newer; following someone back puts them on the other."""
+    page.set_viewport_size(viewport)
+    star = who("star", viewport, say)
+    fans = [who(f"fan{n}", viewport, say) for n in range(1, 5)]
+    start_as_new_user(page, star, say)
+    for fan in fans:  # one after the other: fans[3] is the newest follower
+        follow_over_http(site, fan, star)
+    newest_first = fans[::-1]
+    heading = page.get_by_role("heading", level=1)
+
+    open_navigation(page).get_by_role(
+        "link", name=say("Profile (%(username)s)", username=star)
+    ).click()
+    followers = say.count("%(num)d follower", "%(num)d followers", len(fans))
+    page.get_by_role("link", name=followers, exact=True).click()
+    expect(heading).to_have_text(say("People following %(username)s", username=star))
+    expect(people(page)).to_have_text(newest_first[:3])
+    assert_looks_right(page, traffic)
+
+    page.get_by_role("link", name=say("Older")).click()
+    expect(page).to_have_url(re.compile(rf"/user/{star}/followers\?page=2&before=\d+-\d+$"))
+    expect(people(page)).to_have_text(newest_first[3:])
+    page.get_by_role("link", name=say("Newer")).click()
+    expect(page).to_have_url(re.compile(rf"/user/{star}/followers$"))
+    expect(people(page)).to_have_text(newest_first[:3])
+
+    # Follow the first fan back, from their name on the list's last page.
+    page.get_by_role("link", name=say("Older")).click()
+    people(page).get_by_text(fans[0], exact=True).click()
+    expect(heading).to_have_text(fans[0])
+    page.get_by_role("button", name=say("Follow"), exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text(
+        say("You are following %(username)s.", username=fans[0])
+    )
+    open_navigation(page).get_by_role(
+        "link", name=say("Profile (%(username)s)", username=star)
+    ).click()
+    page.get_by_role("link", name=say("%(num)d following", num=1), exact=True).click()
+    expect(heading).to_have_text(say("People %(username)s follows", username=star))
+    expect(people(page)).to_have_text([fans[0]])
+    assert_looks_right(page, traffic)
+
+
+# A Chinese word for each run of the search test, which no other post here contains.
+CHINESE_WORDS = {
+    (375, "en"): "熊猫",
+    (375, "zh"): "长城",
+    (1280, "en"): "饺子",
+    (1280, "zh"): "龙舟",
+}
+
+
+@WIDTHS
+@IN_EITHER_LANGUAGE
+def test_search_from_the_navigation(page, traffic, viewport, say):
+    """The navigation's search box (behind the toggler on a phone) finds the posts that
+    contain the words, whatever their case, in Chinese too; the results page through
+    with Older; nothing typed gets a hint, not a list."""
+    page.set_viewport_size(viewport)
+    width = viewport["width"]
+    name = who("seeker", viewport, say)
+    word, chinese = f"Zebra{width}{say.code}", CHINESE_WORDS[width, say.code]
+    start_as_new_user(page, name, say)
+    notes = [
+        f"A {word} crossing.",
+        f"{word.upper()} AT NOON",
+        f"我在{chinese}看见了 {word.lower()}",
+        f"The last {word}!",
+        "Nothing to find in this one.",
+    ]
+    for note in notes:
+        write_post(page, note, say)
+    found = [note for note in notes[::-1] if word.lower() in note.lower()]
+    # Found folded away too (include_hidden), to tell that it is there, only hidden.
+    search_box = navigation(page).get_by_role(
+        "searchbox", name=say("Search posts"), include_hidden=True
+    )
+    expect(search_box).to_have_count(1)
+
+    def search(words: str) -> None:
+        open_navigation(page)
+        search_box.fill(words)
+        search_box.press("Enter")
+        expect(page.get_by_role("heading", level=1)).to_have_text(say("Search"))
+
+    if viewport == PHONE:
+        # Folded away with the rest of the navigation, until the toggler opens it...
+        expect(search_box).to_be_hidden()
+        open_navigation(page)
+        expect(search_box).to_be_visible()
+        # ...and the open navigation fits the screen, search box and all.
+        assert_looks_right(page, traffic)
+
+    query = word.lower()
+    search(query)
+    expect(page).to_have_url(re.compile(rf"/search\?q={query}$"))
+    expect(
+        page.get_by_text(say("Posts containing “%(query)s”, newest first:", query=query))
+    ).to_be_visible()
+    expect(posts(page)).to_have_text(found[:3])
+    expect(search_box).to_have_value(query)  # what was searched for, to change it
+    assert_looks_right(page, traffic)
+    page.get_by_role("link", name=say("Older posts")).click()
+    expect(page).to_have_url(re.compile(rf"/search\?q={query}&page=2&before=\d+-\d+$"))
+    expect(posts(page)).to_have_text(found[3:])
+    page.get_by_role("link", name=say("Newer posts")).click()
+    expect(page).to_have_url(re.compile(rf"/search\?q={query}$"))
+    expect(posts(page)).to_have_text(found[:3])
+
+    search(chinese)
+    expect(
+        page.get_by_text(say("Posts containing “%(query)s”, newest first:", query=chinese))
+    ).to_be_visible()
+    expect(posts(page)).to_have_text([notes[2]])
+    assert_looks_right(page, traffic)
+
+    search("   ")
+    hint = say("Type a word or a phrase to search the posts for.")
+    expect(page.get_by_text(hint)).to_be_visible()
+    expect(posts(page)).to_have_count(0)
+    assert_looks_right(page, traffic)
+
+
+def lines_of_text(element) -> int:
+    """On how many lines the browser draws `element`'s text."""
+    return element.evaluate(
+        """element => {
+            const range = document.createRange();
+            range.selectNodeContents(element);
+            const tops = [...range.getClientRects()].map(rect => Math.round(rect.top));
+            return new Set(tops).size;
+        }"""
+    )
+
+
+@IN_EITHER_LANGUAGE
+def test_the_search_button_keeps_its_word_whole_on_a_phone(page, traffic, say):
+    """The search page's own button says "Search" on one line at a phone's width."""
+    page.set_viewport_size(PHONE)
+    page.goto("/")
+    choose_language(page, say)
+    page.goto("/search?q=anything")
+    button = page.locator("main").get_by_role("button", name=say("Search"), exact=True)
+    expect(button).to_be_visible()
+    assert_looks_right(page, traffic)
+    assert lines_of_text(button) == 1
