@@ -269,7 +269,8 @@ class User(UserMixin, db.Model):
         # Lock the user's row first (PostgreSQL; SQLite writes one at a time
         # anyway): a follow or a post committed between the DELETEs below
         # would otherwise make the last one fail on its foreign key, a 500.
-        # Those wait for this transaction now, and find the user gone.
+        # Those wait for this transaction now, and fail on that key in their
+        # own request, which says so (`commit_follow`, the home page's form).
         db.session.execute(select(User.id).where(User.id == self.id).with_for_update())
         db.session.execute(delete(Post).where(Post.user_id == self.id))
         db.session.execute(

@@ -1239,11 +1239,11 @@ class Race:
 
 
 def follow_while_deleting(
-    app: Flask, deleting: FlaskClient, following: FlaskClient, url: str
+    app: Flask, deleting: FlaskClient, following: FlaskClient, url: str, data: dict | None = None
 ) -> Race:
     """POST the delete form in `deleting`; at its last statement (her posts,
     follows and logins deleted, her row not yet, nothing committed), POST
-    `url` (a follow) in `following`, on a thread of its own with its own
+    `url` (a follow; or a post, with `data`) in `following`, on a thread of its own with its own
     connection, as another worker would. The deletion goes on once the follow
     is seen waiting for a lock, or is done; at most 30 seconds each way.
     """
@@ -1253,7 +1253,7 @@ def follow_while_deleting(
 
     def follow() -> None:
         try:
-            answers.append(following.post(url))
+            answers.append(following.post(url, data=data))
         except Exception as error:  # the test app lets it through: a 500 in production
             answers.append(error)
 
@@ -1335,9 +1335,24 @@ def test_a_follow_that_failed_for_a_deleted_account_is_not_announced(app, cast, 
     here, rivals_browser = log_in(app), log_in(app, rival)
     race = follow_while_deleting(app, here, rivals_browser, url)
     assert not isinstance(race.follow, Exception), f"the follow failed with {race.follow!r}"
-    followed = url.rpartition("/")[2]
-    shown = alerts(rivals_browser.get(race.follow.headers["Location"]))
-    assert ("success", f"You are following {followed}.") not in shown
+    assert alerts(rivals_browser.get(race.follow.headers["Location"])) == []
+
+
+@only_on_postgresql
+def test_a_post_written_while_the_account_is_deleted_is_refused_kindly(app, cast):
+    """Her other tab posts while the deletion runs: the post waits for her row's
+    lock, then fails on its foreign key; that tab says so, with no 500, and
+    nothing of hers is left."""
+    here, other_tab = log_in(app), log_in(app)
+    race = follow_while_deleting(app, here, other_tab, "/", data={"post": "One last word"})
+    assert race.follow_waited
+    assert race.deletion.headers["Location"] == "/"
+    assert account(app, cast["alice"]) is None
+    assert not isinstance(race.follow, Exception), f"the post failed with {race.follow!r}"
+    assert (race.follow.status_code, race.follow.headers["Location"]) == (302, "/")
+    assert alerts(other_tab.get("/")) == [
+        ("warning", "Your account no longer exists: the post was not saved.")
+    ]
 
 
 def test_the_username_is_free_again(app, cast):

@@ -14,7 +14,8 @@ or the email address, delete the account, see who follows them, search) is
 tried at a phone's width and at a desktop's, in English and in Chinese, the
 language chosen with the navigation's button; the Chinese words expected are
 the catalogue's (app/translations/). An email change without mail to confirm
-it runs on a second site, one with no mail server.
+it runs on a second site, one with no mail server; the one confirmed by a
+mailed link runs at a desktop's width, in English.
 
 Each test leaves a full-page screenshot in test-artifacts/, named after it,
 whether it passed or not. With ``DOCS_SCREENSHOTS=1`` (``make screenshots``)

@@ -210,6 +210,29 @@ def test_the_delete_link_of_a_second_page_comes_back_to_it(make_app, users):
     assert [body for body, _ in posts_shown(back)] == ["post 1"]
 
 
+def test_deleting_the_only_post_of_a_last_page_comes_back_to_the_page_before(make_app, users):
+    """Page 2 holds one post: deleting it would leave page 2 empty, a 404, so its
+    Delete link comes back to the newer page, where the flash says it went."""
+    app = make_app(POSTS_PER_PAGE=2)
+    with app.app_context():
+        ids = [add_post("admin", f"post {n}", minutes_ago=10 * (4 - n)) for n in range(1, 4)]
+    client = app.test_client()
+    AuthActions(client).login("admin")
+    older = html.unescape(
+        re.search(r'class="page-link" href="([^"]*before=[^"]*)"', client.get("/explore").text)[1]
+    )
+    [(body, link)] = posts_shown(client.get(older))
+    assert body == "post 1"
+    assert link_parts(link) == delete_link(ids[0], "/explore")
+
+    response = client.post(f"/post/{ids[0]}/delete", data={"next": "/explore"})
+    assert response.headers["Location"] == "/explore"
+    back = client.get("/explore")
+    assert alerts(back) == DELETED
+    assert [body for body, _ in posts_shown(back)] == ["post 3", "post 2"]
+    assert client.get(older).status_code == 404  # where the page's own URL would have led
+
+
 def test_deleting_from_search_results_comes_back_to_the_same_search(app, admin, blog):
     """A query with characters a URL must encode ("%", "&", Chinese) survives the round trip."""
     with app.app_context():

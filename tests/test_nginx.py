@@ -748,18 +748,19 @@ def test_acme_challenge_is_served_from_certbot_webroot(site):
     assert b"<hr><center>nginx</center>" in missing.body
 
 
-def test_reset_tokens_never_reach_nginx_logs(site):
-    """A reset link, over HTTPS (the app's redirect) or typed in over plain
-    HTTP (nginx's): its path is logged without the token, in every log."""
+@pytest.mark.parametrize("link", ["reset_password", "confirm_email"])
+def test_tokens_of_mailed_links_never_reach_nginx_logs(site, link):
+    """A reset or email-change link, over HTTPS (the app's redirect) or typed in
+    over plain HTTP (nginx's): its path is logged without the token, in every log."""
     token = secrets.token_urlsafe(32)
     # The user agent is logged as sent: it finds each request's line.
     agents = {scheme: f"{scheme}-{secrets.token_hex(8)}" for scheme in ("https", "http")}
-    path = f"/auth/reset_password/{token}"
+    path = f"/auth/{link}/{token}"
     assert https_request(site, path, headers={"User-Agent": agents["https"]}).status == 302
     assert http_request(site, path, headers={"User-Agent": agents["http"]}).status == 301
     for scheme, status in (("https", 302), ("http", 301)):
         line = access_log_line(site, agents[scheme])
-        assert f'"GET /auth/reset_password/[redacted] HTTP/1.1" {status}' in line
+        assert f'"GET /auth/{link}/[redacted] HTTP/1.1" {status}' in line
     logs = {log.name: log.read_text() for log in site.logs.glob("*.log")}
     assert all(token not in text for text in logs.values()), logs
 

@@ -18,7 +18,7 @@ from flask import (
 from flask_babel import _
 from flask_login import current_user, login_required
 from sqlalchemy import delete, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.database import database_failure
 from app.extensions import db
@@ -59,7 +59,15 @@ def index():
     form = PostForm()
     if form.validate_on_submit():
         db.session.add(Post(body=form.post.data, author=current_user))
-        db.session.commit()
+        try:
+            db.session.commit()
+        except IntegrityError:
+            # The one constraint a new post can break is its author's foreign
+            # key (PostgreSQL): the account was deleted, in another tab, while
+            # this was on its way (`User.delete_account`).
+            db.session.rollback()
+            flash(_("Your account no longer exists: the post was not saved."), "warning")
+            return redirect(url_for("main.index"))
         flash(_("Your post is now live!"), "success")
         return redirect(url_for("main.index"))
     page = paginate(Post.select_timeline(current_user), current_app.config["POSTS_PER_PAGE"])
