@@ -21,7 +21,12 @@ errors, the flash, the status) and what the database or the mailbox holds.
   address asked for (going A to B and back to A doesn't revive B's link), and
   dies with a password change; refused links (tampered, expired, forged)
   change nothing; no mail when the request's Host can't be trusted. A reset
-  link mailed to the old address stops working once the address changes.
+  link mailed to the old address stops working once the address changes. The
+  link changes the address of the account it names, whoever's browser opens
+  it (bob's stays bob's, and bob stays logged in). Your own address in other
+  capitals is mailed a link like any new one. A mail server refusing
+  connections fails in the background: the page says the link was sent, and
+  the log says it wasn't.
 - Delete account: posts, follows both ways and logins go with the user; the
   browser is logged out; other people's pages still work; the name is free,
   and a new account taking it gets a new id. On PostgreSQL, a follow
@@ -35,7 +40,9 @@ errors, the flash, the status) and what the database or the mailbox holds.
   pages, never a 500, and nothing changed.
 """
 
+import errno
 import json
+import os
 import re
 import threading
 import time
@@ -62,7 +69,7 @@ from config import Config
 from tests.databases import ON_POSTGRESQL
 from tests.helpers import PASSWORD, add_posts, add_user
 from tests.pages import alerts, csrf_token, form_errors, logged_in_as, page_text
-from tests.servers import wait_until
+from tests.servers import free_port, wait_until
 
 NEW_PASSWORD = "a-brand-new-password"
 WRONG_PASSWORD = "not-the-password"
@@ -760,6 +767,61 @@ class TestWithMail:
         assert logged_in_as(phone.get("/")) is None
         assert_still_logged_in(here)
 
+    def test_a_link_opened_while_logged_in_as_someone_else(self, app, cast, mail_server):
+        """alice's link, opened in bob's browser (a shared computer): the link names
+        the account, so alice's address changes, not bob's, and bob stays bob."""
+        alice = log_in(app)
+        path = self.ask_for_link(alice, mail_server, "alice.new@example.com")
+        bobs_browser = log_in(app, "bob")
+        bob_before = account(app, cast["bob"])
+
+        page = open_link(bobs_browser, path)
+        assert page.status_code == 200
+        assert "Make alice.new@example.com the address of the account alice?" in page_text(page)
+        assert logged_in_as(page) == "bob"
+        assert bobs_browser.post(CONFIRM_EMAIL).headers["Location"] == "/"
+        home = bobs_browser.get("/")
+        assert alerts(home) == [email_changed("alice.new@example.com")]
+        assert logged_in_as(home) == "bob"
+
+        changed = account(app, cast["alice"])
+        assert (changed.email, changed.email_key, changed.pending_email) == (
+            "alice.new@example.com",
+            "alice.new@example.com",
+            None,
+        )
+        assert account(app, cast["bob"]) == bob_before
+        assert_still_logged_in(bobs_browser, "bob")
+        assert_still_logged_in(alice)
+
+    def test_your_own_address_in_other_capitals_is_mailed_a_link(self, app, cast, mail_server):
+        """ALICE@EXAMPLE.COM is alice's own mailbox (the same email_key), so it is no
+        address "taken" by an account, and not the same text as hers either: like any
+        new address, it is mailed a link, and it is stored as typed once confirmed."""
+        here = log_in(app)
+        response = change_email(here, "ALICE@EXAMPLE.COM")
+        assert response.headers["Location"] == "/edit_profile"
+        assert alerts(here.get("/edit_profile")) == [link_sent("ALICE@EXAMPLE.COM")]
+        [message] = mail_server.mailbox.wait_for(1)
+        assert mail_server.mailbox.envelopes[0].rcpt_tos == ["ALICE@EXAMPLE.COM"]
+        assert message["To"] == "ALICE@EXAMPLE.COM"
+        waiting = account(app, cast["alice"])
+        assert (waiting.email, waiting.email_key, waiting.pending_email) == (
+            "alice@example.com",
+            "alice@example.com",
+            "ALICE@EXAMPLE.COM",
+        )
+        assert waiting_for("ALICE@EXAMPLE.COM") in page_text(here.get(CHANGE_EMAIL))
+
+        self.confirm(here, confirmation_link(message), "ALICE@EXAMPLE.COM")
+        changed = account(app, cast["alice"])
+        assert (changed.email, changed.email_key, changed.pending_email) == (
+            "ALICE@EXAMPLE.COM",
+            "alice@example.com",  # the same mailbox: the key is unchanged
+            None,
+        )
+        assert mails_sent(mail_server) == [message]
+
     def confirm(self, browser: FlaskClient, path: str, email: str) -> None:
         """Open the link `path` and press the button: the address is now `email`."""
         assert open_link(browser, path).status_code == 200
@@ -1401,6 +1463,12 @@ def assert_too_many_requests(response) -> None:
     assert 0 <= int(response.headers["Retry-After"]) <= 60
 
 
+def assert_wrong_password(response) -> None:
+    """The form again, with one error: the current password's (what FAILING gets)."""
+    assert response.status_code == 200, response.status
+    assert form_errors(response) == {"current_password": [NOT_YOUR_PASSWORD]}
+
+
 def test_the_three_forms_share_one_count_of_failures(make_app):
     """A failure on each form, and the fourth try on any of them is refused,
     with the right password too; showing the forms is never limited."""
@@ -1409,8 +1477,7 @@ def test_the_three_forms_share_one_count_of_failures(make_app):
         alice = add_user("alice").id
     browser = log_in(app)
     for url in ACCOUNT_FORMS:
-        response = browser.post(url, data=FAILING[url])
-        assert form_errors(response)["current_password"] == [NOT_YOUR_PASSWORD], url
+        assert_wrong_password(browser.post(url, data=FAILING[url]))
     before = database_rows(app)
     for url in ACCOUNT_FORMS:
         assert_too_many_requests(browser.post(url, data=FAILING[url]))
@@ -1422,19 +1489,32 @@ def test_the_three_forms_share_one_count_of_failures(make_app):
 
 
 def test_successful_posts_do_not_count(make_app):
+    """Against a limit of 3: two failures, five changes that go through (each one
+    stored), and a third failure is still answered; the fourth is not."""
     app = make_app(AUTH_RATE_LIMIT_PER_ACCOUNT="3 per minute")
     with app.app_context():
-        add_user("alice")
+        alice = add_user("alice").id
     browser = log_in(app)
-    assert browser.post(CHANGE_EMAIL, data=FAILING[CHANGE_EMAIL]).status_code == 200
-    assert browser.post(CHANGE_PASSWORD, data=FAILING[CHANGE_PASSWORD]).status_code == 200
+    assert_wrong_password(browser.post(CHANGE_EMAIL, data=FAILING[CHANGE_EMAIL]))
+    assert_wrong_password(browser.post(CHANGE_PASSWORD, data=FAILING[CHANGE_PASSWORD]))
+    assert account(app, alice).email == "alice@example.com"
+    assert password_is(app, alice, PASSWORD)
+
     for number in range(3):
-        assert change_email(browser, f"new{number}@example.com").status_code == 302
-    assert change_password(browser, new="password-two").status_code == 302
-    assert change_password(browser, "password-two", "password-three").status_code == 302
-    response = browser.post(DELETE_ACCOUNT, data=FAILING[DELETE_ACCOUNT])
-    assert form_errors(response) == {"current_password": [NOT_YOUR_PASSWORD]}
+        address = f"new{number}@example.com"
+        assert change_email(browser, address).headers["Location"] == "/edit_profile"
+        assert alerts(browser.get("/edit_profile")) == [email_changed(address)]
+        assert account(app, alice).email == address
+    for current, new in [(PASSWORD, "password-two"), ("password-two", "password-three")]:
+        assert change_password(browser, current, new).headers["Location"] == "/edit_profile"
+        assert alerts(browser.get("/edit_profile")) == [PASSWORD_CHANGED]
+        assert password_is(app, alice, new)
+
+    assert_wrong_password(browser.post(DELETE_ACCOUNT, data=FAILING[DELETE_ACCOUNT]))
     assert_too_many_requests(browser.post(DELETE_ACCOUNT, data=FAILING[DELETE_ACCOUNT]))
+    changed = account(app, alice)  # not deleted
+    assert changed.email == "new2@example.com"
+    assert password_is(app, alice, "password-three")
 
 
 # Answers to a typo in the new password or address: none of them counts.
@@ -1542,10 +1622,15 @@ def test_each_confirmation_mail_counts(make_app, mail_server):
             CHANGE_EMAIL, data=VALID[CHANGE_EMAIL], headers={"Host": "evil.example"}
         )
         assert (response.status_code, alerts(response)) == (200, [MAIL_NOT_SENT])
+        assert form_errors(response) == {}
     assert mails_sent(mail_server) == []
+    assert account(app, alice).pending_email is None
 
     for address in ("first@example.com", "second@example.com"):
         assert change_email(browser, address).headers["Location"] == "/edit_profile"
+        assert alerts(browser.get("/edit_profile")) == [link_sent(address)]
+        waiting = account(app, alice)
+        assert (waiting.email, waiting.pending_email) == ("alice@example.com", address)
     assert_too_many_requests(change_email(browser, "third@example.com"))
     assert [m["To"] for m in mails_sent(mail_server)] == [
         "first@example.com",
@@ -1553,6 +1638,49 @@ def test_each_confirmation_mail_counts(make_app, mail_server):
     ]
     waiting = account(app, alice)
     assert (waiting.email, waiting.pending_email) == ("alice@example.com", "second@example.com")
+
+
+@pytest.mark.system
+def test_a_mail_server_refusing_connections(make_app, caplog):
+    """Mail on, but nothing listens on the mail server's port. The request only
+    queues the mail, so the user is told the link was sent, and the address
+    waits for it; the outbox's failure goes to the log. Each attempt counts
+    against the limit all the same (2 here): the site did try to mail."""
+    app = make_app(
+        MAIL_SERVER="127.0.0.1",
+        MAIL_PORT=free_port(),  # nothing listens there
+        MAIL_USE_TLS=False,
+        MAIL_USE_SSL=False,
+        MAIL_USERNAME=None,
+        MAIL_TIMEOUT=2,
+        MAIL_DEFAULT_SENDER="blog@example.com",
+        BASE_URL=None,
+        TRUSTED_HOSTS=None,
+        AUTH_RATE_LIMIT_PER_ACCOUNT="2 per minute",
+    )
+    with app.app_context():
+        alice = add_user("alice").id
+    browser = log_in(app)
+    with caplog.at_level("WARNING", logger="blog.mail"):
+        for address in ("first@example.com", "second@example.com"):
+            response = change_email(browser, address)
+            assert response.headers["Location"] == "/edit_profile"
+            assert alerts(browser.get("/edit_profile")) == [link_sent(address)]
+            waiting = account(app, alice)
+            assert (waiting.email, waiting.pending_email) == ("alice@example.com", address)
+        assert waiting_for("second@example.com") in page_text(browser.get(CHANGE_EMAIL))
+        assert_too_many_requests(change_email(browser, "third@example.com"))
+        outbox.drain()  # the mails queued have been tried
+    waiting = account(app, alice)
+    assert (waiting.email, waiting.pending_email) == ("alice@example.com", "second@example.com")
+    # What the operating system says ("[Errno 111] Connection refused" on Linux).
+    refused = (
+        f"refused: {ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))}"
+    )
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("blog.mail", "ERROR", f"Mail to first@example.com not sent: {refused}"),
+        ("blog.mail", "ERROR", f"Mail to second@example.com not sent: {refused}"),
+    ]
 
 
 def browser_at(app: Flask, address: str, username: str) -> FlaskClient:
@@ -1572,13 +1700,19 @@ def test_the_count_per_account_follows_the_user_across_addresses(make_app):
         add_user("alice")
         add_user("bob")
     laptop, phone = browser_at(app, "10.0.0.1", "alice"), browser_at(app, "10.0.0.2", "alice")
+    before = database_rows(app)
     for browser in (laptop, laptop, phone):
-        assert browser.post(CHANGE_PASSWORD, data=FAILING[CHANGE_PASSWORD]).status_code == 200
+        assert_wrong_password(browser.post(CHANGE_PASSWORD, data=FAILING[CHANGE_PASSWORD]))
     for browser in (laptop, phone):
         assert_too_many_requests(browser.post(CHANGE_EMAIL, data=FAILING[CHANGE_EMAIL]))
     # Another account, on the laptop's address, has its own count.
     bob = browser_at(app, "10.0.0.1", "bob")
-    assert bob.post(CHANGE_EMAIL, data=FAILING[CHANGE_EMAIL]).status_code == 200
+    assert_wrong_password(bob.post(CHANGE_EMAIL, data=FAILING[CHANGE_EMAIL]))
+    rows = database_rows(app)
+    # bob's login is the one new row: no password, no address changed.
+    assert rows["user"] == before["user"]
+    assert set(before["user_session"]) < set(rows["user_session"])
+    assert len(rows["user_session"]) == len(before["user_session"]) + 1
 
 
 def test_the_count_per_client_covers_every_account_on_it(make_app):
@@ -1589,13 +1723,19 @@ def test_the_count_per_client_covers_every_account_on_it(make_app):
         add_user("alice")
         add_user("bob")
     alice, bob = browser_at(app, "10.0.0.1", "alice"), browser_at(app, "10.0.0.1", "bob")
+    before = database_rows(app)
     for browser in (alice, alice, bob):
-        assert browser.post(DELETE_ACCOUNT, data=FAILING[DELETE_ACCOUNT]).status_code == 200
+        assert_wrong_password(browser.post(DELETE_ACCOUNT, data=FAILING[DELETE_ACCOUNT]))
     for browser in (alice, bob):
         assert_too_many_requests(browser.post(CHANGE_PASSWORD, data=FAILING[CHANGE_PASSWORD]))
     # The same account from another address is not held back.
     elsewhere = browser_at(app, "10.0.0.2", "alice")
-    assert elsewhere.post(CHANGE_PASSWORD, data=FAILING[CHANGE_PASSWORD]).status_code == 200
+    assert_wrong_password(elsewhere.post(CHANGE_PASSWORD, data=FAILING[CHANGE_PASSWORD]))
+    rows = database_rows(app)
+    # The second login of alice's is the one new row: both accounts are there, unchanged.
+    assert rows["user"] == before["user"]
+    assert set(before["user_session"]) < set(rows["user_session"])
+    assert len(rows["user_session"]) == len(before["user_session"]) + 1
 
 
 # --- CSRF ----------------------------------------------------------------------------------

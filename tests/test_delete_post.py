@@ -13,7 +13,9 @@ that can go wrong on the way.
   never a 500; an id that can't be a post is the 404 page. A new post never gets
   the id of a deleted one, so a Delete left open for the old post can't delete it.
 - ``next`` is checked: whatever points off the site (``//evil.example``,
-  ``/\\evil.example``, a tab or newline a browser would drop...) sends you to "/".
+  ``/\\evil.example``, a tab or newline a browser would drop...) sends you to "/",
+  with the same flash as any other page would get, a post already gone included.
+  Given both in the URL and in the form, the URL's is the one used (and checked).
 """
 
 import html
@@ -466,16 +468,55 @@ def test_an_id_that_cannot_be_a_post_is_not_found(app, admin, blog, method, post
 @pytest.mark.parametrize("next_url", HOSTILE_NEXT)
 def test_a_next_off_the_site_leads_home(app, admin, blog, next_url):
     """The confirm page's hidden field and Cancel link, the POST's redirect, and the
-    redirect for a post that is gone: all "/", never off the site."""
+    redirects for a post that is gone (POST, then GET): all "/", never off the site,
+    where the flash says what happened."""
     post_id = blog[ADMIN_OLD]
     response = admin.get(f"/post/{post_id}/delete", query_string={"next": next_url})
     fields, cancel = confirm_form(response, post_id)
     assert (fields["next"], cancel) == ("/", "/")
 
-    for _ in range(2):  # deletes it, then finds it gone
+    for flashed in (DELETED, GONE):  # deletes it, then finds it gone
         response = admin.post(f"/post/{post_id}/delete", data={"next": next_url})
         assert response.status_code == 302
         assert response.headers["Location"] == "/"
+        assert alerts(admin.get("/")) == flashed
+    assert post_bodies(app) == sorted([ADMIN_NEW, ADMIN1_POST])
+
+    # The confirm page of the post now gone: the flash, at home.
+    response = admin.get(f"/post/{post_id}/delete", query_string={"next": next_url})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+    assert alerts(admin.get("/")) == GONE
+
+
+@pytest.mark.parametrize(
+    ("in_the_query", "in_the_form", "lands_on"),
+    [
+        ("/explore", "/user/admin", "/explore"),
+        ("/explore", "//evil.example", "/explore"),
+        # The query string's next is read even when it is refused: the form's,
+        # fine as it is, is not looked at, and "/" is where the POST leads.
+        ("//evil.example", "/user/admin", "/"),
+        ("", "/user/admin", "/"),
+    ],
+    ids=["both on the site", "form off the site", "query off the site", "query empty"],
+)
+def test_next_in_both_the_query_string_and_the_form_the_query_strings_wins(
+    app, admin, blog, in_the_query, in_the_form, lands_on
+):
+    """The view reads request.values, where the URL's parameters come before the
+    form's: the confirm page's form posts no query string, so only a hand-made
+    request has both; it is sent to the query string's page, if that is on the site."""
+    post_id = blog[ADMIN_OLD]
+    for flashed in (DELETED, GONE):  # deletes it, then finds it gone: the same choice
+        response = admin.post(
+            f"/post/{post_id}/delete",
+            query_string={"next": in_the_query},
+            data={"next": in_the_form},
+        )
+        assert response.status_code == 302
+        assert response.headers["Location"] == lands_on
+        assert alerts(admin.get(lands_on)) == flashed
     assert post_bodies(app) == sorted([ADMIN_NEW, ADMIN1_POST])
 
 

@@ -175,9 +175,14 @@ def test_the_lists_of_an_unknown_user_are_not_found(client, cast, which):
     assert_not_found(client.get(f"/user/nobody/{which}"))
 
 
-@pytest.mark.parametrize(("which", "people"), [("followers", 4), ("following", 2)])
+@pytest.mark.parametrize(
+    ("which", "people"),
+    [("followers", ["bob", "dan", "ann", "cat"]), ("following", ["eve", "dan"])],
+)
 def test_the_name_in_the_url_ignores_case(client, cast, which, people):
-    assert len(people_on(client.get(f"/user/STAR/{which}"))) == people
+    """/user/STAR/... is star's list: the same people, in the same order."""
+    assert people_on(client.get(f"/user/STAR/{which}")) == people
+    assert people_on(client.get(f"/user/star/{which}")) == people
 
 
 def test_the_viewer_on_the_list_is_shown_with_their_own_follow(app, cast):
@@ -413,8 +418,15 @@ def test_people_leaving_between_pages_skip_and_repeat_nobody(crowd, which):
     assert people_on(third) == ["fan1"]
     assert links(third)["Older"] is None
 
-    # From the top again: seven people, each once.
-    assert people_on(crowd.client.get(path)) == ["fan8", "fan7", "fan5"]
+    # From the top again, following every Older link to the end: the six left,
+    # each exactly once, newest first, on two full pages.
+    pages, url = [], path
+    while url:
+        assert len(pages) < 3, f"an Older link after {pages}: the links go round"
+        response = crowd.client.get(url)
+        pages.append(people_on(response))
+        url = links(response)["Older"]
+    assert pages == [["fan8", "fan7", "fan5"], ["fan4", "fan2", "fan1"]]
 
 
 @pytest.mark.parametrize("which", LISTS)

@@ -1,7 +1,8 @@
 """Searching the posts: the search box, what it finds, and what it refuses.
 
 - What matches: any part of a post (a substring, so Chinese, which has no spaces
-  between words, works), ignoring the case of ASCII letters; ``%``, ``_`` and ``\\``
+  between words, works), ignoring the case of ASCII letters, and on PostgreSQL of
+  every letter ("ÉMILE" finds "émile" there, not on SQLite); ``%``, ``_`` and ``\\``
   typed mean themselves, not LIKE's wildcards and escape. Results are newest first.
 - What is not searched: an empty or blank query (a prompt to type something), and
   one longer than any post can be (a message, and no SQL run for it).
@@ -12,7 +13,8 @@
 - The box is in the navigation of every page, error pages included, and shows the
   query on its results page.
 - On PostgreSQL, the migration created the trigram index, and the search's own
-  statement uses it for a rare word once the table holds a few thousand posts.
+  statement uses it for a rare word, and for a rare Chinese phrase, once the table
+  holds a few thousand posts.
 """
 
 import html
@@ -133,6 +135,29 @@ def test_a_substring_anywhere_ignoring_ascii_case(client, library, query, found)
     assert results(response) == found
     if not found:
         assert NO_MATCH in page_text(response)
+
+
+def test_letters_beyond_ascii_ignore_case_on_postgresql_only(app, client, users):
+    """A search for "ÉMILE" finds "émile" on PostgreSQL, and not on SQLite.
+
+    Both run ILIKE, but differently. PostgreSQL folds case by the database's
+    character type (LC_CTYPE): in a UTF-8 locale, "É" and "é" are one letter.
+    The test databases take the server's default, C.UTF-8 here; under plain C
+    this test would fail, and so would the site's search. SQLite has no ILIKE:
+    SQLAlchemy writes ``lower(body) LIKE lower(?)``, and SQLite's lower() folds
+    A-Z only, leaving "É" as it is. "emile", without the accent, is found by
+    neither: case is ignored, accents are not.
+    """
+    with app.app_context():
+        add_posts_at(db.session.get(User, users["admin"]), ["émile", "emile"])
+    response = search(client, "ÉMILE")
+    if ON_POSTGRESQL:
+        assert results(response) == ["émile"]
+    else:
+        assert results(response) == []
+        assert NO_MATCH in page_text(response)
+    # The same letters as typed, lower case: both databases find the one post.
+    assert results(search(client, "ÉMILE".lower())) == ["émile"]
 
 
 @pytest.mark.parametrize(
@@ -445,12 +470,19 @@ def test_the_migration_created_the_trigram_index(app):
 
 
 # A vocabulary for posts that look like posts: lengths vary, words repeat, and
-# none of them shares a trigram with RARE_WORD.
+# none of them shares a trigram with the rare posts' words.
 WORDS = (
     "today learned flask python blog coffee morning error handling database query index "
     "garden weather train music book friend city river walk lunch rain"
 ).split()
-RARE_WORD = "xylophone"
+# What is searched for, and the one post among thousands that holds it.
+RARE_POSTS = {
+    "xylophone": "my first xylophone lesson",
+    # Four characters that no other post holds, ending a sentence: Chinese has no
+    # spaces, so pg_trgm takes the whole sentence for one word, and the trigrams
+    # of the phrase ("错误页", "误页面") are among that word's.
+    "错误页面": "今天第一次见到错误页面",
+}
 POSTS_FOR_THE_PLANNER = 5000
 
 
@@ -483,18 +515,27 @@ def plan_of_the_search(app: Flask, query: str) -> str:
         response = app.test_client().get("/search", query_string={"q": query})
     finally:
         event.remove(engine, "before_cursor_execute", record)
-    assert results(response) == [f"my first {RARE_WORD} lesson"]
+    assert results(response) == [RARE_POSTS[query]]
     [(statement, parameters)] = searches
     with engine.connect() as connection:
         rows = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
         return "\n".join(row[0] for row in rows)
 
 
+def trigrams_of(app: Flask, phrase: str) -> list[str]:
+    """The trigrams pg_trgm makes of `phrase` on this server. It keeps only the
+    characters the database's locale calls letters or digits: under a locale
+    such as C (not C.UTF-8), Chinese characters are neither, and it makes none."""
+    with app.app_context():
+        return db.session.scalar(select(func.show_trgm(phrase)))
+
+
 @postgresql_only
-def test_a_search_for_a_rare_word_uses_the_trigram_index(make_app, migrated_database_url):
+@pytest.mark.parametrize("query", RARE_POSTS)
+def test_a_search_for_something_rare_uses_the_trigram_index(make_app, migrated_database_url, query):
     """A few thousand posts, statistics up to date (VACUUM ANALYZE, as autovacuum or
     the demo-data command leaves them): the planner reads the trigram index, not
-    every post.
+    every post, for a rare English word and for a rare Chinese phrase alike.
 
     The database is the test's own: the planner's statistics it leaves behind would
     otherwise describe the shared database's post table to the tests that follow.
@@ -503,17 +544,20 @@ def test_a_search_for_a_rare_word_uses_the_trigram_index(make_app, migrated_data
     """
     app = make_app(SQLALCHEMY_DATABASE_URI=migrated_database_url)
     try:
+        if not trigrams_of(app, query):
+            pytest.skip(f"pg_trgm makes no trigrams of {query!r} in this server's locale")
         with app.app_context():
             author = add_user("writer")
             rows = realistic_posts(author.id, POSTS_FOR_THE_PLANNER)
-            rows[len(rows) // 2]["body"] = f"my first {RARE_WORD} lesson"
+            for n, body in enumerate(RARE_POSTS.values(), start=1):
+                rows[len(rows) * n // 3]["body"] = body
             db.session.execute(insert(Post), rows)
             db.session.commit()
             # VACUUM can't run in a transaction; it also moves GIN's pending entries
             # into the index proper, which the planner's cost estimate reads.
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.exec_driver_sql("VACUUM ANALYZE post")
-        plan = plan_of_the_search(app, RARE_WORD)
+        plan = plan_of_the_search(app, query)
         assert "Index Scan on ix_post_body_trigram" in plan, plan
         assert "Seq Scan on post" not in plan, plan
     finally:
