@@ -509,7 +509,7 @@ def seeded_data(app: Flask) -> dict[str, list]:
             "posts": db.session.execute(
                 select(author, Post.body).join(Post.author).order_by(Post.id)
             ).all(),
-            # The pairs: times are relative to when the seed ran.
+            # The pairs only: follow times are relative to when `flask seed` ran.
             "follows": sorted(
                 db.session.execute(select(followers.c.follower_id, followers.c.followed_id)).all()
             ),
