@@ -354,6 +354,9 @@ class Config:
     # them: absolute, so both work from any directory.
     BABEL_TRANSLATION_DIRECTORIES = str(BASE_DIR / "app" / "translations")
 
+    # The fault lab (/lab and `flask lab`, app/lab/): on in development only.
+    LAB_ENABLED = False
+
     # `python blog.py` with this on leaves exceptions and reloading to an IDE's
     # debugger (VS Code, PyCharm) instead of Werkzeug's.
     EXTERNAL_DEBUGGER = env_bool("EXTERNAL_DEBUGGER")
@@ -419,6 +422,10 @@ class Config:
 
 class DevelopmentConfig(Config):
     """`flask run` on a laptop."""
+
+    # Not read from the environment: the lab starts servers and breaks things
+    # on purpose, so no setting can turn it on in testing or production.
+    LAB_ENABLED = True
 
 
 class TestingConfig(Config):

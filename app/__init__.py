@@ -26,6 +26,7 @@ from app.extensions import (
 )
 from app.i18n import register_i18n, select_locale
 from app.input_guard import register_input_guard
+from app.lab import bp as lab_bp
 from app.logger import init_email, init_logger, init_sentry
 from app.main import bp as main_bp
 from app.reporting.request_id import register_request_id
@@ -74,6 +75,9 @@ def create_app(config_class: type[Config] = Config) -> Flask:
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(user_bp)
+    # The fault lab, in development only: elsewhere /lab doesn't exist.
+    if app.config["LAB_ENABLED"]:
+        app.register_blueprint(lab_bp)
 
     register_error_handlers(app)
     # The limits themselves are on the views (app/security.py). Bound after the

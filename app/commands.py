@@ -46,6 +46,7 @@ from werkzeug.security import generate_password_hash
 from app.auth.forms import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 from app.database import database_failure
 from app.extensions import db
+from app.lab.cli import lab_command
 from app.mail import MailError, MailSettings, build_message, outbox, port_mismatch, send
 from app.models import (
     USERNAME_MAX_LENGTH,
@@ -944,6 +945,7 @@ def register_commands(app: Flask) -> None:
         users_group,
         translate_command,
         errors_command,
+        lab_command,
     )
     for command in commands:
         app.cli.add_command(command)
