@@ -18,6 +18,7 @@ import gzip
 import http.server
 import json
 import logging
+import shutil
 import socket
 import tempfile
 import threading
@@ -40,6 +41,7 @@ from app.extensions import db
 from app.lab.faults import bp as faults_bp
 from app.mail import outbox
 from app.models import User
+from app.reporting import APP_LOGGER
 from app.reporting.cli import request_ids
 from app.reporting.request_id import request_id
 from app.reporting.storm import ErrorGroup, open_store, store_location
@@ -246,6 +248,11 @@ class Lab:
         sentry_sdk.flush(2)
         self.sink.stop()
         self.sentry.stop()
+        # The log handler holds the log file open: close it before deleting
+        # the folder (Windows refuses to delete an open file).
+        for handler in logging.getLogger(APP_LOGGER).handlers:
+            handler.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     @property
     def log_path(self) -> Path:
