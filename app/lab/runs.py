@@ -15,6 +15,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import sentry_sdk
 from flask import Flask
@@ -27,8 +28,9 @@ from werkzeug.test import Client
 from app.lab.experiments import DEFAULT_STORM
 from app.lab.faults import naive_internal_error
 from app.lab.sandbox import LAB_ERROR_WINDOW, LAB_MAIL_TIMEOUT, Lab
-from config import ConfigError, ProductionConfig
+from config import BASE_DIR, ConfigError, ProductionConfig
 
+APP_DIR = BASE_DIR / "app"
 # The page every experiment but the race and bad input breaks.
 FAILING_PAGE = "/lab-faults/average-words"
 
@@ -100,11 +102,13 @@ def run_username_race(lab: Lab, options: dict) -> None:
             ready.wait()
 
     def note_database_error(context) -> None:
-        # Where the database's refusal went: the stack of this app's frames.
+        # Where the database's refusal went: the blog's own frames on the stack.
         frames = [
-            f"{os.path.relpath(frame.filename)}:{frame.lineno} in {frame.name}"
+            f"{Path(frame.filename).relative_to(BASE_DIR).as_posix()}:{frame.lineno} "
+            f"in {frame.name}"
             for frame in traceback.extract_stack()
-            if "/app/" in frame.filename.replace("\\", "/") and "/app/lab/" not in frame.filename
+            if Path(frame.filename).is_relative_to(APP_DIR)
+            and not Path(frame.filename).is_relative_to(APP_DIR / "lab")
         ]
         caught.append(
             f"{type(context.sqlalchemy_exception).__name__}: {context.original_exception}\n"
