@@ -459,7 +459,11 @@ def open_navigation(page: Page):
 def choose_language(page: Page, say: Language) -> None:
     """Switch the site to `say`'s language with its button in the navigation."""
     open_navigation(page)
-    language_button(page, say.button).click()
+    # Wait for the page the button loads: when the language is already the
+    # one chosen, the old page has the right lang too, and the next step
+    # would act on it while the new one is loading.
+    with page.expect_navigation():
+        language_button(page, say.button).click()
     expect(page.locator("html")).to_have_attribute("lang", re.compile(f"^{say.code}"))
 
 

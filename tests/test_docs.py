@@ -15,6 +15,10 @@ What counts as a name, in backticks:
 The README is checked where it repeats the code: the configuration table's
 defaults against config.py, and the tour against the files that exist and
 against the map of the error path in app/reporting/__init__.py.
+
+The fault lab (app/lab/) points the other way: each experiment names a heading
+of each guide and the code that handles its failure, and the guides and the
+README name each experiment. Both directions are checked at the end.
 """
 
 import ast
@@ -26,6 +30,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from app.lab.cli import lab_command
+from app.lab.experiments import DEFAULT_STORM, EXPERIMENTS, MAX_STORM
+from app.lab.sandbox import LAB_ERROR_WINDOW, LAB_MAIL_TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDES = [ROOT / "docs" / "guide.md", ROOT / "docs" / "guide.zh-CN.md"]
@@ -260,3 +268,134 @@ def test_the_tour_names_every_module_and_folder():
     assert not missing, (
         f"README's tour doesn't name {sorted(str(p.relative_to(ROOT)) for p in missing)}"
     )
+
+
+# --- The fault lab ---------------------------------------------------------------
+
+
+GUIDE_EN, GUIDE_ZH = GUIDES
+HEADING = re.compile(r"^#+ (.+?)\s*$", re.MULTILINE)
+EXPERIMENT_IDS = [experiment.name for experiment in EXPERIMENTS]
+
+
+def headings(path: Path) -> list[str]:
+    return HEADING.findall(read(path))
+
+
+def guide_section(path: Path, heading: str) -> str:
+    """The text under `heading` in a guide, up to the next heading of its level or above."""
+    text = read(path)
+    match = re.search(rf"^(#+) {re.escape(heading)}\s*$", text, re.MULTILINE)
+    assert match, f"{path.name} has no heading {heading!r}"
+    level = len(match.group(1))
+    following = re.compile(rf"^#{{1,{level}}} ", re.MULTILINE).search(text, match.end())
+    return text[match.end() : following.start() if following else len(text)]
+
+
+def defines_function_or_class(source: str, name: str) -> bool:
+    """True if `source` has a line `def name` or `class name` (at any indentation)."""
+    pattern = rf"^\s*(?:async\s+def|def|class)\s+{re.escape(name)}\b"
+    return re.search(pattern, source, re.MULTILINE) is not None
+
+
+def test_the_experiments_are_the_eight_the_docs_describe():
+    """The checks below go over EXPERIMENTS; this pins what they go over."""
+    assert EXPERIMENT_IDS == [
+        "unhandled",
+        "double-fault",
+        "username-race",
+        "mail-tarpit",
+        "error-storm",
+        "database-down",
+        "bad-input",
+        "debug-mode",
+    ]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=EXPERIMENT_IDS)
+def test_each_experiment_names_a_heading_of_each_guide(experiment):
+    """The lab quotes these headings: a heading renamed in a guide breaks its link."""
+    assert experiment.guide_section in headings(GUIDE_EN)
+    assert experiment.guide_section_zh in headings(GUIDE_ZH)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=EXPERIMENT_IDS)
+def test_each_experiment_names_code_that_exists(experiment):
+    assert experiment.code, f"{experiment.name} names no code"
+    wrong = [
+        f"{path}, {name}"
+        for path, name in experiment.code
+        if not (ROOT / path).is_file() or not defines_function_or_class(read(ROOT / path), name)
+    ]
+    assert not wrong, f"{experiment.name} names code that isn't there: {wrong}"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=EXPERIMENT_IDS)
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda path: path.name)
+def test_each_guide_points_to_each_experiment_in_the_section_it_names(guide, experiment):
+    """The "Try it" line stands in the section the lab links to, not just anywhere."""
+    heading = experiment.guide_section if guide == GUIDE_EN else experiment.guide_section_zh
+    assert f"`flask lab {experiment.name}" in guide_section(guide, heading)
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda path: path.name)
+def test_the_guides_name_no_experiment_that_doesnt_exist(guide):
+    named = set(re.findall(r"`flask lab ([a-z-]+)", read(guide)))
+    assert named == set(EXPERIMENT_IDS)
+
+
+def test_the_english_guide_names_the_experiments_by_the_titles_the_lab_shows():
+    text = read(GUIDE_EN)
+    missing = [str(e.title) for e in EXPERIMENTS if f"/lab → *{e.title}*" not in text]
+    assert not missing, f"guide.md doesn't point to these buttons by their titles: {missing}"
+
+
+def lab_section() -> str:
+    return section(read(README), "## The fault lab")
+
+
+def test_the_readme_names_every_experiment_with_its_title():
+    """One row per experiment in the README's table: its name, then its title."""
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| \*([^*]+)\*", lab_section(), re.MULTILINE))
+    assert rows == {experiment.name: str(experiment.title) for experiment in EXPERIMENTS}
+
+
+def test_the_readme_names_every_option_of_flask_lab():
+    text = lab_section()
+    options = [param.opts[0] for param in lab_command.params if param.opts[0].startswith("--")]
+    assert sorted(options) == ["--count", "--json", "--lang", "--real-mail"]
+    missing = [option for option in options if f"{option}" not in text]
+    assert not missing, f"README's lab section doesn't name {missing}"
+
+
+def flat(text: str) -> str:
+    """Markdown as one line: no blockquote marks, every run of whitespace one space."""
+    return re.sub(r"\s+", " ", re.sub(r"^> ?", "", text, flags=re.MULTILINE))
+
+
+def test_the_numbers_the_docs_give_for_the_lab_are_the_code_s():
+    """The storm's size and the lab's window and timeout, wherever the docs state them."""
+    readme = flat(lab_section())
+    english, chinese = (flat(read(guide)) for guide in GUIDES)
+    assert f"the same error {DEFAULT_STORM} times (1 to {MAX_STORM}, your choice)" in readme
+    assert f"1 to {MAX_STORM}; {DEFAULT_STORM} by default" in readme
+    assert LAB_ERROR_WINDOW == LAB_MAIL_TIMEOUT, "the README gives one number for both"
+    assert f"a storm window and a mail timeout of {LAB_MAIL_TIMEOUT} seconds" in readme
+    assert f"`MAIL_TIMEOUT` ({LAB_MAIL_TIMEOUT} s in the lab)" in english
+    assert f"the lab's {LAB_ERROR_WINDOW}-second window" in english
+    assert f"{DEFAULT_STORM} errors (`--count` takes 1 to {MAX_STORM})" in english
+    assert f"`MAIL_TIMEOUT`\uff08实验室里是 {LAB_MAIL_TIMEOUT} 秒\uff09" in chinese
+    assert f"实验室 {LAB_ERROR_WINDOW} 秒的窗口" in chinese
+    assert f"{DEFAULT_STORM} 个错误\uff08`--count` 可取 1 到 {MAX_STORM}\uff09" in chinese
+    # The summary counts the occurrences after the mailed one.
+    for text in (readme, english, chinese):
+        assert f"[repeated {DEFAULT_STORM - 1} times]" in text
+
+
+def test_the_tour_names_every_file_of_the_lab():
+    tour = section(read(README), "## A tour of the code")
+    row = re.search(r"^\| `app/lab/` \|(.*)\|$", tour, re.MULTILINE)
+    assert row, "the tour has no row for app/lab/"
+    files = sorted(p.name for p in (ROOT / "app" / "lab").glob("*.py") if p.name != "__init__.py")
+    missing = [name for name in files if f"`{name}`" not in row.group(1)]
+    assert not missing, f"the tour's app/lab/ row doesn't name {missing}"

@@ -46,7 +46,13 @@ REAL_MAIL_SETTINGS = (
     help="Send the error mails through the configured MAIL_SERVER to ADMINS, "
     "instead of the lab's own mail server.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as one line of JSON, the output's last line (with "
+    "LOG_TO_STDOUT the blog's startup line comes before it).",
+)
 @click.option(
     "--lang", type=click.Choice(LANGUAGES), default="en", help="The language of the labels."
 )
@@ -72,7 +78,7 @@ def lab_command(name: str, count: int, real_mail: bool, as_json: bool, lang: str
     from app.lab.runs import RUNS
     from app.lab.sandbox import Lab
 
-    with Lab(mail_settings) as lab:
+    with Lab(mail_settings, language=lang) as lab:
         RUNS[name](lab, {"count": count})
         with current_app.test_request_context(), force_locale(lang):
             report = {"experiment": name, **lab.report()}

@@ -20,6 +20,7 @@ from pathlib import Path
 import sentry_sdk
 from flask import Flask
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_ngettext
 from sqlalchemy import event, inspect
 from werkzeug.debug import DebuggedApplication
 from werkzeug.exceptions import InternalServerError
@@ -67,7 +68,10 @@ def run_double_fault(lab: Lab, options: dict) -> None:
         # exception reaches the server, which prints it on its own stderr and
         # sends its bare page. Werkzeug's, here: what `flask run` sends.
         lab.note(
-            _l("The second traceback: the server's stderr has it, the app's log and mail don't"),
+            _l(
+                "The second traceback: on the server's stderr (and in Sentry), "
+                "never in the app's log or mail"
+            ),
             traceback.format_exc(),
         )
         bare = InternalServerError().get_response()
@@ -184,9 +188,10 @@ def run_error_storm(lab: Lab, options: dict) -> None:
         statuses[response.status] += 1
     lab.note(
         _l("The storm"),
-        _l(
-            "%(count)d requests in %(seconds).2f s; the users got: %(statuses)s.",
-            count=count,
+        lazy_ngettext(
+            "%(num)d request in %(seconds).2f s; the user got: %(statuses)s.",
+            "%(num)d requests in %(seconds).2f s; the users got: %(statuses)s.",
+            count,
             seconds=time.monotonic() - started,
             statuses=", ".join(f"{status} × {n}" for status, n in sorted(statuses.items())),  # noqa: RUF001
         ),
@@ -202,11 +207,12 @@ def run_error_storm(lab: Lab, options: dict) -> None:
     for group in lab.error_groups():
         lab.note(
             _l("What storm control counted (what `flask errors` shows)"),
-            _l(
-                "%(title)s at %(location)s: %(total)d times; %(unreported)d not yet in a mail.",
+            lazy_ngettext(
+                "%(title)s at %(location)s: %(num)d time; %(unreported)d not yet in a mail.",
+                "%(title)s at %(location)s: %(num)d times; %(unreported)d not yet in a mail.",
+                group.total,
                 title=group.title,
                 location=group.location,
-                total=group.total,
                 unreported=group.unreported,
             ),
         )

@@ -39,9 +39,10 @@ from flask_babel import lazy_gettext as _l
 
 from app.extensions import db
 from app.lab.faults import bp as faults_bp
+from app.logger import remove_handler
 from app.mail import outbox
 from app.models import User
-from app.reporting import APP_LOGGER
+from app.reporting import APP_LOGGER, ERROR_HANDLER, LOG_HANDLER
 from app.reporting.cli import request_ids
 from app.reporting.request_id import request_id
 from app.reporting.storm import ErrorGroup, open_store, store_location
@@ -214,9 +215,12 @@ class Finding:
 class Lab:
     """A throwaway blog and the servers it reports to; use it as a context manager."""
 
-    def __init__(self, mail_settings: dict | None = None):
+    def __init__(self, mail_settings: dict | None = None, language: str = "en"):
         # The learner's own mail server (MAIL_* settings), or None for the lab's.
         self.real_mail = mail_settings
+        # The language the lab's browser asks for ("en", "zh_CN"): the pages
+        # it shows are in the learner's language, as the labels around them.
+        self.language = language
         self.folder = Path(tempfile.mkdtemp(prefix="blog-lab-"))
         self.sink = MailSink()
         self.sentry = SentryReceiver()
@@ -232,6 +236,14 @@ class Lab:
         self._left_out: set[str] = set()
 
     def __enter__(self) -> "Lab":
+        # `flask lab` built the learner's own blog first, whose log file and
+        # error mail handlers sit on several loggers (SQLAlchemy's too): take
+        # them all off, so that nothing the lab logs reaches the learner's
+        # log, error store or admins. The lab's blog installs its own.
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            if isinstance(logger, logging.Logger):
+                for name in (LOG_HANDLER, ERROR_HANDLER):
+                    remove_handler(logger, name)
         self.sink.start()
         self.sentry.start()
         request_started.connect(self._note_request_id)
@@ -336,6 +348,7 @@ class Lab:
         """A browser on the lab blog, logged in as `login_as` if given."""
         client = app.test_client()
         client.environ_base["REMOTE_ADDR"] = "127.0.0.1"
+        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = self.language.replace("_", "-")
         if login_as is not None:
             answer = client.post(
                 "/auth/login", data={"username": login_as, "password": LAB_PASSWORD}
@@ -472,6 +485,9 @@ class Lab:
 
     def report(self) -> dict:
         """Everything the run showed, for the /lab page and `flask lab --json`."""
+        # Whatever the outbox still holds is sent (or given up on) first, so
+        # that "no mail" means none was sent, not none yet.
+        outbox.drain(LAB_MAIL_TIMEOUT + 2)
         sentry_sdk.flush(2)
         by_request: dict[str, list[str]] = {}
         background = []
@@ -483,6 +499,13 @@ class Lab:
                 background.append(record)
         for response in self.responses:
             response.log = by_request.get(response.request_id, [])
+        # Sentry's events, but those of requests left out (a storm's middle).
+        events = self.sentry.events()
+        shown_events = [
+            event
+            for event in events
+            if event.get("tags", {}).get("request_id") not in self._left_out
+        ]
         first_request = min((r.started for r in self.responses), default=time.monotonic())
         return {
             "responses": [
@@ -506,7 +529,8 @@ class Lab:
                 mail_report(mail, after=mail.arrived - first_request) for mail in self.sink.mails
             ],
             "mail_note": None if self.mail_note is None else str(self.mail_note),
-            "sentry": [sentry_summary(event) for event in self.sentry.events()],
+            "sentry": [sentry_summary(event) for event in shown_events],
+            "sentry_left_out": len(events) - len(shown_events),
             "findings": [{"label": str(f.label), "text": str(f.text)} for f in self.findings],
         }
 
