@@ -53,7 +53,7 @@ from app import create_app
 from app.extensions import db
 from tests.databases import fresh_database
 from tests.helpers import PASSWORD, add_user, config_for
-from tests.servers import ROOT, free_port, production_env, run_gunicorn, wait_until
+from tests.servers import ROOT, free_port, free_ports, production_env, run_gunicorn, wait_until
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 DEBIAN_NGINX = Path("/etc/nginx")
@@ -330,7 +330,9 @@ def nginx_site(
     ca = write_certificate(folder)
     tls = ssl.create_default_context()
     ca.configure_trust(tls)
-    http_port, https_port = free_port(), free_port()
+    # Two different ports: the same one twice would make nginx treat the
+    # plain-HTTP server as a TLS one, which has no certificate.
+    http_port, https_port = free_ports(2)
     texts = {}
     if "blog" in sites:
         texts["blog"] = blog_site(
