@@ -12,7 +12,7 @@ from app.auth import bp as auth_bp
 from app.auth.routes import login_first
 from app.auth.sessions import load_user
 from app.commands import register_commands, watch_for_an_uncounted_proxy
-from app.database import configure_database
+from app.database import configure_database, read_outside_a_transaction
 from app.errors import register_error_handlers
 from app.extensions import (
     babel,
@@ -70,6 +70,9 @@ def create_app(config_class: type[Config] = Config) -> Flask:
 
     register_request_id(app)
     register_input_guard(app)
+    # Before any hook that queries (the blueprints' come next): the listing
+    # pages read on PostgreSQL without BEGIN and ROLLBACK (app/database.py).
+    app.before_request(read_outside_a_transaction)
     # One blueprint a package (auth, main, user), each re-exporting the `bp` its
     # routes.py creates, so importing them here runs into no import cycle.
     app.register_blueprint(main_bp)

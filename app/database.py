@@ -6,12 +6,17 @@ Flask-SQLAlchemy creates the engine from ``SQLALCHEMY_ENGINE_OPTIONS``;
 `configure_database` fills in what a production app needs before it does.
 """
 
+import select
 import sqlite3
+from collections.abc import Callable
+from typing import TypeVar
 
-from flask import Flask
+from flask import Flask, current_app, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
+
+View = TypeVar("View", bound=Callable)
 
 # How long SQLite waits for another worker's write lock before giving up
 # with "database is locked", in milliseconds.
@@ -29,10 +34,12 @@ def configure_database(app: Flask) -> None:
     """Add timeouts and reconnection to the engine options (call before db.init_app),
     and tune every SQLite connection (`tune_sqlite`).
 
-    - ``pool_pre_ping``: before lending out a pooled connection, check that it
-      still works. After the database restarts, every pooled connection is
-      dead; without the ping each one would fail one request, with it the app
-      recovers on its own.
+    - Reconnecting after the database restarted: every pooled connection is
+      dead then, and each would fail one request. On PostgreSQL a connection
+      is checked as it leaves the pool (`drop_closed_connection`), which costs
+      no round trip; elsewhere by ``pool_pre_ping``, a trivial statement
+      first (free on SQLite, a file, but on a server one more round trip on
+      every request, which is why PostgreSQL doesn't use it).
     - a connect timeout: when the database host is unreachable, fail within
       seconds (and show the "temporarily unavailable" page) instead of
       hanging the worker until gunicorn kills it.
@@ -42,8 +49,9 @@ def configure_database(app: Flask) -> None:
     """
     url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
     timeout = app.config["DATABASE_CONNECT_TIMEOUT"]
-    options: dict = {"pool_pre_ping": True}
-    if url.get_backend_name() == "postgresql":
+    on_postgresql = url.get_backend_name() == "postgresql"
+    options: dict = {"pool_pre_ping": not on_postgresql}
+    if on_postgresql:
         options["connect_args"] = {
             "connect_timeout": timeout,
             "keepalives": 1,
@@ -57,11 +65,31 @@ def configure_database(app: Flask) -> None:
         "SQLALCHEMY_ENGINE_OPTIONS", {}
     )
     # On the Engine class, not this app's engine, which doesn't exist yet:
-    # every engine then gets it (others than SQLite's are left alone). Once
-    # per process: listening again would run it twice on every connection,
+    # every engine then gets them (each leaves other databases alone). Once
+    # per process: listening again would run them twice on every connection,
     # and a process can create many apps (the tests do).
-    if not event.contains(Engine, "connect", tune_sqlite):
-        event.listen(Engine, "connect", tune_sqlite)
+    for name, listener in (("connect", tune_sqlite), ("checkout", drop_closed_connection)):
+        if not event.contains(Engine, name, listener):
+            event.listen(Engine, name, listener)
+
+
+def drop_closed_connection(dbapi_connection, connection_record, connection_proxy) -> None:
+    """Refuse a pooled PostgreSQL connection the server has closed (a "checkout" listener).
+
+    A connection that waits in the pool has nothing to read, unless the
+    server hung up on it: a restart sends a last message and closes it, which
+    makes the socket readable. Looking costs a system call, not a round
+    trip. SQLAlchemy takes the DisconnectionError as "throw this one away and
+    connect again", so the request goes on with a fresh connection.
+    """
+    fileno = getattr(dbapi_connection, "fileno", None)
+    if fileno is None:  # SQLite: no socket, and pool_pre_ping instead
+        return
+    if dbapi_connection.closed:
+        raise DisconnectionError("the connection was closed")
+    readable, _, _ = select.select([fileno()], [], [], 0)
+    if readable:
+        raise DisconnectionError("the database closed the connection while it was in the pool")
 
 
 def tune_sqlite(dbapi_connection, connection_record) -> None:
@@ -98,3 +126,33 @@ def database_failure(error: Exception) -> str:
     """The first line of what the database driver said went wrong."""
     cause = getattr(error, "orig", None) or error
     return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
+def reads_only(view: View) -> View:
+    """Mark a view whose GET only reads, for `read_outside_a_transaction`."""
+    view.reads_only = True  # type: ignore[attr-defined]
+    return view
+
+
+def read_outside_a_transaction() -> None:
+    """On PostgreSQL, run a reading page's statements without a transaction
+    (a before-request function, registered ahead of any that queries).
+
+    Inside one, each request pays two round trips that buy a page nothing:
+    BEGIN before its first statement and ROLLBACK at the end. The ROLLBACK
+    costs more than its trip: psycopg forgets its prepared statements at
+    every rollback, so PostgreSQL would plan each statement afresh every
+    time. PostgreSQL's default isolation, READ COMMITTED, gives each
+    statement a snapshot of its own inside a transaction too, so the page
+    reads exactly what it read before. A write such as `last_seen` is a
+    single statement and commits by itself; after a commit the session is
+    back to ordinary transactions. Views that write are never marked.
+    """
+    view = current_app.view_functions.get(request.endpoint or "")
+    if request.method != "GET" or not getattr(view, "reads_only", False):
+        return
+    # Flask-SQLAlchemy's `db`, found through the app: app.extensions imports
+    # this module, which can't import it back.
+    db = current_app.extensions["sqlalchemy"]
+    if db.engine.dialect.name == "postgresql":
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})

@@ -207,7 +207,8 @@ def handle_database_unavailable(error: OperationalError | PoolTimeout):
     database driver's connection errors arrive as SQLAlchemy's
     OperationalError (and a full connection pool as its TimeoutError),
     whichever view was running. The app recovers by itself when the database
-    is back (pool_pre_ping, in app/database.py).
+    is back: a pooled connection is checked before it is lent out
+    (app/database.py, `configure_database`).
     """
     if isinstance(error, OperationalError) and not is_unavailable(error):
         # An OperationalError that is a bug (a missing table...), not an

@@ -8,10 +8,11 @@ username such as ``"><script>`` stays text, with no call to forget."""
 import re
 from contextlib import suppress
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from babel import Locale, dates
 from flask import Flask, current_app, g
-from flask_babel import format_datetime, format_timedelta, get_locale, to_user_timezone
+from flask_babel import format_timedelta, get_locale, to_user_timezone
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
@@ -104,18 +105,31 @@ def long_pattern(locale: Locale, zone_text: str) -> str:
     )
 
 
+@lru_cache(maxsize=256)
+def exact_time_pattern(locale: Locale, zone_text: str) -> dates.DateTimePattern:
+    """`long_pattern`, parsed: once per language and offset, not once per post.
+
+    Parsing the pattern is most of what formatting a date costs, and a page
+    of posts needs the same one for every post (a zone has an offset or two a
+    year). Bounded: languages times offsets is a handful in practice.
+    """
+    return dates.parse_pattern(long_pattern(locale, zone_text))
+
+
 def exact_time(moment: datetime) -> str:
     """`moment` as the page's language writes a date and time, in the site's zone,
     ``BABEL_DEFAULT_TIMEZONE``, named by its offset at that moment:
     "January 15, 2025, 7:34:56 AM UTC-05:00", and in July "UTC-04:00".
 
-    Flask-Babel's format_datetime converts to that zone; ``to_user_timezone``,
-    the same conversion, gives the offset. A zone for each reader would be a
-    ``timezone_selector`` given to ``babel.init_app``, asked once a request
-    like the locale; this blog has one zone for everybody.
+    ``to_user_timezone`` converts to that zone, as Flask-Babel's
+    format_datetime would, and gives the offset; the parsed pattern then
+    writes the local time, as format_datetime would too. A zone for each
+    reader would be a ``timezone_selector`` given to ``babel.init_app``,
+    asked once a request like the locale; this blog has one zone for everybody.
     """
-    zone_text = utc_offset(to_user_timezone(moment))
-    return format_datetime(moment, long_pattern(get_locale(), zone_text))
+    local = to_user_timezone(moment)
+    locale = get_locale()
+    return exact_time_pattern(locale, utc_offset(local)).apply(local, locale)
 
 
 def time_ago(moment: datetime) -> Markup:

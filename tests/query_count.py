@@ -13,8 +13,8 @@ loads; a test can assert a budget with the same helpers::
 What is counted: every statement SQLAlchemy hands to the driver's cursor,
 that is every SELECT, INSERT, UPDATE and DELETE the app runs. What is not:
 BEGIN, COMMIT and ROLLBACK (the drivers send those themselves, not through a
-cursor), the "SELECT 1" of ``pool_pre_ping`` on checking a connection out of
-the pool, and the PRAGMAs app/database.py runs on each new SQLite connection.
+cursor), the "SELECT 1" of ``pool_pre_ping`` on checking an SQLite connection
+out of the pool, and the PRAGMAs app/database.py runs on each new SQLite connection.
 Those are one per request or per connection, never one per row, so they can't
 hide the problem this count is for.
 """

@@ -10,7 +10,8 @@ What a reader of the blog and its admin must be able to rely on:
   traceback (it is not a bug), and mailed to the admins once, not once per
   request; /healthz reports it too, as a WARNING only;
 - the app recovers on its own when the database is back, with no restart,
-  and people who were logged in still are (pool_pre_ping, app/database.py);
+  and people who were logged in still are (app/database.py checks each pooled
+  connection as it leaves the pool: `drop_closed_connection` on PostgreSQL);
 - a bug that happens to be a database error (a missing table) is still a bug:
   the 500 page, with its traceback in the log, never a 503.
 
@@ -330,11 +331,12 @@ def test_a_database_restart_between_requests_goes_unnoticed(
 ):
     """PostgreSQL restarts while no request is running: nobody sees an error.
 
-    Every connection in every worker's pool is dead afterwards. Without
-    pool_pre_ping, each would fail the next request that borrows it; with it,
-    SQLAlchemy checks a connection before lending it out, finds it dead and
-    opens a new one. The cable tells us that both workers held a connection
-    when it was cut, and that both have opened a new one since.
+    Every connection in every worker's pool is dead afterwards. Unchecked,
+    each would fail the next request that borrows it; the app checks a
+    connection as it leaves the pool (`drop_closed_connection`: the server
+    closed it, so its socket is readable), drops it and opens a new one. The
+    cable tells us that both workers held a connection when it was cut, and
+    that both have opened a new one since.
     """
     env = production_env(tmp_path, through(postgresql_cable, fresh_database_url))
     with run_gunicorn(env, tmp_path, app="blog:app", workers=2) as server:
@@ -452,7 +454,7 @@ def test_an_outage_gives_503s_one_mail_and_heals_itself(
 
             # 4. The database is back. No polling: the very next request must
             # work, in whichever worker, because each one checks a pooled
-            # connection before using it (pool_pre_ping).
+            # connection before using it (app/database.py).
             postgresql_cable.plug_in()
             status, _, page = member.request("/")
             assert status == 200, title(page)

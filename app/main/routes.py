@@ -20,7 +20,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import delete, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from app.database import database_failure
+from app.database import database_failure, reads_only
 from app.extensions import db
 from app.main.forms import PostForm
 from app.models import MAX_ID, POST_MAX_LENGTH, Post, now_utc
@@ -52,6 +52,7 @@ def record_last_seen():
 # url_for("main.index") builds the first rule registered, the innermost decorator: "/".
 @bp.route("/index", methods=["GET", "POST"])
 @bp.route("/", methods=["GET", "POST"])
+@reads_only
 def index():
     """Show the post form and the timeline; visitors get the explore page."""
     if not current_user.is_authenticated:
@@ -75,6 +76,7 @@ def index():
 
 
 @bp.route("/explore")
+@reads_only
 def explore():
     """Show every post, newest first."""
     page = paginate(Post.select_newest_first(), current_app.config["POSTS_PER_PAGE"])
@@ -111,6 +113,7 @@ def delete_post(post_id: int):
 
 
 @bp.route("/search")
+@reads_only
 def search():
     """Show the posts that contain what was typed in the search box, newest first."""
     searched = request.args.get("q", "").strip()

@@ -10,6 +10,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import Select
 from sqlalchemy.exc import IntegrityError
 
+from app.database import reads_only
 from app.extensions import db
 from app.forms import commit_or_show_conflict
 from app.models import Post, User
@@ -25,6 +26,7 @@ bp = Blueprint("user", __name__)
 
 
 @bp.route("/user/<username>")
+@reads_only
 def profile(username: str):
     """Show a user's profile and their posts, newest first."""
     viewer_id = current_user.id if current_user.is_authenticated else None
@@ -45,6 +47,7 @@ def profile(username: str):
 
 
 @bp.route("/user/<username>/followers")
+@reads_only
 def followers(username: str):
     """List the people following a user, the newest follow first."""
     user = db.first_or_404(User.select_by_username(username))
@@ -53,6 +56,7 @@ def followers(username: str):
 
 
 @bp.route("/user/<username>/following")
+@reads_only
 def following(username: str):
     """List the people a user follows, the newest follow first."""
     user = db.first_or_404(User.select_by_username(username))
