@@ -60,12 +60,15 @@ bench-errors: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.errors
 
 ## Measure the pages with wrk (`apt-get install wrk`): req/s and latency against a hello-world
-## ceiling, and SQL statements per request, on SQLite, on PostgreSQL when one answers, and at
-## 10x the posts (a few minutes). Options through ARGS, e.g. `make bench ARGS=--quick`.
+## ceiling, and SQL statements per request, at 10 and 25 posts a page, on SQLite, on PostgreSQL
+## when one answers, and at 10x the posts (about 9 minutes on 2 cores). Options through ARGS,
+## e.g. `make bench ARGS=--quick` or `make bench ARGS="--per-page 25 --no-large"`.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.pages $(ARGS)
 
-## Where the hot pages' time goes: pyinstrument's call tree for the index, explore and a profile.
+## Where the hot pages' time goes: plain ms per request and pyinstrument's call tree for the
+## index, explore and a profile, on SQLite; on PostgreSQL:
+## `make profile ARGS="--database-url postgresql://postgres@127.0.0.1:5432/postgres --per-page 25"`.
 profile: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.profile $(ARGS)
 
