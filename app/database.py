@@ -1,6 +1,7 @@
 """How the app talks to its database when things go wrong: timeouts,
 reconnecting, telling an outage from a bug, and SQLite settings for several
-gunicorn workers.
+gunicorn workers; and how the pages that only read spare PostgreSQL the
+transaction around them (`reads_only`).
 
 Flask-SQLAlchemy creates the engine from ``SQLALCHEMY_ENGINE_OPTIONS``;
 `configure_database` fills in what a production app needs before it does.
