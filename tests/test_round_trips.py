@@ -12,6 +12,7 @@ Both are PostgreSQL's: on SQLite a read sends no BEGIN anyway, and the pool
 keeps `pool_pre_ping`, which costs nothing there.
 """
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -84,6 +85,13 @@ def test_a_connection_the_server_closed_is_replaced_unseen(app, client, users):
         outsider = create_engine(db.engine.url, poolclass=NullPool)
     with outsider.connect() as other:
         other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled_pid})
+        # pg_terminate_backend only signals: wait until the backend has exited and
+        # closed its end, as every backend has by the time a restarted server answers.
+        gone = text("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = :pid)")
+        for _ in range(500):
+            if other.execute(gone, {"pid": pooled_pid}).scalar_one():
+                break
+            time.sleep(0.01)
     outsider.dispose()
     response = client.get("/explore")
     assert response.status_code == 200
