@@ -32,7 +32,7 @@ from datetime import timedelta
 
 from flask import current_app, request, session
 from flask_login import COOKIE_NAME, current_user, login_user, logout_user
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from app.extensions import db
 from app.models import User, UserSession, now_utc
@@ -116,6 +116,21 @@ def _clear_session() -> None:
     session.update(kept)
 
 
+# The statement `load_user` runs on every request of a logged-in user, built
+# once: building a statement and working out its cache key (SQLAlchemy's key
+# for the compiled SQL) cost more than running it on SQLite, and a statement
+# kept in a module keeps its key. The values come as bound parameters.
+LOGIN_ROW = (
+    select(User, UserSession.password_digest)
+    .join(UserSession, UserSession.user_id == User.id)
+    .where(
+        User.id == bindparam("user_id"),
+        UserSession.token_hash == bindparam("token_hash"),
+        UserSession.created >= bindparam("not_before"),
+    )
+)
+
+
 def load_user(session_id: str) -> User | None:
     """Flask-Login's user loader (`create_app` registers it): turn what
     User.get_id() put in the session back into a User, in one statement.
@@ -127,13 +142,12 @@ def load_user(session_id: str) -> User | None:
     row = None
     if user_id.isascii() and user_id.isdigit() and token:
         row = db.session.execute(
-            select(User, UserSession.password_digest)
-            .join(UserSession, UserSession.user_id == User.id)
-            .where(
-                User.id == int(user_id),
-                UserSession.token_hash == token_digest(token),
-                UserSession.created >= now_utc() - login_lifetime(),
-            )
+            LOGIN_ROW,
+            {
+                "user_id": int(user_id),
+                "token_hash": token_digest(token),
+                "not_before": now_utc() - login_lifetime(),
+            },
         ).first()
     if row is None or row.password_digest != row.User.password_digest():
         forget_ended_login()
