@@ -7,6 +7,7 @@ the way in, so a username such as ``"><script>`` stays text. (``Markup(...)
 .format()`` escapes every value by itself, with no call to forget, but costs
 several times as much: these run for every post of every page.)"""
 
+import math
 import re
 from contextlib import suppress
 from datetime import datetime, timedelta
@@ -116,6 +117,31 @@ def exact_time_pattern(locale: Locale, zone_text: str) -> dates.DateTimePattern:
     return dates.parse_pattern(long_pattern(locale, zone_text))
 
 
+# format_timedelta's `threshold`: 50 minutes are "1 hour", 45 are "45 minutes".
+RELATIVE_THRESHOLD = 0.85
+
+
+@lru_cache(maxsize=1024)
+def relative_text(locale: Locale, future: bool, unit: str, count: int) -> str:
+    """ "in 3 minutes" or "3 minutes ago", in `locale`: Babel's text, cached.
+
+    A page of posts shows a few such texts many times ("2 hours ago"), and
+    Babel looks each up in its locale data afresh: several times the cost
+    of the dictionary lookup here. `DateWriter.relative` rounds as Babel
+    would, and this asks Babel for exactly that unit and count (granularity
+    `unit`, a threshold never reached), so the text is Babel's own.
+    tests/test_timezone.py compares the two over every rounding boundary.
+    """
+    seconds = count * dict(dates.TIMEDELTA_UNITS)[unit]
+    return dates.format_timedelta(
+        seconds if future else -seconds,
+        granularity=unit,
+        threshold=math.inf,
+        add_direction=True,
+        locale=locale,
+    )
+
+
 class DateWriter:
     """Writes this request's dates: its language, the site's zone and "now",
     looked up once a request (`date_writer`) rather than once a post.
@@ -132,8 +158,17 @@ class DateWriter:
         self.now = now_utc()
 
     def relative(self, moment: datetime) -> str:
-        """ "3 minutes ago", as Flask-Babel's format_timedelta writes it."""
-        return dates.format_timedelta(moment - self.now, add_direction=True, locale=self.locale)
+        """ "3 minutes ago", as Babel's format_timedelta writes it (`relative_text`)."""
+        delta = moment - self.now
+        seconds = delta.days * 86400 + delta.seconds  # whole seconds, as Babel counts them
+        for unit, unit_seconds in dates.TIMEDELTA_UNITS:  # years first
+            # Babel's rounding: the largest unit the time is at least 0.85 of,
+            # a whole number of them; at least one second unless exactly now.
+            count = abs(seconds) / unit_seconds
+            if count >= RELATIVE_THRESHOLD or unit == "second":
+                count = round(max(count, 1) if unit == "second" and count else count)
+                return relative_text(self.locale, seconds >= 0, unit, count)
+        raise AssertionError("the loop ends at seconds")
 
     def exact(self, moment: datetime) -> str:
         """`moment` as the page's language writes a date and time, in the site's

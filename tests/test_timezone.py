@@ -9,6 +9,7 @@ databases answer in UTC+8 (tests/databases.py), which must not show.
 """
 
 import importlib.util
+import random
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from flask_babel import force_locale, get_babel, refresh
 import config
 from app.extensions import db
 from app.models import Post
-from app.templating import exact_time
+from app.templating import DateWriter, exact_time
 from config import LANGUAGES, ConfigError
 from tests.helpers import add_user
 from tests.servers import BIN, ROOT, clean_env
@@ -246,6 +247,40 @@ def test_relative_text_and_instant_are_the_same_in_every_zone(make_app, language
     ] * len(zones)
     assert stored.isoformat().endswith("+00:00")
     assert len({times[0][1] for times in shown}) == len(zones)  # five different titles
+
+
+def relative_cases() -> list[int]:
+    """Seconds from now, in both directions: around each unit's boundaries (a
+    whole number of it, 0.85 of it, half of one more), and a spread of others."""
+    seconds = {0}
+    for _, unit_seconds in dates.TIMEDELTA_UNITS:
+        for count in range(40):
+            whole, threshold = count * unit_seconds, count * unit_seconds * 0.85
+            for point in (whole, threshold, whole + unit_seconds // 2):
+                seconds |= {int(point) + step for step in (-2, -1, 0, 1, 2)}
+    seconds |= set(random.Random(2018).sample(range(10**9), 2000))
+    return sorted(seconds | {-second for second in seconds})
+
+
+def test_relative_text_is_babels_own(app):
+    """DateWriter.relative rounds and caches (app/templating.py): what it writes
+    is what Babel's format_timedelta writes, in every language, on both sides of
+    every rounding boundary, with and without a fraction of a second."""
+    wrong = []
+    with app.test_request_context():
+        for language in LANGUAGES:
+            with force_locale(language):
+                writer = DateWriter()
+                for second in relative_cases():
+                    for fraction in (timedelta(0), timedelta(microseconds=500_000)):
+                        moment = writer.now + timedelta(seconds=second) + fraction
+                        shown = writer.relative(moment)
+                        babel = dates.format_timedelta(
+                            moment - writer.now, add_direction=True, locale=writer.locale
+                        )
+                        if shown != babel:
+                            wrong.append((language, second, fraction, shown, babel))
+    assert wrong == []
 
 
 def test_every_zone_is_shown_with_its_offset_at_that_moment(app):
