@@ -51,13 +51,20 @@ def avatar(user: User, size: int = 48) -> Markup:
     image instead, which tells Gravatar who reads which page.
     """
     digest = user.avatar_hash()
-    if current_app.config["USE_GRAVATAR"]:
+    return avatar_markup(user.username, digest, size, current_app.config["USE_GRAVATAR"])
+
+
+@lru_cache(maxsize=4096)
+def avatar_markup(username: str, digest: str, size: int, use_gravatar: bool) -> Markup:
+    """`avatar`'s HTML, made once per user and size: the same authors fill page
+    after page, and an avatar is made from these four values and nothing else."""
+    if use_gravatar:
         url = f"{GRAVATAR}/avatar/{digest}?d=identicon&s={size}"
         return Markup(
             f'<img class="rounded" src="{escape(url)}" width="{size:d}" height="{size:d}" alt="">'
         )
-    name = escape(user.username)
-    initial = escape(user.username[:1].upper())
+    name = escape(username)
+    initial = escape(username[:1].upper())
     hue = int(digest[:4], 16) % 360
     return Markup(
         f'<svg class="rounded" width="{size:d}" height="{size:d}" viewBox="0 0 48 48" '
