@@ -13,7 +13,6 @@ import asyncio
 import email
 import gzip
 import http.server
-import json
 import os
 import re
 import signal
@@ -39,6 +38,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from app.lab.sandbox import sentry_events
 from tests import pages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -449,14 +449,7 @@ class SentryReceiver:
 
     def events(self) -> list[dict]:
         """The error events in the envelopes received so far."""
-        found = []
-        for envelope in self.envelopes:
-            lines = envelope.split(b"\n")
-            # An envelope is a header line, then (item header, item payload) pairs.
-            for header, payload in zip(lines[1::2], lines[2::2], strict=False):
-                if json.loads(header).get("type") == "event":
-                    found.append(json.loads(payload))
-        return found
+        return sentry_events(self.envelopes)
 
 
 @contextmanager

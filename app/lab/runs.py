@@ -158,7 +158,7 @@ def run_username_race(lab: Lab, options: dict) -> None:
 def run_mail_tarpit(lab: Lab, options: dict) -> None:
     """The mail server accepts the connection and never answers."""
     with lab.tarpit() as port:
-        app = lab.app(MAIL_SERVER="127.0.0.1", MAIL_PORT=port, ADMINS=lab.settings()["ADMINS"])
+        app = lab.app(MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
         client = lab.client(app)
         response = lab.request(client, _l("Open a page whose view raises"), "GET", FAILING_PAGE)
         failed = lab.wait_for_log("not sent", timeout=LAB_MAIL_TIMEOUT + 10)

@@ -173,15 +173,20 @@ class SentryReceiver:
         self._server.server_close()
 
     def events(self) -> list[dict]:
-        """The error events received: an envelope is a header line, then
-        pairs of an item's header and its payload."""
-        found = []
-        for envelope in self.envelopes:
-            lines = envelope.split(b"\n")
-            for header, payload in zip(lines[1::2], lines[2::2], strict=False):
-                if json.loads(header).get("type") == "event":
-                    found.append(json.loads(payload))
-        return found
+        """The error events received (`sentry_events`)."""
+        return sentry_events(self.envelopes)
+
+
+def sentry_events(envelopes: list[bytes]) -> list[dict]:
+    """The error events in what sentry-sdk sent: an envelope is a header line,
+    then pairs of an item's header and its payload."""
+    found = []
+    for envelope in envelopes:
+        lines = envelope.split(b"\n")
+        for header, payload in zip(lines[1::2], lines[2::2], strict=False):
+            if json.loads(header).get("type") == "event":
+                found.append(json.loads(payload))
+    return found
 
 
 @dataclass
