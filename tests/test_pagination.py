@@ -40,6 +40,7 @@ from app.extensions import db
 from app.models import Post
 from tests.databases import fresh_database, upgrade_database
 from tests.helpers import add_user, config_for
+from tests.query_count import statements_for_get
 
 PER_PAGE = 3
 LISTS = ["/explore", "/user/admin", "/"]
@@ -166,6 +167,22 @@ def test_page_numbers_typed_by_hand_get_the_same_links(seven, path):
     assert posts_on(third) == [1]
     assert links(third) == {"Newer": f"{path}?page=2&after={c[1]}", "Older": None}
     assert_not_found(seven.get(path, {"page": "4"}))
+
+
+@pytest.mark.parametrize("path", LISTS)
+def test_only_a_typed_page_further_in_reads_through_offset(seven, path):
+    """Page 1, the one read most, takes the newest rows with a plain LIMIT, as a
+    cursor's page does. Only ?page=N past 1 skips rows with OFFSET, which it
+    does in a subquery of ids (``post.id IN (SELECT post.id ... OFFSET ?)``);
+    ?page=1 typed is page 1. (SQLite writes "OFFSET 0" after every LIMIT,
+    so the subquery is what tells the two apart.)"""
+    app = seven.client.application
+    for url, skips in [(path, False), (f"{path}?page=1", False), (f"{path}?page=2", True)]:
+        status, statements = statements_for_get(app, seven.client, url)
+        assert status == 200, url
+        through_offset = [sql for sql in statements if re.search(r"\.id IN \(SELECT", sql)]
+        assert bool(through_offset) is skips, (url, statements)
+    assert posts_on(seven.get(path, {"page": "1"})) == posts_on(seven.get(path)) == [7, 6, 5]
 
 
 def test_the_links_start_from_the_first_and_the_last_post_shown(seven):
