@@ -63,7 +63,13 @@ BAR = 0.90
 # (pytest stops at the first failure, so a killed mutant costs little).
 MODULES = {
     "app/redirects.py": ["tests/test_redirects.py", "tests/test_auth.py"],
-    "app/pagination.py": ["tests/test_pagination.py", "tests/test_main.py"],
+    # Follower lists page by their own ListOrder, and search results keep `q`.
+    "app/pagination.py": [
+        "tests/test_pagination.py",
+        "tests/test_main.py",
+        "tests/test_follow_lists.py",
+        "tests/test_search.py",
+    ],
     "app/forms.py": ["tests/test_forms.py", "tests/test_user.py"],
     "app/reporting/fingerprint.py": ["tests/test_storm_control.py", "tests/test_error_mail.py"],
     "app/reporting/storm.py": [
