@@ -155,8 +155,8 @@ class DateWriter:
 
     Flask-Babel's own functions (format_timedelta, to_user_timezone) look up
     the language and zone at every call, through Flask's context-locals:
-    on a page of 25 posts, more time than the formatting itself. One "now"
-    also makes every post on a page measured from the same moment.
+    about a quarter of what a post's two dates cost. One "now" also makes
+    every post on a page measured from the same moment.
     """
 
     def __init__(self) -> None:
@@ -170,11 +170,12 @@ class DateWriter:
         seconds = delta.days * 86400 + delta.seconds  # whole seconds, as Babel counts them
         for unit, unit_seconds in dates.TIMEDELTA_UNITS:  # years first
             # Babel's rounding: the largest unit the time is at least 0.85 of,
-            # a whole number of them; at least one second unless exactly now.
+            # in a whole number of them.
             count = abs(seconds) / unit_seconds
             if count >= RELATIVE_THRESHOLD or unit == "second":
-                count = round(max(count, 1) if unit == "second" and count else count)
-                return relative_text(self.locale, seconds >= 0, unit, count)
+                if unit == "second" and count:
+                    count = max(count, 1)  # "1 second ago", never "0 seconds", but at 0
+                return relative_text(self.locale, seconds >= 0, unit, round(count))
         raise AssertionError("the loop ends at seconds")
 
     def exact(self, moment: datetime) -> str:
