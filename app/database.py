@@ -88,9 +88,24 @@ def drop_closed_connection(dbapi_connection, connection_record, connection_proxy
         return
     if dbapi_connection.closed:
         raise DisconnectionError("the connection was closed")
-    readable, _, _ = select.select([fileno()], [], [], 0)
-    if readable:
+    if has_something_to_read(fileno()):
         raise DisconnectionError("the database closed the connection while it was in the pool")
+
+
+def has_something_to_read(fileno: int) -> bool:
+    """Whether a socket has data or a hang-up waiting, without waiting for either.
+
+    poll() where there is one: select() refuses a descriptor numbered 1024 or
+    more (ValueError), which a worker holding many files or sockets reaches,
+    and then every checkout would fail. Windows has no poll(); its select()
+    has no such limit.
+    """
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fileno, select.POLLIN)
+        return bool(poller.poll(0))  # POLLHUP and POLLERR come back unasked
+    readable, _, _ = select.select([fileno], [], [], 0)
+    return bool(readable)
 
 
 def tune_sqlite(dbapi_connection, connection_record) -> None:

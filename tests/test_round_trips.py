@@ -12,6 +12,7 @@ Both are PostgreSQL's: on SQLite a read sends no BEGIN anyway, and the pool
 keeps `pool_pre_ping`, which costs nothing there.
 """
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,11 +74,9 @@ def test_a_view_that_writes_keeps_its_transaction(app, client, users, auth):
     assert inserts == [False]
 
 
-@on_postgresql_only
-def test_a_connection_the_server_closed_is_replaced_unseen(app, client, users):
-    """The server ends the pooled connection (as a restart does): the next request
-    gets a new one, and a page, not an error."""
-    assert client.get("/explore").status_code == 200
+def end_pooled_connection(app: Flask) -> int:
+    """End the server side of the app's pooled connection, as a restart does, and
+    wait until it is gone; return its backend's process id."""
     with app.app_context():
         pooled_pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar_one()
         db.session.remove()
@@ -93,11 +92,65 @@ def test_a_connection_the_server_closed_is_replaced_unseen(app, client, users):
                 break
             time.sleep(0.01)
     outsider.dispose()
+    return pooled_pid
+
+
+def backend_pid(app: Flask) -> int:
+    with app.app_context():
+        return db.session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+@on_postgresql_only
+def test_a_connection_the_server_closed_is_replaced_unseen(app, client, users):
+    """The server ends the pooled connection (as a restart does): the next request
+    gets a new one, and a page, not an error."""
+    assert client.get("/explore").status_code == 200
+    pooled_pid = end_pooled_connection(app)
     response = client.get("/explore")
     assert response.status_code == 200
-    with app.app_context():
-        new_pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar_one()
-    assert new_pid != pooled_pid
+    assert backend_pid(app) != pooled_pid
+
+
+@contextmanager
+def files_open(count: int) -> Iterator[None]:
+    """Hold `count` more files open, so that the next socket's number is above them."""
+    descriptors = [os.open(os.devnull, os.O_RDONLY) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
+
+
+@on_postgresql_only
+def test_a_connection_numbered_past_select_s_limit_is_checked_too(app, client, users):
+    """A worker holding over a thousand files: its database socket is numbered
+    past 1023, which select() refuses. Pages still load, and a connection the
+    server closed is still replaced."""
+    # Unix's: Windows' select() has no such limit, and no `resource` module.
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        if hard != resource.RLIM_INFINITY and hard < 1200:
+            pytest.skip(f"this process may open {hard} files at most")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    try:
+        with app.app_context():
+            db.engine.dispose()  # the next connection is made with the files below open
+        with files_open(1100):
+            assert client.get("/explore").status_code == 200
+            with app.app_context():
+                socket_number = db.session.connection().connection.dbapi_connection.fileno()
+                db.session.remove()
+            assert socket_number > 1023
+            assert client.get("/explore").status_code == 200  # checked out again
+            pooled_pid = end_pooled_connection(app)
+            assert client.get("/explore").status_code == 200
+            assert backend_pid(app) != pooled_pid
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_only_sqlite_pings_its_pooled_connections(app):
