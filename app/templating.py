@@ -13,7 +13,7 @@ from contextlib import suppress
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from babel import Locale, dates
+from babel import dates
 from flask import Flask, current_app, g
 from flask_babel import get_locale, get_timezone
 from flask_login import current_user
@@ -91,7 +91,7 @@ def utc_offset(local: datetime) -> str:
     return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def long_pattern(locale: Locale, zone_text: str) -> str:
+def long_pattern(language: str, zone_text: str) -> str:
     """The language's "long" date and time pattern, with `zone_text` in place of its
     zone field: "MMMM d, y, h:mm:ss a 'UTC-05:00'", "y年M月d日 'UTC-05:00' HH:mm:ss".
 
@@ -103,26 +103,26 @@ def long_pattern(locale: Locale, zone_text: str) -> str:
     shows for most zones anyway ("+0800" for Beijing): only a few, such as
     the US zones in English (EST, PDT), have an abbreviation.
     """
-    time_pattern = dates.get_time_format("long", locale).pattern
+    time_pattern = dates.get_time_format("long", language).pattern
     pieces = QUOTED_TEXT.split(time_pattern)  # quoted text at the odd positions
     pieces[::2] = [ZONE_FIELD.sub(f"'{zone_text}'", piece) for piece in pieces[::2]]
-    date_pattern = dates.get_date_format("long", locale).pattern
+    date_pattern = dates.get_date_format("long", language).pattern
     return (
-        dates.get_datetime_format("long", locale)
+        dates.get_datetime_format("long", language)
         .replace("{0}", "".join(pieces))
         .replace("{1}", date_pattern)
     )
 
 
 @lru_cache(maxsize=256)
-def exact_time_pattern(locale: Locale, zone_text: str) -> dates.DateTimePattern:
+def exact_time_pattern(language: str, zone_text: str) -> dates.DateTimePattern:
     """`long_pattern`, parsed: once per language and offset, not once per post.
 
     Parsing the pattern is most of what formatting a date costs, and a page
     of posts needs the same one for every post (a zone has an offset or two a
     year). Bounded: languages times offsets is a handful in practice.
     """
-    return dates.parse_pattern(long_pattern(locale, zone_text))
+    return dates.parse_pattern(long_pattern(language, zone_text))
 
 
 # format_timedelta's `threshold`: 50 minutes are "1 hour", 45 are "45 minutes".
@@ -130,8 +130,8 @@ RELATIVE_THRESHOLD = 0.85
 
 
 @lru_cache(maxsize=1024)
-def relative_text(locale: Locale, future: bool, unit: str, count: int) -> str:
-    """ "in 3 minutes" or "3 minutes ago", in `locale`: Babel's text, cached.
+def relative_text(language: str, future: bool, unit: str, count: int) -> str:
+    """ "in 3 minutes" or "3 minutes ago", in `language`: Babel's text, cached.
 
     A page of posts shows a few such texts many times ("2 hours ago"), and
     Babel looks each up in its locale data afresh: several times the cost
@@ -146,7 +146,7 @@ def relative_text(locale: Locale, future: bool, unit: str, count: int) -> str:
         granularity=unit,
         threshold=math.inf,
         add_direction=True,
-        locale=locale,
+        locale=language,
     )
 
 
@@ -161,7 +161,10 @@ class DateWriter:
     """
 
     def __init__(self) -> None:
-        self.locale = get_locale()
+        # The language's code ("zh_CN"), not its Locale: the caches below are
+        # keyed by it, and Flask-Babel makes a new Locale for every request,
+        # which compares with the cached one field by field, twice a post.
+        self.language = str(get_locale())
         self.zone = get_timezone()  # the site's, BABEL_DEFAULT_TIMEZONE
         self.now = now_utc()
 
@@ -176,7 +179,7 @@ class DateWriter:
             if count >= RELATIVE_THRESHOLD or unit == "second":
                 if unit == "second" and count:
                     count = max(count, 1)  # "1 second ago", never "0 seconds", but at 0
-                return relative_text(self.locale, seconds >= 0, unit, round(count))
+                return relative_text(self.language, seconds >= 0, unit, round(count))
         raise AssertionError("the loop ends at seconds")
 
     def exact(self, moment: datetime) -> str:
@@ -190,11 +193,11 @@ class DateWriter:
         reader would be a ``timezone_selector`` given to ``babel.init_app``,
         asked once a request like the locale; this blog has one zone for everybody.
         """
-        return exact_text(moment, self.locale, self.zone)
+        return exact_text(moment, self.language, self.zone)
 
 
 @lru_cache(maxsize=4096)
-def exact_text(moment: datetime, locale: Locale, zone: BaseTzInfo) -> str:
+def exact_text(moment: datetime, language: str, zone: BaseTzInfo) -> str:
     """`DateWriter.exact`'s text, made once per post, language and zone.
 
     What it writes depends on these three and nothing else, and the same posts
@@ -205,7 +208,7 @@ def exact_text(moment: datetime, locale: Locale, zone: BaseTzInfo) -> str:
     cache holds the last 4,096 (a few hundred kilobytes per worker).
     """
     local = zone.normalize(moment.astimezone(zone))
-    return exact_time_pattern(locale, utc_offset(local)).apply(local, locale)
+    return exact_time_pattern(language, utc_offset(local)).apply(local, language)
 
 
 def date_writer() -> DateWriter:

@@ -276,7 +276,7 @@ def test_relative_text_is_babels_own(app):
                         moment = writer.now + timedelta(seconds=second) + fraction
                         shown = writer.relative(moment)
                         babel = dates.format_timedelta(
-                            moment - writer.now, add_direction=True, locale=writer.locale
+                            moment - writer.now, add_direction=True, locale=writer.language
                         )
                         if shown != babel:
                             wrong.append((language, second, fraction, shown, babel))
