@@ -74,12 +74,17 @@ def test_a_view_that_writes_keeps_its_transaction(app, client, users, auth):
     assert inserts == [False]
 
 
+def backend_pid(app: Flask) -> int:
+    """The process id of the server backend behind the app's pooled connection."""
+    with app.app_context():
+        return db.session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
 def end_pooled_connection(app: Flask) -> int:
     """End the server side of the app's pooled connection, as a restart does, and
     wait until it is gone; return its backend's process id."""
+    pooled_pid = backend_pid(app)  # the connection is back in the pool after this
     with app.app_context():
-        pooled_pid = db.session.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        db.session.remove()
         # From a connection of its own, outside the app's pool.
         outsider = create_engine(db.engine.url, poolclass=NullPool)
     with outsider.connect() as other:
@@ -93,11 +98,6 @@ def end_pooled_connection(app: Flask) -> int:
             time.sleep(0.01)
     outsider.dispose()
     return pooled_pid
-
-
-def backend_pid(app: Flask) -> int:
-    with app.app_context():
-        return db.session.execute(text("SELECT pg_backend_pid()")).scalar_one()
 
 
 @on_postgresql_only
